@@ -1,0 +1,36 @@
+# temporal-build-worker: `make run` to run the worker, `make test` to run every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv lint demo bench clean
+
+# Idempotent: reinstalls only when a requirements file changed.
+venv: $(STAMP)
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+# Runs the worker in the foreground; starts an embedded dev server when nothing answers
+# at TEMPORAL_ADDRESS. Ctrl-C stops both.
+run: venv
+	$(PY) worker.py --dev-server
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: venv lint
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m tests.demo
+
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .temporal .test-tools .mypy_cache .ruff_cache .pytest_cache

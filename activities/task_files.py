@@ -1,0 +1,282 @@
+"""The file-system task queue: the one module that reads and writes task files.
+
+A task file is how a stage reaches an agent: YAML holding the stage's Temporal task token. The
+layout, key set and fixed values are the original's (spec 4.3-4.4) so its dispatcher and agents
+keep working. Every write here is atomic (temp file created 0600, fsync, rename, fsync of the
+directory) and every directory holding tokens is created 0700.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exceptions import TaskFileError
+
+SOURCE_AGENT = "temporal-worker"
+ACTOR = "temporal-worker"
+SUBMITTED = "submitted"
+INPUT_REQUIRED = "input-required"
+APPROVED = "approved"
+SUPERSEDED = "superseded"
+CANCELLED = "cancelled"
+ARCHIVE = "archive"
+MAX_TASK_FILE_BYTES = 1024 * 1024
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode_token(task_token: bytes) -> str:
+    """Standard base64, as agents pass it to complete_activity.py."""
+    return base64.b64encode(task_token).decode("ascii")
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """Block style, unicode kept, keys sorted: byte-for-byte the original's style."""
+    return str(
+        yaml.dump(
+            dict(data), Dumper=_Dumper, default_flow_style=False, allow_unicode=True, sort_keys=True
+        )
+    )
+
+
+def build_task(
+    *,
+    task_id: str,
+    created: datetime,
+    target_agent: str,
+    task_type: str,
+    summary: str,
+    payload: Mapping[str, Any],
+    task_token: str,
+    history_note: str | None = None,
+) -> dict[str, Any]:
+    """The task mapping of spec 4.4; `task_token` is merged into the payload last so it wins."""
+    stamp = created.isoformat()
+    return {
+        "id": task_id,
+        "created": stamp,
+        "source_agent": SOURCE_AGENT,
+        "target_agent": target_agent,
+        "task_type": task_type,
+        "risk_level": "low",
+        "requires_approval": False,
+        "status": SUBMITTED,
+        "summary": summary,
+        "ttl_days": 7,
+        "payload": {**payload, "task_token": task_token},
+        "result": {"output": None, "completed_by": None, "completed_at": None},
+        "history": [
+            {
+                "timestamp": stamp,
+                "status": SUBMITTED,
+                "actor": ACTOR,
+                "note": summary if history_note is None else history_note,
+            }
+        ],
+    }
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) 0700; an existing directory is left as the operator made it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise TaskFileError(f"cannot create directory {path}: {err.strerror or err}") from None
+    return path
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o600) -> Path:
+    """Write `text` so that readers see the old file or the whole new one, never a part.
+
+    The temp file is `<name>.tmp`, invisible to consumers that match `*.yml`.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; an old tmp keeps its mode
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TaskFileError(f"cannot write {path}: {err.strerror or err}") from None
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def task_filename(now: datetime, task_id: str) -> str:
+    return f"{now.strftime('%Y%m%d-%H%M%S')}-{task_id[:8]}.yml"
+
+
+def write_task(queue_dir: Path, task: Mapping[str, Any], now: datetime | None = None) -> Path:
+    """Write a new task file into the queue; returns its path."""
+    ensure_private_dir(queue_dir)
+    path = queue_dir / task_filename(now or now_utc(), str(task["id"]))
+    return write_text_atomic(path, dump_yaml(task), 0o600)
+
+
+def load_task(path: Path) -> dict[str, Any]:
+    """Parse one task file; anything but a mapping is a TaskFileError."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_TASK_FILE_BYTES + 1)
+    except OSError as err:
+        raise TaskFileError(f"cannot read {path}: {err.strerror or err}") from None
+    if len(raw) > MAX_TASK_FILE_BYTES:
+        raise TaskFileError(f"{path} is larger than {MAX_TASK_FILE_BYTES} bytes")
+    try:
+        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as err:
+        raise TaskFileError(f"{path} is not valid YAML: {_first_line(err)}") from None
+    if not isinstance(data, dict):
+        raise TaskFileError(f"{path} is not a YAML mapping")
+    return data
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def iter_task_files(queue_dir: Path, *, archive: bool = True) -> Iterator[Path]:
+    for directory in (queue_dir, queue_dir / ARCHIVE) if archive else (queue_dir,):
+        with contextlib.suppress(OSError):
+            yield from sorted(directory.glob("*.yml"))
+
+
+def find_task(queue_dir: Path, task_id: str) -> Path | None:
+    """Find a task file by its `id` in the queue, then its archive.
+
+    Files named after the id (`*-<id[:8]>.yml`) are tried first; unreadable files are skipped.
+    """
+    candidates = list(iter_task_files(queue_dir))
+    prefix = f"-{task_id[:8]}.yml"
+    ordered = [p for p in candidates if p.name.endswith(prefix)]
+    ordered += [p for p in candidates if not p.name.endswith(prefix)]
+    for path in ordered:
+        try:
+            if str(load_task(path).get("id")) == task_id:
+                return path
+        except TaskFileError:
+            continue
+    return None
+
+
+def history_entry(status: str, note: str, actor: str = ACTOR) -> dict[str, str]:
+    return {"timestamp": now_utc().isoformat(), "status": status, "actor": actor, "note": note}
+
+
+def update_task_status(path: Path, status: str, note: str) -> dict[str, Any]:
+    """Set `status` and append a history entry, keeping every other key and the file's mode.
+
+    Idempotent: when the file already has this status with this note last, nothing is written,
+    so a retried activity does not add a second entry.
+    """
+    task = load_task(path)
+    history = task.get("history")
+    if not isinstance(history, list):
+        history = []
+    last = history[-1] if history else None
+    if (
+        task.get("status") == status
+        and isinstance(last, dict)
+        and last.get("status") == status
+        and last.get("note") == note
+    ):
+        return task
+    task["status"] = status
+    task["history"] = [*history, history_entry(status, note)]
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o600
+    write_text_atomic(path, dump_yaml(task), mode)
+    return task
+
+
+def dispatched_tasks(queue_dir: Path, workflow_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Task files this worker wrote for `workflow_id` (in the queue, not the archive)."""
+    for path in iter_task_files(queue_dir, archive=False):
+        try:
+            task = load_task(path)
+        except TaskFileError:
+            continue
+        payload = task.get("payload")
+        if (
+            task.get("source_agent") == SOURCE_AGENT
+            and isinstance(payload, dict)
+            and payload.get("workflow_id") == workflow_id
+        ):
+            yield path, task
+
+
+# --- Dispatching a stage to an agent ---------------------------------------------------------
+
+CLI_PATH = Path(__file__).resolve().parent.parent / "complete_activity.py"
+
+
+def completion_command(status: str, message: str) -> str:
+    """The exact command an agent runs: this checkout's CLI under the worker's own Python."""
+    import shlex
+    import sys
+
+    return (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(CLI_PATH))} "
+        f'"$TASK_TOKEN" {status} {message}'
+    )
+
+
+def supersede_earlier_attempts(
+    queue_dir: Path, workflow_id: str, activity_id: str, attempt: int
+) -> list[Path]:
+    """Mark this stage's files from earlier attempts `superseded`: their tokens are dead."""
+    marked = []
+    for path, task in dispatched_tasks(queue_dir, workflow_id):
+        payload = task["payload"]
+        if (
+            payload.get("activity_id") == activity_id
+            and isinstance(payload.get("attempt"), int)
+            and payload["attempt"] < attempt
+            and task.get("status") in (SUBMITTED, INPUT_REQUIRED)
+        ):
+            update_task_status(path, SUPERSEDED, f"Superseded by attempt {attempt}")
+            marked.append(path)
+    return marked
+
+
+def close_open_tasks(queue_dir: Path, workflow_id: str, note: str) -> list[Path]:
+    """Mark every still-open task file of a finished workflow `cancelled`."""
+    closed = []
+    for path, task in dispatched_tasks(queue_dir, workflow_id):
+        if task.get("status") == SUBMITTED:
+            update_task_status(path, CANCELLED, note)
+            closed.append(path)
+    return closed

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Complete or fail an agent's task by its Temporal task token.
+
+Usage:
+  complete_activity.py <task_token_b64> success [output_message]
+  complete_activity.py <task_token_b64> failed [error_message]
+  complete_activity.py --task-file <task.yml> success|failed [message]
+  complete_activity.py - success|failed [message]      (token read from standard input)
+
+The token is `payload.task_token` of the task file. `--task-file` and `-` keep it off the
+command line, where `ps` and shell history would show it.
+
+Environment: TEMPORAL_ADDRESS (localhost:7233), TEMPORAL_NAMESPACE (default), and for mTLS
+VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, TEMPORAL_REQUIRE_TLS, TEMPORAL_TLS_SERVER_NAME.
+
+Exit codes:
+  0  the completion or failure was delivered
+  1  usage or task token format error
+  3  Temporal could not be reached
+  4  the token is unknown, already used, or its attempt timed out
+  5  TLS or Vault credentials could not be set up
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_UNREACHABLE = 3
+EXIT_TOKEN = 4
+EXIT_CREDENTIALS = 5
+STATUSES = ("success", "failed")
+RPC_TIMEOUT = timedelta(seconds=15)
+CONNECT_TIMEOUT_SECONDS = 20.0
+
+
+class CliError(Exception):
+    """One line for stderr, and the exit code that goes with it."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log_event(event: str, **fields: Any) -> None:
+    """One JSON line on stdout, in the worker's log format; never the token."""
+    record = {
+        "script": "complete_activity",
+        "event": event,
+        "level": "info",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        **fields,
+    }
+    sys.stdout.write(json.dumps(record) + "\n")
+
+
+def parse_args(argv: list[str]) -> tuple[str, str, str]:
+    """Returns (token text, status, message); checks everything that needs no network."""
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(__doc__ or "")
+        raise CliError(EXIT_OK, "")
+    if argv and argv[0] == "--task-file":
+        if len(argv) < 3:
+            raise CliError(
+                EXIT_USAGE,
+                "usage: complete_activity.py --task-file <task.yml> success|failed [message]",
+            )
+        token = token_from_task_file(Path(argv[1]))
+        rest = argv[2:]
+    else:
+        if len(argv) < 2:
+            sys.stdout.write(__doc__ or "")
+            raise CliError(EXIT_USAGE, "expected <task_token> success|failed [message]")
+        token = argv[0]
+        rest = argv[1:]
+    status = rest[0]
+    if status not in STATUSES:
+        raise CliError(EXIT_USAGE, f"unknown status {status!r}: expected success or failed")
+    message = rest[1] if len(rest) > 1 else ""
+    if token == "-":
+        token = sys.stdin.read()
+    return token.strip(), status, message
+
+
+def token_from_task_file(path: Path) -> str:
+    from activities.task_files import load_task
+    from exceptions import TaskFileError
+
+    try:
+        task = load_task(path)
+    except TaskFileError as err:
+        raise CliError(EXIT_USAGE, str(err)) from None
+    payload = task.get("payload")
+    token = payload.get("task_token") if isinstance(payload, dict) else None
+    if not isinstance(token, str) or not token:
+        raise CliError(EXIT_USAGE, f"{path} has no payload.task_token")
+    return token
+
+
+def decode_token(text: str) -> bytes:
+    if not text:
+        raise CliError(EXIT_USAGE, "invalid task token: it is empty")
+    try:
+        token = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CliError(EXIT_USAGE, "invalid task token: not standard base64") from None
+    if not token:
+        raise CliError(EXIT_USAGE, "invalid task token: it is empty")
+    return token
+
+
+async def deliver(token: bytes, status: str, message: str) -> None:
+    from config import load_client_settings
+    from exceptions import ConfigError, CredentialError
+
+    try:
+        settings = load_client_settings()
+    except ConfigError as err:
+        tls_var = str(err).startswith(("TEMPORAL_REQUIRE_TLS", "VAULT_", "TEMPORAL_TLS"))
+        raise CliError(EXIT_CREDENTIALS if tls_var else EXIT_UNREACHABLE, str(err)) from None
+    try:
+        import vault
+
+        tls = vault.tls_config(settings)
+    except CredentialError as err:
+        raise CliError(EXIT_CREDENTIALS, str(err)) from None
+
+    from temporalio.client import Client
+    from temporalio.exceptions import ApplicationError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        client = await asyncio.wait_for(
+            Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace, tls=tls
+            ),
+            CONNECT_TIMEOUT_SECONDS,
+        )
+    except (TimeoutError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else "timed out"
+        over = " over TLS" if tls else ""
+        raise CliError(
+            EXIT_UNREACHABLE,
+            f"cannot reach Temporal at {settings.temporal_address}{over}: {reason}",
+        ) from None
+    handle = client.get_async_activity_handle(task_token=token)
+    try:
+        if status == "success":
+            await handle.complete({"status": "success", "output": message}, rpc_timeout=RPC_TIMEOUT)
+        else:
+            await handle.fail(
+                ApplicationError(
+                    message or "Phase failed", type="PhaseFailedError", non_retryable=True
+                ),
+                rpc_timeout=RPC_TIMEOUT,
+            )
+    except RPCError as err:
+        raise CliError(*_rpc_error(err, RPCStatusCode)) from None
+
+
+def _rpc_error(err: Any, codes: Any) -> tuple[int, str]:
+    if err.status == codes.NOT_FOUND:
+        return EXIT_TOKEN, (
+            "task token not accepted: the activity is already completed, timed out, or unknown"
+        )
+    if err.status == codes.INVALID_ARGUMENT:
+        return EXIT_USAGE, "invalid task token: the server cannot decode it"
+    if err.status in (codes.UNAVAILABLE, codes.DEADLINE_EXCEEDED, codes.CANCELLED):
+        return EXIT_UNREACHABLE, f"cannot reach Temporal: {err.message.splitlines()[0]}"
+    if err.status in (codes.PERMISSION_DENIED, codes.UNAUTHENTICATED):
+        return EXIT_CREDENTIALS, f"Temporal refused the credentials: {err.message}"
+    return EXIT_UNREACHABLE, f"Temporal error {err.status.name}: {err.message.splitlines()[0]}"
+
+
+def main(argv: list[str]) -> int:
+    try:
+        token_text, status, message = parse_args(argv)
+        token = decode_token(token_text)
+        asyncio.run(deliver(token, status, message))
+    except CliError as err:
+        if str(err):
+            sys.stderr.write(f"complete_activity: {err}\n")
+        return err.code
+    except KeyboardInterrupt:
+        sys.stderr.write("complete_activity: interrupted\n")
+        return 130
+    if status == "success":
+        log_event("activity_completed", output=message or "success")
+    else:
+        log_event("activity_failed", output=message or "no details")
+    return EXIT_OK
+
+
+def _exit(code: int) -> NoReturn:
+    """Leave without interpreter teardown: it can crash after the work is done (design.md)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    try:
+        exit_code = main(sys.argv[1:])
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback
+        sys.stderr.write(f"complete_activity: unexpected {type(err).__name__}: {err}\n")
+        exit_code = EXIT_UNREACHABLE
+    _exit(exit_code)

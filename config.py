@@ -1,0 +1,196 @@
+"""Settings from the environment.
+
+`load_client_settings()` is what both the worker and complete_activity.py need to reach Temporal;
+`load_config()` adds the worker's own settings. Each bad value ends in one `ConfigError` naming
+the variable. An empty variable counts as unset (the original let it override the default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exceptions import ConfigError
+
+TRUE_WORDS = {"1", "true", "yes"}
+FALSE_WORDS = {"", "0", "false", "no"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean (use 1/true/yes or 0/false/no)")
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = _get(env, "HOME")
+    return Path(home) if home else Path.home()
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    value = _get(env, name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach Temporal: shared by the worker and complete_activity.py."""
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    vault_addr: str | None = None
+    vault_role_id: str | None = None
+    vault_secret_id_file: Path | None = None
+    require_tls: bool = False
+    tls_server_name: str | None = None
+
+    @property
+    def vault_configured(self) -> bool:
+        return bool(self.vault_addr and self.vault_role_id and self.vault_secret_id_file)
+
+
+def load_client_settings(env: Mapping[str, str] | None = None) -> ClientSettings:
+    env = os.environ if env is None else env
+    address = _get(env, "TEMPORAL_ADDRESS") or "localhost:7233"
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"TEMPORAL_ADDRESS={address!r} is not host:port")
+    secret_file = _get(env, "VAULT_SECRET_ID_FILE")
+    return ClientSettings(
+        temporal_address=address,
+        temporal_namespace=_get(env, "TEMPORAL_NAMESPACE") or "default",
+        vault_addr=_get(env, "VAULT_ADDR"),
+        vault_role_id=_get(env, "VAULT_ROLE_ID"),
+        vault_secret_id_file=Path(secret_file).expanduser() if secret_file else None,
+        require_tls=_flag(env, "TEMPORAL_REQUIRE_TLS"),
+        tls_server_name=_get(env, "TEMPORAL_TLS_SERVER_NAME"),
+    )
+
+
+@dataclass(frozen=True)
+class WorkerConfig(ClientSettings):
+    """Everything the worker reads, resolved once at start and handed to the activities."""
+
+    task_queue: str = "helm-build"
+    matrix_room: str = "sysadmin"
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    block_poll_seconds: float = 30.0
+    agent_task_dir: Path = Path("~/.claude/task-queue")
+    audit_dir: Path = Path("~/.claude/comms/artifacts")
+    summary_dir: Path = Path("~/repos/personal/agent-activity/workflows")
+    send_matrix_script: Path = Path("~/scripts/send-matrix.sh")
+    matrix_homeserver: str | None = None
+    matrix_access_token_file: Path | None = None
+
+    def public_fields(self) -> dict[str, object]:
+        """What `config_loaded` logs: no secret, no path to one."""
+        return {
+            "temporal_address": self.temporal_address,
+            "temporal_namespace": self.temporal_namespace,
+            "task_queue": self.task_queue,
+            "matrix_room": self.matrix_room,
+            "log_level": self.log_level,
+            "log_file": str(self.log_file) if self.log_file else None,
+            "vault_configured": self.vault_configured,
+            "require_tls": self.require_tls,
+            "block_poll_seconds": self.block_poll_seconds,
+            "agent_task_dir": str(self.agent_task_dir),
+            "audit_dir": str(self.audit_dir),
+            "summary_dir": str(self.summary_dir),
+            "matrix_api": bool(self.matrix_homeserver and self.matrix_access_token_file),
+        }
+
+
+def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
+    env = os.environ if env is None else env
+    client = load_client_settings(env)
+    home = _home(env)
+
+    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+    poll_text = _get(env, "BLOCK_POLL_SECONDS") or "30"
+    try:
+        poll = float(poll_text)
+    except ValueError:
+        raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} is not a number") from None
+    if not 0.05 <= poll <= 3600:
+        raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} must be between 0.05 and 3600")
+
+    if client.vault_secret_id_file is not None:
+        _check_secret_file(client.vault_secret_id_file)
+
+    homeserver = _get(env, "MATRIX_HOMESERVER")
+    token_file_text = _get(env, "MATRIX_ACCESS_TOKEN_FILE")
+    token_file = Path(token_file_text).expanduser() if token_file_text else None
+    if homeserver and not homeserver.startswith(("http://", "https://")):
+        raise ConfigError(f"MATRIX_HOMESERVER={homeserver!r} is not an http(s) URL")
+    if homeserver and token_file is None:
+        raise ConfigError("MATRIX_HOMESERVER is set but MATRIX_ACCESS_TOKEN_FILE is not")
+    if token_file is not None:
+        try:
+            if not token_file.read_text(encoding="utf-8").strip():
+                raise ConfigError(f"MATRIX_ACCESS_TOKEN_FILE={str(token_file)!r} is empty")
+        except OSError as err:
+            raise ConfigError(
+                f"MATRIX_ACCESS_TOKEN_FILE={str(token_file)!r} cannot be read: {err.strerror}"
+            ) from None
+
+    log_file = _get(env, "LOG_FILE")
+    fields = {k: getattr(client, k) for k in ClientSettings.__dataclass_fields__}
+    return WorkerConfig(
+        **fields,
+        task_queue=_get(env, "TASK_QUEUE") or "helm-build",
+        matrix_room=_get(env, "MATRIX_ROOM") or "sysadmin",
+        log_level=level,
+        log_file=Path(log_file).expanduser() if log_file else None,
+        block_poll_seconds=poll,
+        agent_task_dir=_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue"),
+        audit_dir=_path(env, "TEMPORAL_AUDIT_DIR", home / ".claude" / "comms" / "artifacts"),
+        summary_dir=_path(
+            env,
+            "TEMPORAL_SUMMARY_DIR",
+            home / "repos" / "personal" / "agent-activity" / "workflows",
+        ),
+        send_matrix_script=_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
+        matrix_homeserver=homeserver.rstrip("/") if homeserver else None,
+        matrix_access_token_file=token_file,
+    )
+
+
+def _check_secret_file(path: Path) -> None:
+    """The secret id must exist and be readable by its owner only."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} {_why(err)}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} is not a regular file")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"VAULT_SECRET_ID_FILE={str(path)!r} is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+
+
+def _why(err: OSError) -> str:
+    return "does not exist" if isinstance(err, FileNotFoundError) else f"cannot be read: {err}"
+
+
+def log_level_number(level: str) -> int:
+    return int(getattr(logging, level, logging.INFO))

@@ -1,0 +1,32 @@
+"""Exception hierarchy. Each carries one readable line meant for an operator."""
+
+
+class TemporalWorkerError(Exception):
+    """Base class of the worker's own errors."""
+
+
+class ConfigError(TemporalWorkerError):
+    """A setting in the environment is missing or invalid."""
+
+
+class CredentialError(TemporalWorkerError):
+    """TLS material or Vault credentials could not be resolved."""
+
+
+class ActivityRuntimeError(TemporalWorkerError):
+    """An activity met a condition it cannot recover from."""
+
+
+class TaskFileError(TemporalWorkerError):
+    """A task, request or summary file could not be written or read."""
+
+
+class TriageError(TemporalWorkerError):
+    """The security agent's triage-output.yml is malformed."""
+
+
+# ApplicationError type strings that workflows treat as final (never retried).
+PHASE_FAILED = "PhaseFailedError"
+TRIAGE_MALFORMED = "TriageMalformedError"
+INVALID_INPUT = "InvalidInputError"
+TASK_FILE_ERROR = "TaskFileError"

@@ -1,0 +1,147 @@
+"""Workflow inputs and results.
+
+BuildPlanWorkflow uses dataclasses, BuildPipelineWorkflow pydantic models, as the original does;
+both travel as plain JSON (`json/plain`), so operators can start workflows from the `temporal` CLI.
+This module is imported by workflow code: standard library and pydantic only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# --- BuildPlanWorkflow ------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseSpec:
+    number: int
+    agent_type: str
+    description: str
+    context_refs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildPlanInput:
+    plan_name: str
+    phases: list[PhaseSpec]
+
+
+@dataclass
+class BuildPhaseInput:
+    plan_name: str
+    phase_number: int
+    agent_type: str
+    description: str
+    context_refs: list[str] = field(default_factory=list)
+    workflow_id: str = ""
+
+
+@dataclass
+class BuildPhaseResult:
+    """What an agent's completion carries; also the result of every agent stage."""
+
+    status: str  # "success" | "failed"
+    output: str = ""
+
+
+@dataclass
+class BuildPlanResult:
+    status: str
+    phases_run: int
+
+
+# --- BuildPipelineWorkflow --------------------------------------------------------------------
+
+BUILD_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+# Agent names route task files; keep them to a plain identifier so they cannot smuggle text.
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Any printable text without whitespace or path separators.
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# A path on one line: no control characters (they would break the agent's instruction).
+PLAN_PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+BuildName = Annotated[str, Field(min_length=1, max_length=100, pattern=BUILD_NAME_PATTERN)]
+
+
+class BuildPipelineInput(BaseModel):
+    build_name: BuildName
+    plan_path: Annotated[str, Field(min_length=1, max_length=4096, pattern=PLAN_PATH_PATTERN)]
+    task_id: Annotated[str, Field(min_length=1, max_length=200, pattern=TASK_ID_PATTERN)]
+    target_agent: Annotated[str, Field(min_length=1, max_length=100, pattern=AGENT_PATTERN)]
+
+
+class TriageOutput(BaseModel):
+    blocks: list[str] = []
+    flags: list[str] = []
+    info: list[str] = []
+
+
+class BuildPipelineResult(BaseModel):
+    status: str  # "complete" | "rejected" | "timed_out"
+    workflow_id: str
+    summary_path: str
+
+
+Outcome = Literal["success", "partial", "failed", "rejected", "timed_out"]
+
+
+class Resolution(BaseModel):
+    """How the block gate was left: who decided, how, and their note."""
+
+    decision: Literal["approved", "rejected", "timed_out"]
+    via: Literal["task-file", "update", "timer"]
+    by: str = ""
+    note: str = ""
+    at: str = ""
+
+
+class PipelineOutcome(BaseModel):
+    """Fields of the summary beyond the original's, passed to summarize_workflow."""
+
+    outcome: Outcome
+    failed_stage: str = ""
+    error: str = ""
+    resolution: Resolution | None = None
+    task_ids: dict[str, str] = {}
+
+
+class PipelineStatus(BaseModel):
+    """Answer of the `status` query."""
+
+    workflow_id: str
+    build_name: str
+    stage: str
+    stages_done: list[str]
+    started_at: str
+    updated_at: str
+    blocks: list[str] = []
+    flags: list[str] = []
+    task_ids: dict[str, str] = {}
+    awaiting_approval: bool = False
+    resolution: Resolution | None = None
+    outcome: str = ""
+    error: str = ""
+
+
+class DecisionInput(BaseModel):
+    """Optional argument of the `approve` and `reject` updates."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Annotated[str, Field(max_length=2000)] = ""
+    by: Annotated[str, Field(max_length=200)] = ""
+
+
+TASK_ID_NAMESPACE = uuid.UUID("6f1c2a53-3d0e-4a8e-9a57-1b7c5e0d2f10")
+
+
+def dispatch_task_id(workflow_id: str, run_id: str, stage: str, attempt: int) -> str:
+    """Task-file id of one dispatch attempt: derived, so the workflow knows it without I/O.
+
+    The worker's activity and the workflow's `status` query both compute it; an agent sees an
+    ordinary UUID string, as the original's uuid4 ids.
+    """
+    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{workflow_id}\x00{run_id}\x00{stage}\x00{attempt}"))

