@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS := .test-tools
 
 .PHONY: run test venv lint demo bench clean
 
@@ -23,9 +24,6 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: venv lint
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
-
 demo: venv
 	$(PY) -m tests.demo
 
@@ -33,4 +31,12 @@ bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .temporal .test-tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .temporal $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+
+# Servers and tools the tests need beyond the venv (Synapse, PM2, ...). Each block adds its
+# stamp file to TEST_TOOLS, above the `test` rule, so a fresh machine gets it from `make test`.
+TEST_TOOLS :=
+
+# ---- keep the test rule last: its prerequisites are read when make parses it ----
+test: venv lint $(TEST_TOOLS)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
