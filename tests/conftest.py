@@ -135,20 +135,30 @@ class ScriptedAgent:
         self.handled: list[dict[str, Any]] = []
         self.results: list[tuple[str, int, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def __aenter__(self) -> ScriptedAgent:
         self._task = asyncio.create_task(self._loop())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Let a completion in flight finish and be recorded: the workflow can end (and the test
+        # leave this block) before the CLI that ended it has exited. Cancelling it then would
+        # orphan the subprocess and drop the task from `handled`.
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._task, 90)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             for path in task_files.iter_task_files(self.queue_dir, archive=False):
+                if self._stopping:
+                    return
                 if path.name in self.seen:
                     continue
                 task = task_files.load_task(path)
