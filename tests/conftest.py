@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -196,3 +197,19 @@ async def wait_for(
 
 def task_files_in(queue_dir: Path) -> list[Path]:
     return list(task_files.iter_task_files(queue_dir, archive=False))
+
+
+def closed_address() -> str:
+    """A local host:port where nothing listens: bound to learn a free port, then closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def stderr_line(stderr: str) -> str:
+    """The one line an error path may print: fails on none, several, or a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}: {stderr!r}"
+    return lines[0]
