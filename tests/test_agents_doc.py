@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
 import sys
 import uuid
@@ -22,7 +21,7 @@ import complete_activity
 from activities import task_files
 from config import WorkerConfig
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, running_worker, task_files_in, wait_for
+from tests.conftest import ROOT, cli_env, running_worker, task_files_in, wait_for
 
 DOC = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
 DOC_PYTHON = "/srv/temporal-build-worker/.venv/bin/python"
@@ -67,8 +66,7 @@ async def test_example_matches_a_real_phase_file(client: Client, config: WorkerC
 
         # Run the success command of the instruction, as the instruction tells an agent to.
         command = real["payload"]["instruction"].splitlines()[1]
-        env = {**os.environ, "TEMPORAL_ADDRESS": address,
-               "TASK_TOKEN": real["payload"]["task_token"]}
+        env = cli_env(address, TASK_TOKEN=real["payload"]["task_token"])
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", command, env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
