@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import structlog
 
 from config import log_level_number
+from exceptions import ConfigError
 
 
 class _TeeLogger:
@@ -51,9 +52,16 @@ _log_file: TextIO | None = None
 
 
 def open_log_file(path: Path) -> TextIO:
-    """Append-only, created 0600: log lines may name builds and paths."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    """Append-only, created 0600: log lines may name builds and paths.
+
+    A path that cannot be opened is a configuration error (one line, exit 2), not a traceback.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(f"LOG_FILE={str(path)!r} cannot be opened: {reason}") from None
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
 

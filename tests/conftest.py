@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,20 +136,30 @@ class ScriptedAgent:
         self.handled: list[dict[str, Any]] = []
         self.results: list[tuple[str, int, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def __aenter__(self) -> ScriptedAgent:
         self._task = asyncio.create_task(self._loop())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Let a completion in flight finish and be recorded: the workflow can end (and the test
+        # leave this block) before the CLI that ended it has exited. Cancelling it then would
+        # orphan the subprocess and drop the task from `handled`.
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._task, 90)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             for path in task_files.iter_task_files(self.queue_dir, archive=False):
+                if self._stopping:
+                    return
                 if path.name in self.seen:
                     continue
                 task = task_files.load_task(path)
@@ -186,3 +197,19 @@ async def wait_for(
 
 def task_files_in(queue_dir: Path) -> list[Path]:
     return list(task_files.iter_task_files(queue_dir, archive=False))
+
+
+def closed_address() -> str:
+    """A local host:port where nothing listens: bound to learn a free port, then closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def stderr_line(stderr: str) -> str:
+    """The one line an error path may print: fails on none, several, or a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}: {stderr!r}"
+    return lines[0]

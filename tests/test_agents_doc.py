@@ -1,0 +1,124 @@
+"""docs/AGENTS.md against the code: the example task file, the statuses, the exit codes.
+
+The example is compared with a file the real worker writes for a real BuildPlanWorkflow phase,
+and the completion command inside that file's `instruction` is run as an agent would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client
+
+import complete_activity
+from activities import task_files
+from config import WorkerConfig
+from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from tests.conftest import ROOT, cli_env, running_worker, task_files_in, wait_for
+
+DOC = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
+DOC_PYTHON = "/srv/temporal-build-worker/.venv/bin/python"
+DOC_CLI = "/srv/temporal-build-worker/complete_activity.py"
+
+
+def doc_example() -> dict[str, Any]:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOC, flags=re.S)
+    assert len(blocks) == 1
+    example = yaml.safe_load(blocks[0])
+    assert isinstance(example, dict)
+    return example
+
+
+def table_after(heading: str) -> list[list[str]]:
+    """Rows of the first Markdown table under `heading`, header and rule left out."""
+    section = DOC.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]
+
+
+async def test_example_matches_a_real_phase_file(client: Client, config: WorkerConfig,
+                                                 address: str) -> None:
+    example = doc_example()
+    phase = example["payload"]
+    plan = BuildPlanInput(plan_name=phase["plan_name"], phases=[PhaseSpec(
+        number=phase["phase_number"], agent_type=example["target_agent"],
+        description=phase["description"], context_refs=phase["context_refs"])])
+    workflow_id = f"agents-doc-{uuid.uuid4()}"
+    async with running_worker(client, config):
+        handle = await client.start_workflow("BuildPlanWorkflow", plan, id=workflow_id,
+                                             task_queue=config.task_queue,
+                                             result_type=BuildPlanResult)
+        await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
+        (path,) = task_files_in(config.agent_task_dir)
+        real = task_files.load_task(path)
+
+        # Run the success command of the instruction, as the instruction tells an agent to.
+        command = real["payload"]["instruction"].splitlines()[1]
+        env = cli_env(address, TASK_TOKEN=real["payload"]["task_token"])
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", command, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        assert await handle.result() == BuildPlanResult(status="complete", phases_run=1)
+
+    assert re.fullmatch(rf"\d{{8}}-\d{{6}}-{real['id'][:8]}\.yml", path.name)
+    assert set(real) == set(example)
+    assert set(real["payload"]) == set(example["payload"])
+    for key in ("source_agent", "target_agent", "task_type", "risk_level", "requires_approval",
+                "status", "summary", "ttl_days", "result"):
+        assert real[key] == example[key], key
+    for key in ("description", "plan_name", "phase_number", "context_refs", "activity_id",
+                "attempt"):
+        assert real["payload"][key] == example["payload"][key], key
+    assert real["payload"]["workflow_id"] == workflow_id
+    assert [{k: v for k, v in h.items() if k != "timestamp"} for h in real["history"]] == [
+        {k: v for k, v in h.items() if k != "timestamp"} for h in example["history"]]
+    assert uuid.UUID(real["id"]) and uuid.UUID(example["id"])
+    for doc in (real, example):
+        assert base64.b64decode(doc["payload"]["task_token"], validate=True)
+    cli = str(Path(complete_activity.__file__).resolve())
+    instruction = real["payload"]["instruction"].replace(sys.executable, DOC_PYTHON)
+    assert instruction.replace(cli, DOC_CLI) == example["payload"]["instruction"]
+
+
+def test_key_tables_list_the_example_keys() -> None:
+    example = doc_example()
+    top = {row[0].strip("`") for row in table_after("## BuildPlan phase task")}
+    assert top == set(example)
+    payload = {row[0].strip("`") for row in table_after("`payload` keys:")}
+    assert payload == set(example["payload"])
+
+
+def test_exit_codes_are_the_cli_codes() -> None:
+    documented = {int(row[0]) for row in table_after("### Exit codes")}
+    codes = {value for name, value in vars(complete_activity).items() if name.startswith("EXIT_")}
+    assert documented == codes
+    in_usage = {int(m) for m in re.findall(r"^  (\d)  ", complete_activity.__doc__ or "", re.M)}
+    assert in_usage == codes
+
+
+def test_statuses_are_the_protocol_vocabulary() -> None:
+    documented = {row[0].strip("`") for row in table_after("## Statuses")}
+    assert documented == {task_files.SUBMITTED, task_files.SUPERSEDED, task_files.CANCELLED,
+                          task_files.INPUT_REQUIRED, task_files.APPROVED}
+
+
+def test_default_directory_is_the_config_default() -> None:
+    from config import load_config
+
+    assert load_config({"HOME": "/home/a"}).agent_task_dir == Path("/home/a/.claude/task-queue")
+    assert "`AGENT_TASK_DIR`, default `~/.claude/task-queue/`" in DOC
+    assert "## Pipeline task types" in DOC

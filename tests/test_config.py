@@ -1,0 +1,345 @@
+"""Configuration from the environment: every variable, its default, and every refusal.
+
+The unit tests call `load_config(env)` with an explicit mapping; the entry-point tests run
+`worker.py` as PM2 would, to prove a bad setting ends in one line and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import WorkerConfig, load_client_settings, load_config
+from exceptions import ConfigError
+from tests.conftest import ROOT, closed_address, stderr_line
+
+HOME = "/home/agent"
+
+# Every variable the worker or complete_activity.py reads (spec 1 and design.md), with the
+# WorkerConfig field it sets and that field's default when the variable is unset.
+DEFAULTS: dict[str, tuple[str, Any]] = {
+    "TEMPORAL_ADDRESS": ("temporal_address", "localhost:7233"),
+    "TEMPORAL_NAMESPACE": ("temporal_namespace", "default"),
+    "TASK_QUEUE": ("task_queue", "helm-build"),
+    "MATRIX_ROOM": ("matrix_room", "sysadmin"),
+    "SEND_MATRIX_SCRIPT": ("send_matrix_script", Path(HOME, "scripts/send-matrix.sh")),
+    "TEMPORAL_AUDIT_DIR": ("audit_dir", Path(HOME, ".claude/comms/artifacts")),
+    "LOG_LEVEL": ("log_level", "INFO"),
+    "LOG_FILE": ("log_file", None),
+    "VAULT_ADDR": ("vault_addr", None),
+    "VAULT_ROLE_ID": ("vault_role_id", None),
+    "VAULT_SECRET_ID_FILE": ("vault_secret_id_file", None),
+    "TEMPORAL_REQUIRE_TLS": ("require_tls", False),
+    "TEMPORAL_TLS_SERVER_NAME": ("tls_server_name", None),
+    "BLOCK_POLL_SECONDS": ("block_poll_seconds", 30.0),
+    "AGENT_TASK_DIR": ("agent_task_dir", Path(HOME, ".claude/task-queue")),
+    "TEMPORAL_SUMMARY_DIR": (
+        "summary_dir",
+        Path(HOME, "repos/personal/agent-activity/workflows"),
+    ),
+    "MATRIX_HOMESERVER": ("matrix_homeserver", None),
+    "MATRIX_ACCESS_TOKEN_FILE": ("matrix_access_token_file", None),
+}
+
+
+def private_file(path: Path, text: str = "s3cr3t-id\n", mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_defaults_when_unset() -> None:
+    # a field added to WorkerConfig without a row here fails this test
+    assert {field for field, _ in DEFAULTS.values()} == set(WorkerConfig.__dataclass_fields__)
+    config = load_config({"HOME": HOME})
+    for name, (field, default) in DEFAULTS.items():
+        assert getattr(config, field) == default, name
+    assert config.vault_configured is False
+
+
+def test_empty_or_blank_value_means_default() -> None:
+    """The original let `TASK_QUEUE=` override the default with an empty string."""
+    for blank in ("", "   "):
+        env = {"HOME": HOME, **dict.fromkeys(DEFAULTS, blank)}
+        assert load_config(env) == load_config({"HOME": HOME})
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    secret = private_file(tmp_path / "secret-id")
+    token = private_file(tmp_path / "matrix-token", "syt_abc")
+    env = {
+        "HOME": HOME,
+        "TEMPORAL_ADDRESS": "temporal.internal:7234",
+        "TEMPORAL_NAMESPACE": "builds",
+        "TASK_QUEUE": "other-queue",
+        "MATRIX_ROOM": "ops",
+        "SEND_MATRIX_SCRIPT": "/opt/bin/send.sh",
+        "TEMPORAL_AUDIT_DIR": "/srv/audits",
+        "LOG_LEVEL": "debug",
+        "LOG_FILE": "/var/log/worker.jsonl",
+        "VAULT_ADDR": "http://127.0.0.1:8200",
+        "VAULT_ROLE_ID": "role-123",
+        "VAULT_SECRET_ID_FILE": str(secret),
+        "TEMPORAL_REQUIRE_TLS": "yes",
+        "TEMPORAL_TLS_SERVER_NAME": "temporal.example",
+        "BLOCK_POLL_SECONDS": "2.5",
+        "AGENT_TASK_DIR": "~/queue",
+        "TEMPORAL_SUMMARY_DIR": "/srv/summaries",
+        "MATRIX_HOMESERVER": "https://matrix.example/",
+        "MATRIX_ACCESS_TOKEN_FILE": str(token),
+    }
+    assert set(env) - {"HOME"} == set(DEFAULTS)
+    config = load_config(env)
+    expected = {
+        "temporal_address": "temporal.internal:7234",
+        "temporal_namespace": "builds",
+        "task_queue": "other-queue",
+        "matrix_room": "ops",
+        "send_matrix_script": Path("/opt/bin/send.sh"),
+        "audit_dir": Path("/srv/audits"),
+        "log_level": "DEBUG",
+        "log_file": Path("/var/log/worker.jsonl"),
+        "vault_addr": "http://127.0.0.1:8200",
+        "vault_role_id": "role-123",
+        "vault_secret_id_file": secret,
+        "require_tls": True,
+        "tls_server_name": "temporal.example",
+        "block_poll_seconds": 2.5,
+        "agent_task_dir": Path.home() / "queue",  # `~` follows the process's home
+        "summary_dir": Path("/srv/summaries"),
+        "matrix_homeserver": "https://matrix.example",
+        "matrix_access_token_file": token,
+    }
+    assert {field: getattr(config, field) for field in expected} == expected
+    assert config.vault_configured is True
+
+
+def test_home_is_the_root_of_the_default_paths() -> None:
+    config = load_config({"HOME": "/srv/worker-home"})
+    assert config.agent_task_dir == Path("/srv/worker-home/.claude/task-queue")
+    assert config.summary_dir == Path("/srv/worker-home/repos/personal/agent-activity/workflows")
+
+
+def test_client_settings_are_what_the_worker_uses() -> None:
+    """complete_activity.py reads the same address, namespace and TLS settings as the worker."""
+    env = {"HOME": HOME, "TEMPORAL_ADDRESS": "h:1", "TEMPORAL_NAMESPACE": "ns",
+           "TEMPORAL_TLS_SERVER_NAME": "tls.example"}
+    client, worker = load_client_settings(env), load_config(env)
+    for field in ("temporal_address", "temporal_namespace", "tls_server_name", "require_tls"):
+        assert getattr(client, field) == getattr(worker, field)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("true", True), ("TRUE", True), ("Yes", True),
+    ("0", False), ("false", False), ("no", False), ("", False),
+])
+def test_require_tls_words(value: str, expected: bool) -> None:
+    assert load_config({"HOME": HOME, "TEMPORAL_REQUIRE_TLS": value}).require_tls is expected
+
+
+def refusal(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"HOME": HOME, **env})
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["verbose", "trace", "20"])
+def test_unknown_log_level(value: str) -> None:
+    assert refusal({"LOG_LEVEL": value}).startswith("LOG_LEVEL=")
+
+
+@pytest.mark.parametrize("value", ["abc", "30s", "nan", "inf", "0", "-1", "3601"])
+def test_bad_block_poll_seconds(value: str) -> None:
+    assert refusal({"BLOCK_POLL_SECONDS": value}).startswith(f"BLOCK_POLL_SECONDS={value!r}")
+
+
+@pytest.mark.parametrize("value", ["maybe", "on", "2"])
+def test_bad_require_tls(value: str) -> None:
+    assert refusal({"TEMPORAL_REQUIRE_TLS": value}).startswith("TEMPORAL_REQUIRE_TLS=")
+
+
+@pytest.mark.parametrize("value", ["no-port", "host:", ":7233", "host:http"])
+def test_bad_temporal_address(value: str) -> None:
+    assert refusal({"TEMPORAL_ADDRESS": value}).startswith("TEMPORAL_ADDRESS=")
+
+
+def test_missing_secret_id_file(tmp_path: Path) -> None:
+    """Checked even when VAULT_ADDR is unset, as the original did."""
+    missing = tmp_path / "nope"
+    message = refusal({"VAULT_SECRET_ID_FILE": str(missing)})
+    assert message == f"VAULT_SECRET_ID_FILE={str(missing)!r} does not exist"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o610])
+def test_secret_id_file_readable_by_others(tmp_path: Path, mode: int) -> None:
+    secret = private_file(tmp_path / "secret-id", mode=mode)
+    message = refusal({"VAULT_SECRET_ID_FILE": str(secret)})
+    assert message.startswith("VAULT_SECRET_ID_FILE=")
+    assert f"mode {mode:04o}" in message
+    assert "s3cr3t" not in message
+
+
+def test_secret_id_file_owner_only_is_accepted(tmp_path: Path) -> None:
+    for mode in (0o600, 0o400):
+        secret = private_file(tmp_path / f"secret-{mode:o}", mode=mode)
+        config = load_config({"HOME": HOME, "VAULT_SECRET_ID_FILE": str(secret)})
+        assert config.vault_secret_id_file == secret
+
+
+def test_secret_id_path_is_a_directory(tmp_path: Path) -> None:
+    assert "not a regular file" in refusal({"VAULT_SECRET_ID_FILE": str(tmp_path)})
+
+
+def test_matrix_api_settings(tmp_path: Path) -> None:
+    token = private_file(tmp_path / "token", "syt_abc")
+    assert refusal({"MATRIX_HOMESERVER": "https://m.example"}).startswith("MATRIX_HOMESERVER")
+    assert refusal({"MATRIX_HOMESERVER": "m.example", "MATRIX_ACCESS_TOKEN_FILE": str(token)}
+                   ).startswith("MATRIX_HOMESERVER=")
+    empty = private_file(tmp_path / "empty", "\n")
+    assert refusal({"MATRIX_ACCESS_TOKEN_FILE": str(empty)}).endswith("is empty")
+    missing = refusal({"MATRIX_ACCESS_TOKEN_FILE": str(tmp_path / "missing")})
+    assert missing.startswith("MATRIX_ACCESS_TOKEN_FILE=") and "cannot be read" in missing
+    assert "syt_abc" not in missing
+
+
+def test_config_loaded_fields_hold_no_secret_path(tmp_path: Path) -> None:
+    secret = private_file(tmp_path / "secret-id-file")
+    token = private_file(tmp_path / "matrix-token-file", "syt_abc")
+    config = load_config({"HOME": HOME, "VAULT_ADDR": "http://v:8200", "VAULT_ROLE_ID": "r",
+                          "VAULT_SECRET_ID_FILE": str(secret),
+                          "MATRIX_HOMESERVER": "https://m.example",
+                          "MATRIX_ACCESS_TOKEN_FILE": str(token)})
+    text = json.dumps(config.public_fields())
+    assert str(tmp_path) not in text
+    assert config.public_fields()["vault_configured"] is True
+    assert config.public_fields()["matrix_api"] is True
+
+
+def test_observability_is_off_and_unimported_without_endpoint() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT unset or empty: nothing from opentelemetry is imported."""
+    code = (
+        "import sys, observability\n"
+        "on = observability.init_observability()\n"
+        "print(on, any(m.split('.')[0] == 'opentelemetry' for m in sys.modules))\n"
+    )
+    for value in (None, ""):
+        env = worker_env(closed_address())
+        if value is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = value
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                             capture_output=True, timeout=30, check=True).stdout
+        assert out.split() == ["False", "False"]
+
+
+# --- Through the real entry point ------------------------------------------------------------
+
+
+def worker_env(address: str, **extra: str) -> dict[str, str]:
+    """The caller's environment minus every setting the worker reads, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in DEFAULTS and not k.startswith(("VAULT_", "OTEL_"))}
+    env["TEMPORAL_ADDRESS"] = address
+    env.update(extra)
+    return env
+
+
+def run_worker(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LOG_LEVEL", "verbose"),
+    ("BLOCK_POLL_SECONDS", "abc"),
+    ("TEMPORAL_REQUIRE_TLS", "maybe"),
+    ("TEMPORAL_ADDRESS", "no-port"),
+    ("VAULT_SECRET_ID_FILE", "{tmp}/missing-secret-id"),
+    ("VAULT_SECRET_ID_FILE", "{tmp}/shared-secret-id"),
+    ("LOG_FILE", "{tmp}/shared-secret-id/worker.log"),  # a directory that is a file
+    ("MATRIX_HOMESERVER", "https://matrix.example"),
+])
+def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
+    private_file(tmp_path / "shared-secret-id", mode=0o644)
+    env = worker_env(closed_address(), **{name: value.format(tmp=tmp_path)})
+    env.setdefault("HOME", str(tmp_path))
+    proc = run_worker(env, tmp_path)
+    line = stderr_line(proc.stderr)
+    assert proc.returncode == 2, proc
+    assert line.startswith(f"temporal-build-worker: ConfigError: {name}"), line
+
+
+def test_worker_exits_3_when_temporal_is_unreachable(tmp_path: Path) -> None:
+    address = closed_address()
+    proc = run_worker(worker_env(address, HOME=str(tmp_path)), tmp_path)
+    line = stderr_line(proc.stderr)
+    assert proc.returncode == 3, proc
+    assert line.startswith("temporal-build-worker: cannot reach Temporal"), line
+    assert [r["event"] for r in json_lines(proc.stdout)][:2] == ["config_loaded", "worker_starting"]
+
+
+@pytest.mark.slow
+def test_worker_exit_code_is_reliable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """40 runs against an unreachable server: each exits 3 with its one line, none crashes.
+
+    Before worker.py left through os._exit, about 15% of these runs died in interpreter
+    teardown (SIGABRT or SIGSEGV) after printing their line.
+    """
+    runs, parallel = 40, 3
+    env = worker_env(closed_address(), HOME=str(tmp_path))
+    started = time.monotonic()
+    with ThreadPoolExecutor(parallel) as pool:
+        procs = list(pool.map(lambda _: run_worker(env, tmp_path), range(runs)))
+    wall = time.monotonic() - started
+    assert Counter(p.returncode for p in procs) == Counter({3: runs}), [
+        (p.returncode, p.stderr[-300:]) for p in procs if p.returncode != 3]
+    for proc in procs:
+        assert stderr_line(proc.stderr).startswith("temporal-build-worker: cannot reach Temporal")
+    with capsys.disabled():
+        print(f"\n[worker.py] {runs} runs, all exit 3, {parallel} at a time: {wall:.1f} s wall")
+
+
+def test_config_loaded_line_names_no_secret_path(tmp_path: Path) -> None:
+    """With Vault configured (and unreachable), no log line names the secret-id file."""
+    secret = private_file(tmp_path / "approle-secret-id")
+    env = worker_env(closed_address(), HOME=str(tmp_path), VAULT_ADDR=f"http://{closed_address()}",
+                     VAULT_ROLE_ID="role-123", VAULT_SECRET_ID_FILE=str(secret))
+    proc = run_worker(env, tmp_path)
+    assert proc.returncode == 2, proc
+    assert stderr_line(proc.stderr).startswith("temporal-build-worker: CredentialError: ")
+    records = json_lines(proc.stdout)
+    loaded = [r for r in records if r["event"] == "config_loaded"]
+    assert len(loaded) == 1
+    assert loaded[0]["vault_configured"] is True
+    for text in (proc.stdout, proc.stderr):
+        assert str(secret) not in text
+        assert secret.name not in text
+        assert "s3cr3t-id" not in text
+
+
+def test_log_file_gets_the_stdout_lines_and_is_private(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "nested" / "worker.jsonl"
+    env = worker_env(closed_address(), HOME=str(tmp_path), LOG_FILE=str(log_file))
+    proc = run_worker(env, tmp_path)
+    assert proc.returncode == 3, proc
+    assert (log_file.stat().st_mode & 0o777) == 0o600
+    written = log_file.read_text()
+    assert written == proc.stdout
+    events = [r["event"] for r in json_lines(written)]
+    assert events[:3] == ["config_loaded", "worker_starting", "tls_disabled"]
+    # a second run appends rather than truncating
+    proc2 = run_worker(env, tmp_path)
+    assert proc2.returncode == 3
+    assert log_file.read_text() == written + proc2.stdout
