@@ -145,12 +145,17 @@ async def deliver(token: bytes, status: str, message: str) -> None:
             ),
             CONNECT_TIMEOUT_SECONDS,
         )
-    except (TimeoutError, RuntimeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else "timed out"
+    except TimeoutError:
         over = " over TLS" if tls else ""
         raise CliError(
             EXIT_UNREACHABLE,
-            f"cannot reach Temporal at {settings.temporal_address}{over}: {reason}",
+            f"cannot reach Temporal at {settings.temporal_address}{over}: "
+            f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f} s",
+        ) from None
+    except RuntimeError as err:
+        raise CliError(
+            EXIT_UNREACHABLE,
+            vault.describe_connect_error(settings.temporal_address, err, tls is not False),
         ) from None
     handle = client.get_async_activity_handle(task_token=token)
     try:
