@@ -130,9 +130,11 @@ async def deliver(token: bytes, status: str, message: str) -> None:
     try:
         import vault
 
-        tls = vault.tls_config(settings)
+        tls = vault.tls_config(settings, log_event)
     except CredentialError as err:
         raise CliError(EXIT_CREDENTIALS, str(err)) from None
+    if tls is not False:
+        log_event("tls_enabled", vault_addr=settings.vault_addr)
 
     from temporalio.client import Client
     from temporalio.exceptions import ApplicationError

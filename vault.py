@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ class TemporalCredentials:
     ca_cert_pem: bytes
     client_cert_pem: bytes
     client_key_pem: bytes
+    lease_duration: int = 0  # of the Vault token, as granted at login
+    token_revoked: bool = False
 
     def __repr__(self) -> str:  # never print key material, even by accident
         return "TemporalCredentials(<redacted>)"
@@ -103,6 +106,7 @@ def fetch_temporal_credentials(
     # with the login, and the clean-up below would revoke an operator's own token.
     client = hvac.Client(url=vault_addr, token="", timeout=HTTP_TIMEOUT_SECONDS)
     token = ""
+    revoked = False
     try:
         try:
             response = client.auth.approle.login(
@@ -114,7 +118,9 @@ def fetch_temporal_credentials(
             ) from None
         finally:
             del secret_id
-        token = str((response or {}).get("auth", {}).get("client_token") or "")
+        auth = (response or {}).get("auth") or {}
+        token = str(auth.get("client_token") or "")
+        lease = int(auth.get("lease_duration") or 0)
         try:
             response = client.secrets.kv.v2.read_secret_version(
                 path=KV_PATH, mount_point=KV_MOUNT, raise_on_deleted_version=True
@@ -131,14 +137,15 @@ def fetch_temporal_credentials(
             raise CredentialError(
                 f"Vault error reading {VAULT_PATH!r}: {_vault_reason(err)}"
             ) from None
-        return _credentials((response or {}).get("data", {}).get("data"))
+        creds = _credentials((response or {}).get("data", {}).get("data"))
     except requests.exceptions.RequestException as err:
         raise CredentialError(
             f"Cannot reach Vault at {vault_addr!r}: {_request_reason(err)}"
         ) from None
     finally:
         if token:
-            _revoke(client)
+            revoked = _revoke(client)
+    return replace(creds, lease_duration=lease, token_revoked=revoked)
 
 
 def _credentials(raw: Any) -> TemporalCredentials:
@@ -162,7 +169,11 @@ def _credentials(raw: Any) -> TemporalCredentials:
             what = "a PEM private key" if is_key else "a PEM certificate"
             raise CredentialError(f"Vault path {VAULT_PATH!r}: field {name!r} is not {what}")
         values[name] = value.encode("utf-8")
-    return TemporalCredentials(**values)
+    return TemporalCredentials(
+        ca_cert_pem=values["ca_cert_pem"],
+        client_cert_pem=values["client_cert_pem"],
+        client_key_pem=values["client_key_pem"],
+    )
 
 
 def _vault_reason(err: Exception) -> str:
@@ -204,19 +215,24 @@ def _os_reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
-def _revoke(client: Any) -> None:
+def _revoke(client: Any) -> bool:
     """Best effort: a token left behind expires by its TTL anyway."""
     try:
         client.auth.token.revoke_self()
-    except Exception:  # noqa: BLE001, S110 - revocation failing must not hide the real result
-        pass
+        revoked = True
+    except Exception:  # noqa: BLE001 - revocation failing must not hide the real result
+        revoked = False
     client.token = ""
+    return revoked
 
 
-def tls_config(settings: ClientSettings) -> TLSConfig | bool:
+def tls_config(
+    settings: ClientSettings, log: Callable[..., object] | None = None
+) -> TLSConfig | bool:
     """TLSConfig from Vault when configured; plaintext otherwise unless TLS is required.
 
-    Blocking (HTTP to Vault): call it before the event loop matters, or in a thread.
+    Blocking (HTTP to Vault): call it before the event loop matters, or in a thread. `log`
+    receives `vault_credentials_fetched` (the original's event) with metadata only.
     """
     if not settings.vault_configured:
         if settings.require_tls:
@@ -231,6 +247,14 @@ def tls_config(settings: ClientSettings) -> TLSConfig | bool:
     creds = fetch_temporal_credentials(
         settings.vault_addr, settings.vault_role_id, settings.vault_secret_id_file
     )
+    if log is not None:
+        log(
+            "vault_credentials_fetched",
+            vault_addr=settings.vault_addr,
+            path=VAULT_PATH,
+            lease_duration=creds.lease_duration,
+            token_revoked=creds.token_revoked,
+        )
     return TLSConfig(
         server_root_ca_cert=creds.ca_cert_pem,
         client_cert=creds.client_cert_pem,

@@ -76,7 +76,7 @@ async def connect(settings: ClientSettings, **options: Any) -> Client:
     The Vault round trips are blocking HTTP, so they run in a thread. A failed connect is
     re-raised as `TemporalUnreachableError` with one line that says whether TLS was the cause.
     """
-    tls = await asyncio.to_thread(vault.tls_config, settings)
+    tls = await asyncio.to_thread(vault.tls_config, settings, log.info)
     if tls is not False:
         log.info(
             "tls_enabled",

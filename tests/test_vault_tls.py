@@ -8,9 +8,10 @@ environment, as PM2 and the agents run them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hvac
@@ -61,7 +62,7 @@ class VaultSetup:
     bao: OpenBao
     role_id: str
     secret_id_file: Path
-    secret_id: str
+    secret_id: str = field(repr=False)  # kept out of failure reports
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,12 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
         result = await handle.result()
 
     assert result == BuildPlanResult(status="complete", phases_run=1)
-    assert '"event": "activity_completed"' in out
+    cli_events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in cli_events] == [
+        "vault_credentials_fetched",
+        "tls_enabled",
+        "activity_completed",
+    ]
 
     # Who went through which door, with which certificate.
     worker_side = relay.handshakes[relay_seen:]
@@ -274,6 +280,10 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     assert proc.proc.returncode == 0, proc.stderr
     events = proc.events()
     assert "tls_enabled" in events and "worker_stopped" in events
+    [fetched] = [json.loads(x) for x in proc.stdout if '"vault_credentials_fetched"' in x]
+    # token_ttl=5m from the README's role; the token was given back at once.
+    assert (fetched["lease_duration"], fetched["token_revoked"]) == (300, True)
+    assert cli_events[0]["token_revoked"] is True
     log_text = Path(env["LOG_FILE"]).read_text()
     assert '"level": "debug"' in log_text
 

@@ -60,8 +60,8 @@ def free_port() -> int:
 class Issued:
     """A certificate and its private key, both PEM."""
 
-    cert_pem: bytes
-    key_pem: bytes
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
 
 
 class CertificateAuthority:
