@@ -54,10 +54,11 @@ class TemporalCredentials:
 def read_secret_id(path: Path) -> str:
     """Read the AppRole secret id; refuse a file that group or others could read.
 
-    The mode is checked on the open descriptor, so the file checked is the file read.
+    The mode is checked on the open descriptor, so the file checked is the file read (a
+    symbolic link, as Kubernetes secret volumes use, is judged by its target).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise CredentialError(
             f"Cannot read VAULT_SECRET_ID_FILE={str(path)!r}: {_os_reason(err)}"
@@ -210,8 +211,6 @@ def _request_reason(err: Exception) -> str:
 def _os_reason(err: OSError) -> str:
     if isinstance(err, FileNotFoundError):
         return "no such file"
-    if getattr(err, "errno", None) == getattr(os, "ELOOP", -1):
-        return "it is a symbolic link; point VAULT_SECRET_ID_FILE at the file itself"
     return err.strerror or type(err).__name__
 
 
