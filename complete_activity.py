@@ -130,9 +130,11 @@ async def deliver(token: bytes, status: str, message: str) -> None:
     try:
         import vault
 
-        tls = vault.tls_config(settings)
+        tls = vault.tls_config(settings, log_event)
     except CredentialError as err:
         raise CliError(EXIT_CREDENTIALS, str(err)) from None
+    if tls is not False:
+        log_event("tls_enabled", vault_addr=settings.vault_addr)
 
     from temporalio.client import Client
     from temporalio.exceptions import ApplicationError
@@ -145,12 +147,17 @@ async def deliver(token: bytes, status: str, message: str) -> None:
             ),
             CONNECT_TIMEOUT_SECONDS,
         )
-    except (TimeoutError, RuntimeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else "timed out"
+    except TimeoutError:
         over = " over TLS" if tls else ""
         raise CliError(
             EXIT_UNREACHABLE,
-            f"cannot reach Temporal at {settings.temporal_address}{over}: {reason}",
+            f"cannot reach Temporal at {settings.temporal_address}{over}: "
+            f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f} s",
+        ) from None
+    except RuntimeError as err:
+        raise CliError(
+            EXIT_UNREACHABLE,
+            vault.describe_connect_error(settings.temporal_address, err, tls is not False),
         ) from None
     handle = client.get_async_activity_handle(task_token=token)
     try:

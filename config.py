@@ -69,10 +69,15 @@ def load_client_settings(env: Mapping[str, str] | None = None) -> ClientSettings
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"TEMPORAL_ADDRESS={address!r} is not host:port")
     secret_file = _get(env, "VAULT_SECRET_ID_FILE")
+    vault_addr = _get(env, "VAULT_ADDR")
+    # Checked only when Vault is fully configured: a shell may carry VAULT_ADDR for other tools.
+    vault_used = bool(_get(env, "VAULT_ROLE_ID") and secret_file)
+    if vault_addr and vault_used and not vault_addr.startswith(("http://", "https://")):
+        raise ConfigError(f"VAULT_ADDR={vault_addr!r} is not an http(s) URL")
     return ClientSettings(
         temporal_address=address,
         temporal_namespace=_get(env, "TEMPORAL_NAMESPACE") or "default",
-        vault_addr=_get(env, "VAULT_ADDR"),
+        vault_addr=vault_addr,
         vault_role_id=_get(env, "VAULT_ROLE_ID"),
         vault_secret_id_file=Path(secret_file).expanduser() if secret_file else None,
         require_tls=_flag(env, "TEMPORAL_REQUIRE_TLS"),

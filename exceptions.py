@@ -13,6 +13,10 @@ class CredentialError(TemporalWorkerError):
     """TLS material or Vault credentials could not be resolved."""
 
 
+class TemporalUnreachableError(TemporalWorkerError):
+    """Client.connect failed: nothing answered, or the TLS handshake did not complete."""
+
+
 class ActivityRuntimeError(TemporalWorkerError):
     """An activity met a condition it cannot recover from."""
 

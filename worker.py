@@ -33,7 +33,7 @@ import vault
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from config import ClientSettings, WorkerConfig, load_config
-from exceptions import ConfigError, CredentialError
+from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features
 from workflows.build_pipeline_workflow import BUILD_STAGE, BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
@@ -112,20 +112,37 @@ def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker
 
 
 async def connect(settings: ClientSettings, **options: Any) -> Client:
-    """Connect with the pydantic converter and, when configured, mTLS from Vault."""
-    tls = vault.tls_config(settings)
+    """Connect with the pydantic converter and, when configured, mTLS from Vault.
+
+    The Vault round trips are blocking HTTP, so they run in a thread. A failed connect is
+    re-raised as `TemporalUnreachableError` with one line that says whether TLS was the cause.
+    """
+    tls = await asyncio.to_thread(vault.tls_config, settings, log.info)
     if tls is not False:
-        log.info("tls_enabled", vault_addr=settings.vault_addr)
+        log.info(
+            "tls_enabled",
+            vault_addr=settings.vault_addr,
+            server_name=settings.tls_server_name,
+        )
     else:
-        log.warning("tls_disabled", reason="no_vault_config")
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        tls=tls,
-        data_converter=pydantic_data_converter,
-        identity=worker_identity(),
-        **options,
-    )
+        log.warning(
+            "tls_disabled",
+            reason="no_vault_config",
+            missing=vault.missing_vault_settings(settings),
+        )
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            tls=tls,
+            data_converter=pydantic_data_converter,
+            identity=worker_identity(),
+            **options,
+        )
+    except RuntimeError as err:
+        raise TemporalUnreachableError(
+            vault.describe_connect_error(settings.temporal_address, err, tls is not False)
+        ) from None
 
 
 async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -140,6 +157,9 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
         client = await connect(config, **observability.client_options())
     except CredentialError as err:
         log.error("tls_credential_error", error=str(err))
+        raise
+    except TemporalUnreachableError as err:
+        log.error("temporal_unreachable", error=str(err))
         raise
     Features.stage_search_attribute = await check_search_attribute(
         client, config.temporal_namespace)
@@ -261,13 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CredentialError) as err:
         print(f"temporal-build-worker: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except RuntimeError as err:
-        if "connect" not in str(err).lower():
-            raise
-        print(
-            f"temporal-build-worker: cannot reach Temporal: {str(err).splitlines()[0]}",
-            file=sys.stderr,
-        )
+    except TemporalUnreachableError as err:
+        print(f"temporal-build-worker: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,521 @@
+"""mTLS through Vault, end to end, against real servers only.
+
+OpenBao's dev server (a real Vault API) holds the certificates; it is set up by running the
+README's own commands. A TLS front door that requires a client certificate stands before the
+Temporal dev server. worker.py and complete_activity.py run as subprocesses configured by
+environment, as PM2 and the agents run them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import pytest
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+
+import worker as worker_module
+from config import load_client_settings
+from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from tests.conftest import cli_env, run_cli, task_files_in, wait_for
+from tests.tls_support import (
+    CertificateAuthority,
+    Issued,
+    OpenBao,
+    TlsRelay,
+    free_port,
+    pem_body_lines,
+    run_readme_setup,
+    run_worker_to_exit,
+    running_worker_process,
+    write_private,
+)
+
+CLIENT_CN = "temporal-build-worker"
+SERVER_DNS_NAME = "temporal.build.test"
+WORKER_EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+CLI_EXIT_CREDENTIALS = 5
+# Well-formed base64 but no task token: the CLI goes on to Vault and Temporal, and a server
+# reached over TLS answers "cannot decode it" (the check docs/OPERATIONS.md suggests).
+SOME_TOKEN = "AAAA"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: CertificateAuthority
+    other_ca: CertificateAuthority
+    server: Issued  # for 127.0.0.1 and localhost
+    named_server: Issued  # for SERVER_DNS_NAME only
+    client: Issued
+    foreign_client: Issued  # issued by other_ca
+
+
+@dataclass(frozen=True)
+class VaultSetup:
+    bao: OpenBao
+    role_id: str
+    secret_id_file: Path
+    secret_id: str = field(repr=False)  # kept out of failure reports
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    ca = CertificateAuthority("temporal-build-worker test CA")
+    other = CertificateAuthority("some other CA")
+    return Pki(
+        ca=ca,
+        other_ca=other,
+        server=ca.issue("temporal-frontend", dns=["localhost"], ips=["127.0.0.1"], server=True),
+        named_server=ca.issue(SERVER_DNS_NAME, dns=[SERVER_DNS_NAME], server=True),
+        client=ca.issue(CLIENT_CN, client=True),
+        foreign_client=other.issue(CLIENT_CN, client=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultSetup]:
+    """OpenBao dev server, configured by the commands in README's Vault mTLS section."""
+    work = tmp_path_factory.mktemp("vault")
+    bao = OpenBao(work)
+    bao.start()
+    try:
+        ops = work / "operator"
+        ops.mkdir(mode=0o700)
+        (ops / "ca.pem").write_bytes(pki.ca.cert_pem)
+        (ops / "client.pem").write_bytes(pki.client.cert_pem)
+        write_private(ops / "client-key.pem", pki.client.key_pem)
+        run_readme_setup(bao, ops)
+        secret_file = ops / "secret-id"
+        yield VaultSetup(
+            bao=bao,
+            role_id=(ops / "role-id").read_text().strip(),
+            secret_id_file=secret_file,
+            secret_id=secret_file.read_text().strip(),
+        )
+    finally:
+        bao.stop()
+
+
+@pytest.fixture(scope="module")
+def relay(address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRelay]:
+    """mTLS front door whose certificate names 127.0.0.1 and localhost."""
+    with TlsRelay(address, pki.server, pki.ca.cert_pem, tmp_path_factory.mktemp("relay")) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def named_relay(
+    address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsRelay]:
+    """mTLS front door whose certificate names only SERVER_DNS_NAME, reached by IP."""
+    with TlsRelay(
+        address, pki.named_server, pki.ca.cert_pem, tmp_path_factory.mktemp("named-relay")
+    ) as r:
+        yield r
+
+
+def vault_env(v: VaultSetup, address: str, home: Path, **extra: str) -> dict[str, str]:
+    """What an operator puts in the environment (README): Vault, required TLS, an own HOME."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = cli_env(
+        address,
+        VAULT_ADDR=v.bao.addr,
+        VAULT_ROLE_ID=v.role_id,
+        VAULT_SECRET_ID_FILE=str(v.secret_id_file),
+        TEMPORAL_REQUIRE_TLS="1",
+        HOME=str(home),
+        TMPDIR=str(home),
+    )
+    env.update(extra)
+    return env
+
+
+def worker_env(env: dict[str, str], tmp: Path, **extra: str) -> dict[str, str]:
+    """The worker's own settings on top: its queue and directories, DEBUG logs to a file."""
+    return {
+        **env,
+        "TASK_QUEUE": f"mtls-{uuid.uuid4().hex[:10]}",
+        "AGENT_TASK_DIR": str(tmp / "task-queue"),
+        "TEMPORAL_AUDIT_DIR": str(tmp / "artifacts"),
+        "TEMPORAL_SUMMARY_DIR": str(tmp / "summaries"),
+        "SEND_MATRIX_SCRIPT": str(tmp / "send-matrix.sh"),
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FILE": str(tmp / "logs" / "worker.log"),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def secrets_to_hide(v: VaultSetup, pki: Pki) -> list[str]:
+    """Everything that must never appear in a log: PEM text, secret id, every Vault token."""
+    needles = ["-----BEGIN", "PRIVATE KEY", v.secret_id, v.bao.root_token]
+    needles += v.bao.issued_tokens()
+    for pem in (
+        pki.ca.cert_pem,
+        pki.client.cert_pem,
+        pki.client.key_pem,
+        pki.foreign_client.cert_pem,
+        pki.foreign_client.key_pem,
+        pki.other_ca.cert_pem,
+    ):
+        needles += pem_body_lines(pem)
+    return needles
+
+
+def assert_no_secrets(texts: Iterable[str], v: VaultSetup, pki: Pki) -> None:
+    needles = secrets_to_hide(v, pki)
+    assert len(needles) > 10
+    for text in texts:
+        for needle in needles:
+            assert needle not in text, f"secret material leaked: {needle[:12]}..."
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    return lines[0]
+
+
+def plan() -> BuildPlanInput:
+    return BuildPlanInput(
+        plan_name="mtls-plan",
+        phases=[PhaseSpec(number=1, agent_type="dev", description="build over mTLS")],
+    )
+
+
+# --- The README's set-up -----------------------------------------------------------------------
+
+
+def test_readme_setup_grants_read_on_the_one_secret_only(vault: VaultSetup) -> None:
+    assert (vault.secret_id_file.stat().st_mode & 0o777) == 0o600
+    approle = hvac.Client(url=vault.bao.addr, token="", timeout=10)
+    approle.auth.approle.login(role_id=vault.role_id, secret_id=vault.secret_id)
+    try:
+        data = approle.secrets.kv.v2.read_secret_version(
+            path="temporal/worker", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        assert set(data) == {"ca_cert_pem", "client_cert_pem", "client_key_pem"}
+        with pytest.raises(hvac.exceptions.Forbidden):
+            approle.secrets.kv.v2.create_or_update_secret(
+                path="temporal/worker", secret={"x": "y"}, mount_point="secret"
+            )
+        with pytest.raises(hvac.exceptions.Forbidden):
+            approle.secrets.kv.v2.read_secret_version(
+                path="temporal/other", mount_point="secret", raise_on_deleted_version=True
+            )
+    finally:
+        approle.auth.token.revoke_self()
+
+
+# --- The happy path: worker, client and CLI all over mTLS with Vault's material ----------------
+
+
+async def test_plan_completes_with_worker_and_cli_over_mtls(
+    vault: VaultSetup,
+    pki: Pki,
+    relay: TlsRelay,
+    named_relay: TlsRelay,
+    tmp_path: Path,
+) -> None:
+    relay_seen, named_seen = len(relay.handshakes), len(named_relay.handshakes)
+    tokens_before = set(vault.bao.issued_tokens())
+    home = tmp_path / "home"
+    env = worker_env(vault_env(vault, relay.address, home), tmp_path)
+    # The agent reaches Temporal by IP through a front door whose certificate names a DNS name.
+    agent_env = vault_env(
+        vault,
+        named_relay.address,
+        tmp_path / "agent-home",
+        TEMPORAL_TLS_SERVER_NAME=SERVER_DNS_NAME,
+    )
+    queue = Path(env["AGENT_TASK_DIR"])
+    cli_outputs: list[str] = []
+
+    async with running_worker_process(env, cwd=home) as proc:
+        # A client built by worker.connect(), the path the worker itself takes.
+        client = await worker_module.connect(load_client_settings(env))
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow",
+            plan(),
+            id=f"mtls-{uuid.uuid4()}",
+            task_queue=env["TASK_QUEUE"],
+            result_type=BuildPlanResult,
+        )
+        await wait_for(lambda: bool(task_files_in(queue)), timeout=30)
+        [task_file] = task_files_in(queue)
+        code, out, err = await run_cli(
+            ["--task-file", str(task_file), "success", "phase done over mTLS"],
+            named_relay.address,
+            env=agent_env,
+        )
+        cli_outputs += [out, err]
+        assert (code, err) == (0, ""), err
+        result = await handle.result()
+
+    assert result == BuildPlanResult(status="complete", phases_run=1)
+    cli_events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in cli_events] == [
+        "vault_credentials_fetched",
+        "tls_enabled",
+        "activity_completed",
+    ]
+
+    # Who went through which door, with which certificate.
+    worker_side = relay.handshakes[relay_seen:]
+    cli_side = named_relay.handshakes[named_seen:]
+    assert len(worker_side) >= 2  # the worker process and the test's client
+    assert cli_side
+    for h in worker_side + cli_side:
+        assert h.accepted, h
+        assert (h.peer_cn, h.alpn) == (CLIENT_CN, "h2")
+
+    # The worker shut down cleanly, said it used TLS, and logged at DEBUG.
+    assert proc.proc.returncode == 0, proc.stderr
+    events = proc.events()
+    assert "tls_enabled" in events and "worker_stopped" in events
+    [fetched] = [json.loads(x) for x in proc.stdout if '"vault_credentials_fetched"' in x]
+    # token_ttl=5m from the README's role; the token was given back at once.
+    assert (fetched["lease_duration"], fetched["token_revoked"]) == (300, True)
+    assert cli_events[0]["token_revoked"] is True
+    log_text = Path(env["LOG_FILE"]).read_text()
+    assert '"level": "debug"' in log_text
+
+    # Every Vault token handed out here was revoked by its holder right after the read.
+    issued = set(vault.bao.issued_tokens()) - tokens_before
+    assert len(issued) == 3  # worker, test client, CLI: one login each
+    assert issued <= vault.bao.revoked_tokens()
+
+    # Nothing secret in any log line, nor anywhere on disk under the worker's HOME and cwd.
+    texts = ["\n".join(proc.stdout), "\n".join(proc.stderr), log_text, *cli_outputs]
+    on_disk = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(on_disk) >= 2  # the task file and the log file at least
+    assert_no_secrets(texts + on_disk, vault, pki)
+
+
+# --- Refused clients: no certificate, a certificate from another CA, the wrong server name -----
+
+
+async def test_tls_client_without_certificate_is_refused(pki: Pki, relay: TlsRelay) -> None:
+    seen = len(relay.handshakes)
+    with pytest.raises(RuntimeError, match="CertificateRequired"):
+        await Client.connect(relay.address, tls=TLSConfig(server_root_ca_cert=pki.ca.cert_pem))
+    [handshake] = relay.handshakes[seen:]
+    assert not handshake.accepted
+    assert handshake.error == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+
+
+@pytest.mark.parametrize("program", ["cli", "worker"])
+async def test_plaintext_client_is_refused(
+    program: str, vault: VaultSetup, relay: TlsRelay, tmp_path: Path
+) -> None:
+    """Without Vault settings a client speaks plaintext, sends no certificate, and is refused."""
+    seen = len(relay.handshakes)
+    env = cli_env(relay.address, HOME=str(tmp_path))
+    if program == "cli":
+        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+    else:
+        code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+    line = one_line(err)
+    assert code == EXIT_UNREACHABLE
+    assert "without TLS" in line and "VAULT_ADDR" in line, line
+    assert "Traceback" not in out + err
+    assert relay.handshakes[seen:] and not any(h.accepted for h in relay.handshakes[seen:])
+
+
+@pytest.mark.parametrize("program", ["cli", "worker"])
+async def test_client_certificate_from_another_ca_is_refused(
+    program: str, vault: VaultSetup, pki: Pki, relay: TlsRelay, tmp_path: Path
+) -> None:
+    seen = len(relay.handshakes)
+    env = vault_env(vault, relay.address, tmp_path / "home")
+    foreign = {
+        "ca_cert_pem": pki.ca.cert_pem.decode(),
+        "client_cert_pem": pki.foreign_client.cert_pem.decode(),
+        "client_key_pem": pki.foreign_client.key_pem.decode(),
+    }
+    with vault.bao.secret_replaced(foreign):
+        if program == "cli":
+            code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+        else:
+            code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+    line = one_line(err)
+    assert code == EXIT_UNREACHABLE
+    assert "TLS handshake" in line and "refused the client certificate" in line, line
+    assert "Traceback" not in out + err
+    refused = relay.handshakes[seen:]
+    assert refused and all(h.error == "CERTIFICATE_VERIFY_FAILED" for h in refused), refused
+    assert_no_secrets([out, err], vault, pki)
+
+
+async def test_untrusted_server_certificate_is_refused_by_the_cli(
+    vault: VaultSetup, pki: Pki, relay: TlsRelay, tmp_path: Path
+) -> None:
+    env = vault_env(vault, relay.address, tmp_path)
+    wrong_ca = {
+        "ca_cert_pem": pki.other_ca.cert_pem.decode(),
+        "client_cert_pem": pki.client.cert_pem.decode(),
+        "client_key_pem": pki.client.key_pem.decode(),
+    }
+    with vault.bao.secret_replaced(wrong_ca):
+        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+    line = one_line(err)
+    assert code == EXIT_UNREACHABLE
+    assert "TLS handshake" in line and "not trusted" in line and "ca_cert_pem" in line, line
+    assert "Traceback" not in out
+
+
+async def test_server_name_override_is_what_lets_a_dns_certificate_through(
+    vault: VaultSetup, pki: Pki, named_relay: TlsRelay, tmp_path: Path
+) -> None:
+    """By IP without TEMPORAL_TLS_SERVER_NAME, a certificate for a DNS name does not match."""
+    env = vault_env(vault, named_relay.address, tmp_path)
+    code, out, err = await run_cli([SOME_TOKEN, "success"], named_relay.address, env=env)
+    assert "Traceback" not in out + err
+    line = one_line(err)
+    assert code == EXIT_UNREACHABLE
+    assert "TLS handshake" in line and "TEMPORAL_TLS_SERVER_NAME" in line, line
+    # With the override the handshake completes and the server itself judges the token.
+    env["TEMPORAL_TLS_SERVER_NAME"] = SERVER_DNS_NAME
+    seen = len(named_relay.handshakes)
+    code, _, err = await run_cli([SOME_TOKEN, "success"], named_relay.address, env=env)
+    # The server read the request and judged the made-up token: TLS was fine.
+    assert code == 1, err
+    assert one_line(err) == "complete_activity: invalid task token: the server cannot decode it"
+    assert [h.accepted for h in named_relay.handshakes[seen:]] == [True]
+
+
+# --- Credential failures: one line, the documented exit code, no traceback, nothing leaked -----
+
+
+CASES = [
+    "vault_down",
+    "wrong_secret_id",
+    "missing_field",
+    "missing_path",
+    "missing_secret_id_file",
+    "group_readable_secret_id_file",
+    "hvac_not_installed",
+]
+
+
+@pytest.mark.parametrize("program", ["cli", "worker"])
+@pytest.mark.parametrize("case", CASES)
+async def test_credential_failure_is_one_line(
+    case: str, program: str, vault: VaultSetup, pki: Pki, relay: TlsRelay, tmp_path: Path
+) -> None:
+    seen = len(relay.handshakes)
+    home = tmp_path / "home"
+    env = vault_env(vault, relay.address, home)
+    replaced: dict[str, str] | None = None
+    delete_secret = False
+    expect: str
+    if case == "vault_down":
+        env["VAULT_ADDR"] = f"http://127.0.0.1:{free_port()}"
+        expect = "Cannot reach Vault at"
+    elif case == "wrong_secret_id":
+        wrong = write_private(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
+        env["VAULT_SECRET_ID_FILE"] = str(wrong)
+        expect = "refused the AppRole login: invalid role or secret ID"
+    elif case == "missing_field":
+        good = vault.bao.read_secret()
+        replaced = {k: v for k, v in good.items() if k != "client_key_pem"}
+        expect = "missing field 'client_key_pem'"
+    elif case == "missing_path":
+        delete_secret = True
+        expect = "does not exist"
+    elif case == "missing_secret_id_file":
+        env["VAULT_SECRET_ID_FILE"] = str(tmp_path / "no-such-secret-id")
+        expect = "VAULT_SECRET_ID_FILE="
+    elif case == "group_readable_secret_id_file":
+        loose = write_private(tmp_path / "loose-secret-id", vault.secret_id)
+        loose.chmod(0o640)
+        env["VAULT_SECRET_ID_FILE"] = str(loose)
+        expect = "readable by group or others"
+    else:
+        # Shadow hvac with a package that fails to import, as an absent hvac does.
+        shim = tmp_path / "no-hvac" / "hvac"
+        shim.mkdir(parents=True)
+        (shim / "__init__.py").write_text(
+            "raise ModuleNotFoundError(\"No module named 'hvac'\", name='hvac')\n"
+        )
+        env["PYTHONPATH"] = str(shim.parent)
+        expect = "hvac is not installed"
+
+    async def run() -> tuple[int, str, str]:
+        if program == "cli":
+            return await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+        return await run_worker_to_exit(worker_env(env, tmp_path), cwd=home)
+
+    if replaced is not None:
+        with vault.bao.secret_replaced(replaced):
+            code, out, err = await run()
+    elif delete_secret:
+        with vault.bao.secret_deleted():
+            code, out, err = await run()
+    else:
+        code, out, err = await run()
+
+    line = one_line(err)
+    assert expect in line, line
+    assert code == (CLI_EXIT_CREDENTIALS if program == "cli" else WORKER_EXIT_CONFIG), line
+    assert "Traceback" not in out + err
+    assert relay.handshakes[seen:] == []  # nothing was sent to Temporal
+    texts = [out, err]
+    if program == "worker":
+        log_file = Path(worker_env(env, tmp_path)["LOG_FILE"])
+        if log_file.exists():
+            texts.append(log_file.read_text())
+    assert_no_secrets(texts, vault, pki)
+
+
+@pytest.mark.parametrize("program", ["cli", "worker"])
+async def test_require_tls_without_vault_fails_fast(
+    program: str, relay: TlsRelay, tmp_path: Path
+) -> None:
+    seen = len(relay.handshakes)
+    env = cli_env(relay.address, HOME=str(tmp_path), TEMPORAL_REQUIRE_TLS="1",
+                  VAULT_ADDR="http://127.0.0.1:8200")
+    if program == "cli":
+        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+    else:
+        code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+    line = one_line(err)
+    assert "TEMPORAL_REQUIRE_TLS is set" in line
+    assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line
+    assert code == (CLI_EXIT_CREDENTIALS if program == "cli" else WORKER_EXIT_CONFIG)
+    assert "Traceback" not in out + err
+    assert relay.handshakes[seen:] == []
+
+
+async def test_operator_vault_token_is_never_sent_nor_revoked(
+    vault: VaultSetup, relay: TlsRelay, tmp_path: Path
+) -> None:
+    """hvac reads VAULT_TOKEN by default; a failed login must not revoke an operator's token."""
+    operator = vault.bao.admin().auth.token.create(policies=["default"], ttl="10m")
+    operator_token = operator["auth"]["client_token"]
+    home = tmp_path / "home"
+    home.mkdir()
+    write_private(home / ".vault-token", operator_token)
+    wrong = write_private(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
+    env = vault_env(
+        vault, relay.address, home, VAULT_TOKEN=operator_token, VAULT_SECRET_ID_FILE=str(wrong)
+    )
+    code, _, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
+    assert code == CLI_EXIT_CREDENTIALS, err
+    # still valid, and it never travelled with any request
+    vault.bao.admin().auth.token.lookup(operator_token)
+    requests = [e for e in vault.bao.audit_entries() if e.get("type") == "request"]
+    assert not any(
+        (e.get("request") or {}).get("client_token") == operator_token
+        or (e.get("auth") or {}).get("client_token") == operator_token
+        for e in requests
+        if (e.get("request") or {}).get("path") != "auth/token/create"
+    )
+
