@@ -5,7 +5,9 @@ Best effort by contract: a failure is a warning in the log, never an activity fa
 plain and sanitised by the caller; `key` identifies one message (workflow run + block) so a
 transport that supports it can drop duplicates when an activity is retried. The API transport
 does: the key becomes the transaction id, and a homeserver answers a repeated
-`PUT .../send/m.room.message/{txnId}` from the same access token with the first event.
+`PUT .../send/m.room.message/{txnId}` from the same access token with the first event. That
+covers what `notify_once`'s marker files cannot: a message that was posted but whose answer was
+lost (worker killed or shut down mid-request), or a retry on a host without the markers.
 """
 
 from __future__ import annotations

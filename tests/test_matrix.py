@@ -10,20 +10,26 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from structlog.testing import capture_logs
+from temporalio.client import Client
 
 from activities import notify as notify_module
 from activities.notify import MAX_BODY_CHARS, ZWJ, notify, send_matrix_api
 from config import WorkerConfig, load_config
 from exceptions import ConfigError
-from tests.conftest import make_config
+from models import DecisionInput
+from tests.conftest import ScriptedAgent, make_config, running_worker, wait_for
+from tests.pipeline_support import PipelineScript, originating_task
 from tests.synapse_server import MatrixUser, Synapse, running_synapse
+from tests.test_pipeline import start as start_pipeline
+from tests.test_pipeline import wait_stage
 
 
 @pytest.fixture(scope="session")
@@ -347,3 +353,137 @@ async def test_script_is_used_without_a_homeserver(tmp_path: Path) -> None:
     config = make_config(tmp_path, matrix_room="sysadmin", send_matrix_script=script)
     assert await notify(config, "@room via script", key="run-s:block:1")
     assert out.read_text() == "sysadmin|@room via script\n"
+
+
+# --- BuildPipelineWorkflow end to end ---------------------------------------------------------
+
+
+class AnswerLosingProxy:
+    """A TCP relay to Synapse that, after `lose_after` message PUTs, still delivers each further
+    PUT but never relays the answer: the message is posted, the worker never hears so."""
+
+    def __init__(self, upstream_port: int, lose_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.lose_after = lose_after
+        self.puts = 0
+        self.lost = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> AnswerLosingProxy:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        mute = False
+
+        async def requests() -> None:
+            nonlocal mute
+            while data := await reader.read(65536):
+                if data.startswith(b"PUT ") and b"/send/m.room.message/" in data.split(b"\r\n")[0]:
+                    self.puts += 1
+                    if self.puts > self.lose_after:
+                        mute = True
+                        self.lost.set()
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def answers() -> None:
+            while data := await up_reader.read(65536):
+                if not mute:
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        await asyncio.gather(requests(), answers(), return_exceptions=True)
+        writer.close()
+        up_writer.close()
+
+
+async def test_pipeline_posts_one_message_per_block_across_a_retry(
+    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room,
+    client: Client, address: str,
+) -> None:
+    """Two blocks, two messages, even though notify_blocks is retried after block 2 was posted
+    but its answer was lost (the worker is shut down while waiting for it)."""
+    blocks = ["hard-coded @room password", {"description": "bucket open to the world"}]
+    script = PipelineScript(blocks=blocks)
+    token = token_file(tmp_path, notifier.access_token)
+    upstream_port = int(synapse.url.rsplit(":", 1)[1])
+    direct = make_config(tmp_path, address, matrix_homeserver=synapse.url,
+                         matrix_access_token_file=token, matrix_room=room.name)
+    task_id, _ = originating_task(direct)
+
+    async with (
+        ScriptedAgent(direct.agent_task_dir, address, script.decide),
+        AnswerLosingProxy(upstream_port, lose_after=1) as proxy,
+    ):
+        via_proxy = replace(direct, matrix_homeserver=proxy.url)
+        with capture_logs() as logs:
+            async with running_worker(client, via_proxy,
+                                      graceful_shutdown_timeout=timedelta(seconds=1)):
+                handle = await start_pipeline(client, direct, task_id)
+                await asyncio.wait_for(proxy.lost.wait(), 60)
+                await wait_for(lambda: len(notices(synapse, bob, room.room_id, notifier)) == 2)
+            # worker 1 is gone, notify_blocks attempt 1 with it; worker 2 takes the retry
+            async with running_worker(client, direct):
+                await wait_stage(handle, "awaiting-approval", timeout=60)
+                await handle.execute_update("approve", DecisionInput(note="ok"))
+                result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status == "complete"
+
+    events = notices(synapse, bob, room.room_id, notifier)
+    assert [e["content"]["body"].splitlines()[0] for e in events] == [
+        "[ACTION] demo-build: block 1/2 needs review",
+        "[ACTION] demo-build: block 2/2 needs review",
+    ]
+    assert "@room" not in events[0]["content"]["body"]
+    assert "@" + ZWJ + "room password" in events[0]["content"]["body"]
+    # it really was retried: the history's started event is attempt 2
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert attempts == [2]
+    # attempt 2 skipped block 1 (delivered and recorded) and re-sent block 2 with the same
+    # transaction id: the homeserver answered with the event already in the room
+    assert [e["event"] for e in logs].count("notification_already_sent") == 1
+    resent = [e["event_id"] for e in logs if e["event"] == "matrix_sent"]
+    assert resent == [events[0]["event_id"], events[1]["event_id"]]
+
+
+async def test_pipeline_carries_on_with_a_wrong_token(
+    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room,
+    client: Client, address: str,
+) -> None:
+    wrong = "syt_" + uuid.uuid4().hex
+    config = matrix_config(tmp_path, synapse, wrong, room.room_id)
+    config = replace(config, temporal_address=address)
+    task_id, _ = originating_task(config)
+    script = PipelineScript(blocks=["root login enabled", "telnet open"])
+    with capture_logs() as logs:
+        async with running_worker(client, config), ScriptedAgent(
+                config.agent_task_dir, address, script.decide):
+            handle = await start_pipeline(client, config, task_id)
+            await wait_stage(handle, "awaiting-approval", timeout=60)
+            await handle.execute_update("approve", DecisionInput(note="ok"))
+            result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status == "complete"
+    warnings = [e for e in logs if e["event"] == "matrix_send_failed"]
+    assert len(warnings) == 2 and all("M_UNKNOWN_TOKEN" in w["error"] for w in warnings)
+    assert all(w["log_level"] == "warning" for w in warnings)
+    assert wrong not in repr(logs)
+    assert notices(synapse, bob, room.room_id, notifier) == []
