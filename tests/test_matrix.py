@@ -46,8 +46,16 @@ def notifier(synapse: Synapse) -> MatrixUser:
 
 @pytest.fixture(scope="session")
 def bob(synapse: Synapse) -> MatrixUser:
-    """An operator in the room: the one who must not be pinged by accident."""
-    return synapse.register("bob")
+    """An operator in the room: the one who must not be pinged by accident.
+
+    Bob has turned off the default rule that silences every `m.notice`, so only the text of a
+    message decides whether it pings him.
+    """
+    user = synapse.register("bob")
+    with synapse.api(user.access_token) as http:
+        http.put("/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
+                 json={"enabled": False}).raise_for_status()
+    return user
 
 
 @dataclass
@@ -321,12 +329,12 @@ async def test_mentions_are_neutralised_and_text_capped(
     text = f"@room look: finding for {bob.user_id} (bob), also @bob and @channel\x1b[31m"
     assert await notify(config, text, key=f"{uuid.uuid4()}:block:1")
     assert await notify(config, "x" * 50_000, key=f"{uuid.uuid4()}:block:2")
-    # Control: the same words sent raw, as the original's script did, do ping bob.
+    # Control: the same notice with the words left as they are does ping bob.
     with synapse.api(notifier.access_token) as http:
         control = http.put(
             f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/send/m.room.message/"
             f"control-{uuid.uuid4().hex}",
-            json={"msgtype": "m.text", "body": text},
+            json={"msgtype": "m.notice", "body": text},
         ).json()["event_id"]
 
     neutral, long, _ = notices(synapse, bob, room.room_id, notifier)
