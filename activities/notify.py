@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # MATRIX_ROOM resolved to a room id, per (homeserver, MATRIX_ROOM), once per process.
 _room_ids: dict[tuple[str, str], str] = {}
+# Loading CA certificates takes 20-30 ms of blocking work: done once, in a thread.
+_tls_context: ssl.SSLContext | None = None
 
 
 class MatrixSendError(Exception):
@@ -170,6 +173,14 @@ async def resolve_room(client: httpx.AsyncClient, homeserver: str, room: str) ->
     return room_id
 
 
+async def tls_context() -> ssl.SSLContext:
+    """httpx's default verification (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once."""
+    global _tls_context
+    if _tls_context is None:
+        _tls_context = await asyncio.to_thread(httpx.create_ssl_context)
+    return _tls_context
+
+
 async def send_matrix_api(
     config: WorkerConfig, message: str, *, key: str,
     timeout: float = SEND_TIMEOUT_SECONDS, request_timeout: float = REQUEST_TIMEOUT_SECONDS,
@@ -182,12 +193,14 @@ async def send_matrix_api(
         token = (await asyncio.to_thread(Path(token_file).read_text, encoding="utf-8")).strip()
         if not token:
             raise MatrixSendError("the access token file is empty")
+        verify = await tls_context()
         async with (
             asyncio.timeout(timeout),
             httpx.AsyncClient(
                 base_url=homeserver,
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=request_timeout,
+                verify=verify,
                 follow_redirects=False,
             ) as client,
         ):
