@@ -122,7 +122,7 @@ async def _request(client: httpx.AsyncClient, method: str, url: str,
         try:
             response = await client.request(method, url, **kwargs)
         except httpx.TimeoutException:
-            reason = f"timed out after {REQUEST_TIMEOUT_SECONDS}s"
+            reason = "request timed out"
         except httpx.TransportError as err:
             reason = f"{type(err).__name__}: {err}"
         else:
@@ -193,6 +193,9 @@ async def send_matrix_api(
         token = (await asyncio.to_thread(Path(token_file).read_text, encoding="utf-8")).strip()
         if not token:
             raise MatrixSendError("the access token file is empty")
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            # checked here so that no HTTP library error can quote it back into the log
+            raise MatrixSendError("the access token file holds more than one printable word")
         verify = await tls_context()
         async with (
             asyncio.timeout(timeout),

@@ -206,6 +206,20 @@ async def test_wrong_token_warns_and_returns(
     assert notices(synapse, bob, room.room_id, notifier) == []
 
 
+async def test_malformed_token_is_never_quoted(
+    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, room: Room
+) -> None:
+    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
+    assert config.matrix_access_token_file is not None
+    config.matrix_access_token_file.write_text(f"{notifier.access_token}\nsecond-line\n")
+    with capture_logs() as logs:
+        assert await notify(config, "lost", key="run-m:block:1") is False
+    [warning] = logs
+    assert warning["event"] == "matrix_send_failed"
+    assert "more than one printable word" in warning["error"]
+    assert notifier.access_token not in repr(logs)
+
+
 async def test_unreadable_token_file_at_send_time_warns(
     tmp_path: Path, synapse: Synapse, notifier: MatrixUser, room: Room
 ) -> None:
