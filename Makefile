@@ -37,6 +37,26 @@ clean:
 # stamp file to TEST_TOOLS, above the `test` rule, so a fresh machine gets it from `make test`.
 TEST_TOOLS :=
 
+# Synapse, the Matrix homeserver tests/test_matrix.py posts to, in a virtual environment of its
+# own so its pins never meet the worker's.
+SYNAPSE_VENV := $(TOOLS)/synapse
+SYNAPSE_SPEC := matrix-synapse>=1.140,<2
+SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed
+$(SYNAPSE_STAMP):
+	@test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(SYNAPSE_SPEC)'
+	@touch $@
+TEST_TOOLS += $(SYNAPSE_STAMP)
+
+# PM2 from npm for tests/test_pm2.py, local to the checkout (never `npm -g`).
+PM2_DIR := $(TOOLS)/pm2
+PM2_SPEC := pm2@7
+PM2_STAMP := $(PM2_DIR)/.installed
+$(PM2_STAMP):
+	npm install --prefix $(PM2_DIR) --no-audit --no-fund --loglevel=error '$(PM2_SPEC)'
+	@touch $@
+TEST_TOOLS += $(PM2_STAMP)
+
 # ---- keep the test rule last: its prerequisites are read when make parses it ----
 test: venv lint $(TEST_TOOLS)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)

@@ -1,0 +1,42 @@
+// PM2 process file for temporal-build-worker: `pm2 start ecosystem.config.js` from any directory.
+// Paths are relative to this file, so every checkout runs its own worker with its own `.venv`
+// (`make venv` creates it). Settings come from the environment `pm2 start` is run in, plus `env`
+// below; after changing them use `pm2 restart ecosystem.config.js --update-env`.
+const path = require('path');
+
+module.exports = {
+  apps: [
+    {
+      name: 'temporal-build-worker',
+      script: 'worker.py',
+      interpreter: path.join(__dirname, '.venv', 'bin', 'python'),
+      cwd: __dirname,
+      autorestart: true,
+      watch: false,
+      // A crash is restarted after 500 ms, then 750, 1125, ... up to 15 s between tries; the delay
+      // starts again from 500 ms once the worker has stayed up for 30 s. PM2 counts a restart as
+      // unstable (towards max_restarts) only within min_uptime * max_restarts = 10 s of the start,
+      // where this backoff leaves room for at most 6, so an outage at boot (Temporal or Vault down)
+      // is retried every 15 s until it ends instead of leaving the app `errored`.
+      exp_backoff_restart_delay: 500,
+      max_restarts: 10,
+      // PM2 stops with SIGINT and sends SIGKILL after kill_timeout. The worker drains for up to
+      // worker.GRACEFUL_SHUTDOWN (10 s) and then closes its client, so give it 15 s.
+      kill_timeout: 15000,
+      log_date_format: 'YYYY-MM-DD HH:mm:ss Z',
+      env: {
+        PYTHONUNBUFFERED: '1',
+        MATRIX_ROOM: 'sysadmin',
+        // Notifications through the Matrix API instead of send-matrix.sh:
+        //   MATRIX_HOMESERVER: 'https://matrix.example.org',
+        //   MATRIX_ACCESS_TOKEN_FILE: '/path/to/matrix-token',   (chmod 600, not in git)
+        // mTLS to Temporal with certificates from Vault (AppRole). The role_id is semi-public;
+        // the secret_id stays in a file readable by the worker's user only (chmod 600):
+        //   VAULT_ADDR: 'https://vault.example.org:8200',
+        //   VAULT_ROLE_ID: '<role id>',
+        //   VAULT_SECRET_ID_FILE: '/path/to/secret-id',
+        //   TEMPORAL_REQUIRE_TLS: 'true',
+      },
+    },
+  ],
+};
