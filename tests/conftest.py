@@ -135,19 +135,24 @@ class ScriptedAgent:
         self.handled: list[dict[str, Any]] = []
         self.results: list[tuple[str, int, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def __aenter__(self) -> ScriptedAgent:
         self._task = asyncio.create_task(self._loop())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Lets a completion in flight finish: a workflow can end before its CLI has exited,
+        and cancelling then would lose that run's result (and orphan the process)."""
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self._task, 60)
+        except TimeoutError:
+            pass
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             for path in task_files.iter_task_files(self.queue_dir, archive=False):
                 if path.name in self.seen:
                     continue
