@@ -164,7 +164,7 @@ class OtlpReceiver:
     def metric_names(self) -> set[str]:
         return {p.metric for p in self.points()}
 
-    def wait(self, found: Callable[[], T], timeout: float = 30.0) -> T:
+    def wait(self, found: Callable[[], T | None], timeout: float = 30.0) -> T:
         """Poll until `found()` returns something truthy; fail with what did arrive."""
         deadline = time.monotonic() + timeout
         while True:
