@@ -121,6 +121,7 @@ class PipelineStatus(BaseModel):
     blocks: list[str] = []
     flags: list[str] = []
     task_ids: dict[str, str] = {}
+    stage_times: dict[str, str] = {}
     awaiting_approval: bool = False
     resolution: Resolution | None = None
     outcome: str = ""
@@ -133,6 +134,16 @@ class DecisionInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: Annotated[str, Field(max_length=2000)] = ""
     by: Annotated[str, Field(max_length=200)] = ""
+
+
+class Features:
+    """Switches the worker sets once at start, before any workflow runs.
+
+    `stage_search_attribute` is False when the server has no `BuildStage` search attribute;
+    the pipeline then leaves it out instead of failing its workflow tasks.
+    """
+
+    stage_search_attribute: bool = True
 
 
 TASK_ID_NAMESPACE = uuid.UUID("6f1c2a53-3d0e-4a8e-9a57-1b7c5e0d2f10")

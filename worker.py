@@ -31,8 +31,11 @@ from temporalio.worker import Worker
 import observability
 import vault
 from activities.build_phase import BuildPhaseActivities
+from activities.build_pipeline_activities import PipelineActivities
 from config import ClientSettings, WorkerConfig, load_config
 from exceptions import ConfigError, CredentialError
+from models import Features
+from workflows.build_pipeline_workflow import BUILD_STAGE, BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
 
 ROOT = Path(__file__).resolve().parent
@@ -49,12 +52,50 @@ def worker_identity() -> str:
 
 
 def workflows() -> list[type]:
-    return [BuildPlanWorkflow]
+    return [BuildPlanWorkflow, BuildPipelineWorkflow]
 
 
 def activities(config: WorkerConfig) -> list[Any]:
     phase = BuildPhaseActivities(config)
-    return [phase.execute_build_phase]
+    pipeline = PipelineActivities(config)
+    return [
+        phase.execute_build_phase,
+        pipeline.prefab_scaffolding,
+        pipeline.implement_build,
+        pipeline.request_security_audit,
+        pipeline.process_triage_output,
+        pipeline.apply_flag_fixes,
+        pipeline.notify_blocks,
+        pipeline.wait_for_block_resolution,
+        pipeline.close_build,
+        pipeline.summarize_workflow,
+        pipeline.end_pipeline,
+    ]
+
+
+async def check_search_attribute(client: Client, namespace: str) -> bool:
+    """Is `BuildStage` registered? If not, try to register it; say so once if that fails."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    try:
+        known = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace))
+        if BUILD_STAGE.name in known.custom_attributes:
+            return True
+        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={BUILD_STAGE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}))
+        log.info("search_attribute_registered", name=BUILD_STAGE.name)
+        return True
+    except Exception as err:  # noqa: BLE001 - any failure means: run without it
+        log.warning("search_attribute_unavailable", name=BUILD_STAGE.name,
+                    error=str(err).splitlines()[0] if str(err) else type(err).__name__,
+                    effect="pipelines run without the BuildStage search attribute")
+        return False
 
 
 def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker:
@@ -100,6 +141,8 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
     except CredentialError as err:
         log.error("tls_credential_error", error=str(err))
         raise
+    Features.stage_search_attribute = await check_search_attribute(
+        client, config.temporal_namespace)
     worker = build_worker(client, config, **observability.worker_options())
     try:
         async with worker:

@@ -8,7 +8,9 @@ transport that supports it can drop duplicates when an activity is retried.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+from pathlib import Path
 
 import structlog
 
@@ -57,3 +59,31 @@ async def notify(config: WorkerConfig, message: str, *, key: str) -> bool:
     except Exception as err:  # noqa: BLE001 - best effort by contract
         log.warning("matrix_send_failed", error=f"{type(err).__name__}: {err}")
         return False
+
+
+def _sent_marker(config: WorkerConfig, key: str) -> Path:
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return config.agent_task_dir / ".worker-state" / "notified" / digest
+
+
+async def notify_once(config: WorkerConfig, message: str, *, key: str) -> bool:
+    """`notify`, at most once per `key`: a retried activity does not repeat what was sent.
+
+    A marker file records each key that was delivered; a failed send leaves none, so a retry
+    tries again.
+    """
+    marker = _sent_marker(config, key)
+    if await asyncio.to_thread(marker.exists):
+        log.info("notification_already_sent")
+        return True
+    sent = await notify(config, message, key=key)
+    if sent:
+        def record() -> None:
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.touch()
+
+        try:
+            await asyncio.to_thread(record)
+        except OSError as err:
+            log.warning("notification_marker_failed", error=err.strerror or str(err))
+    return sent

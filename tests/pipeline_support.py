@@ -1,0 +1,119 @@
+"""Scripted agents and fixtures for BuildPipelineWorkflow tests, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from activities import task_files
+from config import WorkerConfig
+from models import BuildPipelineInput
+
+TRIAGE_FILE = "triage-output.yml"
+
+
+@dataclass
+class PipelineScript:
+    """What the scripted agents do: the triage they write, which stage fails, what they skip."""
+
+    blocks: list[Any] = field(default_factory=list)
+    flags: list[Any] = field(default_factory=list)
+    info: list[Any] = field(default_factory=list)
+    triage_text: str | None = None  # raw file content instead of blocks/flags/info
+    write_triage: bool = True
+    fail_task_type: str | None = None
+    ignore_task_types: tuple[str, ...] = ()
+    closeout_path: str = "/tmp/closeout/report.md"
+
+    def decide(self, task: dict[str, Any]) -> tuple[str, str] | None:
+        kind = task["task_type"]
+        if kind in self.ignore_task_types:
+            return None
+        if kind == self.fail_task_type:
+            return ("failed", f"{kind} could not be done")
+        if kind == "security_audit":
+            out = Path(task["payload"]["output_dir"])
+            (out / "report.md").write_text("# report\n")
+            if self.write_triage:
+                text = self.triage_text
+                if text is None:
+                    text = yaml.safe_dump(
+                        {"blocks": self.blocks, "flags": self.flags, "info": self.info})
+                (out / TRIAGE_FILE).write_text(text)
+            return ("success", "audit-complete")
+        if kind == "build_closeout":
+            return ("success", self.closeout_path)
+        return ("success", f"{kind}-done")
+
+
+def originating_task(config: WorkerConfig, task_id: str | None = None) -> tuple[str, Path]:
+    """The dispatcher's task file that started the pipeline (the one the block gate watches)."""
+    task_id = task_id or str(uuid.uuid4())
+    task = {
+        "id": task_id, "created": "2026-11-24T00:00:00+00:00", "source_agent": "dispatcher",
+        "target_agent": "helm-build", "task_type": "build_request", "status": "submitted",
+        "summary": "Build request", "payload": {"note": "keep me"},
+        "history": [{"timestamp": "2026-11-24T00:00:00+00:00", "status": "submitted",
+                     "actor": "dispatcher", "note": "created"}],
+    }
+    task_files.ensure_private_dir(config.agent_task_dir)
+    path = config.agent_task_dir / f"20261124-000000-{task_id[:8]}.yml"
+    path.write_text(yaml.safe_dump(task))
+    path.chmod(0o644)
+    return task_id, path
+
+
+def approve_by_file(path: Path, actor: str = "operator", note: str = "looks fine") -> None:
+    """What an operator does by hand: set status approved, add a history entry."""
+    task = yaml.safe_load(path.read_text())
+    task["status"] = "approved"
+    task["history"].append({"timestamp": "2026-11-24T01:00:00+00:00", "status": "approved",
+                            "actor": actor, "note": note})
+    path.write_text(yaml.safe_dump(task))
+
+
+def pipeline_input(task_id: str, build_name: str = "demo-build",
+                   plan_path: str = "/plans/demo/plan.md") -> BuildPipelineInput:
+    return BuildPipelineInput(build_name=build_name, plan_path=plan_path, task_id=task_id,
+                              target_agent="dev")
+
+
+def install_matrix_recorder(config: WorkerConfig) -> Path:
+    """A send-matrix.sh that records each (room, message) as a JSON line."""
+    record = config.send_matrix_script.with_suffix(".jsonl")
+    script = config.send_matrix_script
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"with open({str(record)!r}, 'a') as fh:\n"
+        "    fh.write(json.dumps({'room': sys.argv[1], 'message': sys.argv[2]}) + '\\n')\n")
+    script.chmod(0o755)
+    return record
+
+
+def matrix_messages(record: Path) -> list[dict[str, str]]:
+    if not record.exists():
+        return []
+    return [json.loads(line) for line in record.read_text().splitlines() if line]
+
+
+def summary_of(path: str) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def dispatched(config: WorkerConfig) -> list[dict[str, Any]]:
+    """Task files the worker wrote, oldest first."""
+    tasks = []
+    for path in task_files.iter_task_files(config.agent_task_dir, archive=False):
+        task = task_files.load_task(path)
+        if task.get("source_agent") == task_files.SOURCE_AGENT:
+            tasks.append(task)
+    return sorted(tasks, key=lambda t: t["created"])

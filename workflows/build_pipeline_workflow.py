@@ -1,0 +1,309 @@
+"""BuildPipelineWorkflow: one build from scaffold to summary, with an operator gate on blocks.
+
+| # | stage (BuildStage)  | activity                  | runs when        | bound      |
+|---|---------------------|---------------------------|------------------|------------|
+| 1 | prefab              | prefab_scaffolding        | always           | 2 h        |
+| 2 | implement           | implement_build           | always           | 4 h        |
+| 3 | audit               | request_security_audit    | always           | 4 h        |
+| 4 | triage              | process_triage_output     | always           | 5 tries    |
+| 5 | fixes               | apply_flag_fixes          | flags found      | 2 h        |
+| 6 | notify              | notify_blocks             | blocks found     | 30 min     |
+| 7 | awaiting-approval   | wait_for_block_resolution | blocks found     | 7 days     |
+| 8 | close               | close_build               | approved/no block| 2 h        |
+| 9 | summary             | summarize_workflow        | always           | 30 min     |
+
+Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py.
+Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
+task files closed, then the workflow ends (failed, or completed with status `rejected`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from models import (
+        BuildPhaseResult,
+        BuildPipelineInput,
+        BuildPipelineResult,
+        DecisionInput,
+        Features,
+        Outcome,
+        PipelineOutcome,
+        PipelineStatus,
+        Resolution,
+        TriageOutput,
+        dispatch_task_id,
+    )
+
+PHASE_FAILED = "PhaseFailedError"
+TRIAGE_MALFORMED = "TriageMalformedError"
+STAGE_FAILED = "StageFailedError"
+STAGE_TIMED_OUT = "StageTimedOutError"
+APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
+BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
+GATE_TIMEOUT = timedelta(days=7)
+GATE_HEARTBEAT = timedelta(seconds=30)
+AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
+SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
+
+AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
+TRIAGE_RETRY = RetryPolicy(
+    maximum_attempts=5, initial_interval=timedelta(minutes=2),
+    maximum_interval=timedelta(minutes=15), non_retryable_error_types=[TRIAGE_MALFORMED],
+)
+GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
+                         maximum_interval=timedelta(seconds=30))
+
+
+class StageFailed(Exception):
+    """A stage's activity failed: carries the stage and a one-line reason."""
+
+    def __init__(self, stage: str, error: ActivityError) -> None:
+        self.stage = stage
+        self.error_type, self.reason = _describe(stage, error)
+        super().__init__(f"{stage}: {self.reason}")
+
+
+def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
+        return kind, cause.message
+    if isinstance(cause, ActivityTimeoutError):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
+    return STAGE_FAILED, str(cause or error)
+
+
+@workflow.defn(failure_exception_types=[ValidationError])
+class BuildPipelineWorkflow:
+    def __init__(self) -> None:
+        self._status: PipelineStatus | None = None
+        self._decision: Resolution | None = None
+        self._awaiting = False
+        self._phases: list[str] = []
+
+    # --- operator interface ----------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> PipelineStatus:
+        assert self._status is not None
+        return self._status
+
+    @workflow.update
+    def approve(self, decision: DecisionInput | None = None) -> str:
+        return self._decide("approved", decision)
+
+    @approve.validator
+    def _approve_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_gate_open()
+
+    @workflow.update
+    def reject(self, decision: DecisionInput | None = None) -> str:
+        return self._decide("rejected", decision)
+
+    @reject.validator
+    def _reject_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_gate_open()
+
+    def _check_gate_open(self) -> None:
+        if not self._awaiting or self._decision is not None:
+            stage = self._status.stage if self._status else "start"
+            raise ValueError(f"no block is awaiting approval (stage: {stage})")
+
+    def _decide(self, decision: str, given: DecisionInput | None) -> str:
+        given = given or DecisionInput()
+        self._decision = Resolution(decision=decision,  # type: ignore[arg-type]
+                                    via="update", by=given.by or "operator",
+                                    note=given.note, at=self._now())
+        return decision
+
+    # --- the stages ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
+        info = workflow.info()
+        self._status = PipelineStatus(
+            workflow_id=info.workflow_id, build_name=build.build_name, stage="start",
+            stages_done=[], started_at=self._now(), updated_at=self._now(),
+        )
+        try:
+            return await self._pipeline(build)
+        except StageFailed as failure:
+            summary = await self._end(build, PipelineOutcome(
+                outcome="failed", failed_stage=failure.stage, error=failure.reason))
+            raise ApplicationError(
+                f"{failure.stage} failed: {failure.reason} (summary: {summary or 'not written'})",
+                type=failure.error_type, non_retryable=True,
+            ) from None
+
+    async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
+        name, plan = build.build_name, build.plan_path
+        await self._agent("prefab", "prefab_scaffolding", name, plan, hours=2)
+        await self._agent("implement", "implement_build", name, build.task_id,
+                          build.target_agent, plan, hours=4)
+        await self._agent("audit", "request_security_audit", name, plan, hours=4)
+        triage: TriageOutput = await self._stage(
+            "triage", "process_triage_output", name, result_type=TriageOutput,
+            start_to_close_timeout=timedelta(hours=1), retry_policy=TRIAGE_RETRY)
+        assert self._status is not None
+        self._status.blocks, self._status.flags = triage.blocks, triage.flags
+
+        if triage.flags:
+            await self._agent("fixes", "apply_flag_fixes", name, triage.flags,
+                              build.target_agent, hours=2)
+        if triage.blocks:
+            task_path: str = await self._stage(
+                "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=RetryPolicy(maximum_attempts=3))
+            resolution = await self._gate(build, task_path)
+            if resolution.decision != "approved":
+                return await self._stop(build, resolution)
+
+        closed = await self._agent("close", "close_build", name, build.target_agent, hours=2)
+        done = PipelineOutcome(outcome="partial" if triage.blocks else "success",
+                               resolution=self._decision)
+        summary = await self._summarize(build, closed.output or "", done)
+        self._set_stage("done")
+        return BuildPipelineResult(status="complete", workflow_id=workflow.info().workflow_id,
+                                   summary_path=summary)
+
+    async def _gate(self, build: BuildPipelineInput, task_path: str) -> Resolution:
+        """Park until the task file says approved, an update decides, or 7 days pass."""
+        self._set_stage("awaiting-approval")
+        self._awaiting = True
+        poller = workflow.start_activity(
+            "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
+            result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
+            heartbeat_timeout=GATE_HEARTBEAT, retry_policy=GATE_RETRY,
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or poller.done(), timeout=GATE_TIMEOUT,
+                timeout_summary="no decision on the blocks within 7 days")
+        except TimeoutError:
+            self._decision = Resolution(decision="timed_out", via="timer", at=self._now())
+        finally:
+            self._awaiting = False
+        if self._decision is None:
+            try:
+                found: dict[str, str] = poller.result()
+            except ActivityError as err:
+                raise StageFailed("awaiting-approval", err) from None
+            self._decision = Resolution(
+                decision=found["decision"],  # type: ignore[arg-type]
+                via="task-file", by=found.get("by", ""), note=found.get("note", ""),
+                at=self._now())
+        elif not poller.done():
+            poller.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await poller
+        self._mark_done("awaiting-approval")
+        assert self._status is not None
+        self._status.resolution = self._decision
+        return self._decision
+
+    async def _stop(self, build: BuildPipelineInput, resolution: Resolution) -> BuildPipelineResult:
+        """A reject or a gate timeout: no close-out; the summary says why."""
+        outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
+        summary = await self._end(build, PipelineOutcome(outcome=outcome, resolution=resolution))
+        if outcome == "timed_out":
+            raise ApplicationError(
+                f"no decision on {build.build_name}'s blocks within {GATE_TIMEOUT.days} days "
+                f"(summary: {summary or 'not written'})",
+                type=APPROVAL_TIMED_OUT, non_retryable=True)
+        return BuildPipelineResult(status="rejected", workflow_id=workflow.info().workflow_id,
+                                   summary_path=summary)
+
+    async def _end(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
+        """Failure path: summary, then open task files closed and one notification.
+
+        Each step is attempted even when the one before failed; returns the summary path or "".
+        """
+        assert self._status is not None
+        self._status.outcome = outcome.outcome
+        self._status.error = outcome.error
+        outcome.resolution = outcome.resolution or self._decision
+        summary = ""
+        with contextlib.suppress(StageFailed):
+            summary = await self._summarize(build, "", outcome)
+        where = f" at {outcome.failed_stage}: {outcome.error}" if outcome.failed_stage else ""
+        saved = f"; summary: {summary}" if summary else ""
+        message = f"pipeline {outcome.outcome}{where}{saved}"
+        with contextlib.suppress(ActivityError):
+            await workflow.execute_activity(
+                "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
+                                      outcome.outcome, message],
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_attempts=3))
+        self._set_stage(outcome.outcome.replace("_", "-"))
+        return summary
+
+    async def _summarize(self, build: BuildPipelineInput, report_path: str,
+                         outcome: PipelineOutcome) -> str:
+        assert self._status is not None
+        outcome.task_ids = dict(self._status.task_ids)
+        completed_at = self._now()
+        self._set_stage("summary")
+        path: str = await self._stage(
+            "summary", "summarize_workflow", workflow.info().workflow_id, build.build_name,
+            self._status.started_at, completed_at, list(self._phases),
+            len(self._status.blocks), self._flags_applied(), build.plan_path, report_path,
+            outcome, result_type=str, start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=RetryPolicy(maximum_attempts=3))
+        return path
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
+        info = workflow.info()
+        assert self._status is not None
+        self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
+        result: BuildPhaseResult = await self._stage(
+            stage, activity, *args, result_type=BuildPhaseResult,
+            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY)
+        return result
+
+    async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
+        self._set_stage(stage)
+        try:
+            result = await workflow.execute_activity(activity, args=list(args), **options)
+        except ActivityError as err:
+            raise StageFailed(stage, err) from None
+        self._mark_done(stage)
+        return result
+
+    def _set_stage(self, stage: str) -> None:
+        assert self._status is not None
+        self._status.stage = stage
+        self._status.updated_at = self._now()
+        self._status.stage_times[stage] = self._status.updated_at
+        self._status.awaiting_approval = stage == "awaiting-approval"
+        if Features.stage_search_attribute:
+            workflow.upsert_search_attributes([BUILD_STAGE.value_set(stage)])
+
+    def _mark_done(self, stage: str) -> None:
+        assert self._status is not None
+        self._status.stages_done.append(stage)
+        if stage in SUMMARY_PHASES:
+            self._phases.append(stage)
+
+    def _flags_applied(self) -> int:
+        assert self._status is not None
+        return len(self._status.flags) if "fixes" in self._phases else 0
+
+    @staticmethod
+    def _now() -> str:
+        return workflow.now().isoformat()
