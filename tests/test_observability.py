@@ -42,10 +42,17 @@ from temporalio.worker import Worker
 import observability
 from activities import task_files
 from config import WorkerConfig
-from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from models import BuildPipelineResult, BuildPlanInput, BuildPlanResult, PhaseSpec
 from tests.conftest import CLI, ROOT, ScriptedAgent, cli_env, run_cli, succeed_all, wait_for
 from tests.metrics_workflow import MetricsWorkflow, record_from_activity
 from tests.otlp_receiver import OtlpReceiver, Point, Span
+from tests.pipeline_support import (
+    PipelineScript,
+    approve_by_file,
+    install_matrix_recorder,
+    originating_task,
+    pipeline_input,
+)
 
 PLAN = "otel-plan"
 SDK_METRICS = ("temporal_request", "temporal_workflow_completed")
@@ -186,8 +193,10 @@ def latest(points: list[Point], metric: str, **labels: Any) -> Point | None:
 
 
 def tokens_of(queue_dir: Path) -> list[str]:
-    return [task_files.load_task(p)["payload"]["task_token"]
-            for p in task_files.iter_task_files(queue_dir)]
+    """The tokens of every task file the worker wrote (the dispatcher's own file has none)."""
+    tasks = [task_files.load_task(p) for p in task_files.iter_task_files(queue_dir)]
+    return [t["payload"]["task_token"] for t in tasks
+            if t.get("source_agent") == task_files.SOURCE_AGENT]
 
 
 def assert_no_secret(receiver: OtlpReceiver, secrets: list[str]) -> None:
@@ -298,6 +307,81 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
     sdk = [e for e in events if str(e.get("logger", "")).startswith("temporalio.")]
     assert any("worker shutdown" in e["event"] for e in sdk), sdk
     assert all("timestamp" in e and "level" in e for e in events)
+
+
+PIPELINE_ACTIVITIES = ("prefab_scaffolding", "implement_build", "request_security_audit",
+                       "process_triage_output", "apply_flag_fixes", "notify_blocks",
+                       "wait_for_block_resolution", "close_build", "summarize_workflow")
+PIPELINE_DISPATCHES = {"build_prefab": "prefab", "build_plan": "implement",
+                       "security_audit": "audit", "security_fix": "fixes",
+                       "build_closeout": "close"}
+
+
+async def test_pipeline_is_one_trace(
+    config: WorkerConfig, address: str, receiver: OtlpReceiver
+) -> None:
+    """A whole BuildPipelineWorkflow with flags and an approved block: every stage's activity,
+    every dispatch and every agent's completion lands in the starter's trace."""
+    install_matrix_recorder(config)
+    task_id, origin = originating_task(config)
+    build = "otel-build"
+    script = PipelineScript(blocks=["root login enabled"], flags=["tidy"])
+    agent_env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+    with traced_client_provider(receiver) as provider:
+        client = await Client.connect(
+            address, data_converter=pydantic_data_converter,
+            interceptors=[TracingInterceptor(provider.get_tracer("starter"))],
+        )
+        worker_env_ = otel_env(config, receiver, BLOCK_POLL_SECONDS="0.2")
+        async with worker_process(worker_env_), ScriptedAgent(
+            config.agent_task_dir, address, script.decide, env=agent_env
+        ) as agent:
+            handle = await client.start_workflow(
+                "BuildPipelineWorkflow", pipeline_input(task_id, build_name=build),
+                id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
+                result_type=BuildPipelineResult,
+            )
+            await wait_for(lambda: "input-required" in origin.read_text())
+            approve_by_file(origin)
+            assert (await handle.result()).status == "complete"
+            await wait_for(lambda: len(agent.results) == len(PIPELINE_DISPATCHES))
+    assert all(code == 0 for _, code, _ in agent.results), agent.results
+
+    start = one(receiver.spans(), "StartWorkflow:BuildPipelineWorkflow")
+    wanted = {"RunWorkflow:BuildPipelineWorkflow", "CompleteWorkflow:BuildPipelineWorkflow"}
+    wanted |= {f"{kind}:{a}" for a in PIPELINE_ACTIVITIES for kind in ("StartActivity",
+                                                                       "RunActivity")}
+    wanted |= {f"DispatchTask:{t}" for t in PIPELINE_DISPATCHES}
+
+    def trace_complete() -> list[Span]:
+        spans = [s for s in receiver.spans() if s.trace_id == start.trace_id]
+        done = len(named(spans, "CompleteActivity")) == len(PIPELINE_DISPATCHES)
+        return spans if done and wanted <= {s.name for s in spans} else []
+
+    spans = receiver.wait(trace_complete)
+    by_id = {s.span_id: s for s in spans}
+    for task_type, stage in PIPELINE_DISPATCHES.items():
+        dispatch = one(spans, f"DispatchTask:{task_type}")
+        assert (dispatch.attributes["build"], dispatch.attributes["stage"],
+                dispatch.attributes["task_type"]) == (build, stage, task_type)
+        assert by_id[dispatch.parent_span_id].name.startswith("RunActivity:")
+        [done] = [s for s in spans if s.name == "CompleteActivity"
+                  and s.parent_span_id == dispatch.span_id]
+        assert done.attributes["exit_code"] == 0
+    gate = one(spans, "RunActivity:wait_for_block_resolution")
+    assert gate.end_ns > gate.start_ns and gate.status_code != 2
+    assert {s.resource["service.name"] for s in spans if s.span_id != start.span_id} == {
+        "temporal-build-worker"}
+
+    def all_counted() -> list[Point]:
+        points = receiver.points()
+        counts = [latest(points, observability.TASKS_DISPATCHED, task_type=t)
+                  for t in PIPELINE_DISPATCHES]
+        return points if all(c is not None and c.value == 1 for c in counts) else []
+
+    points = receiver.wait(all_counted)
+    assert not [p for p in points if build in repr(p.attributes)]
+    assert_no_secret(receiver, tokens_of(config.agent_task_dir))
 
 
 def one_event(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
