@@ -44,7 +44,7 @@ EXIT_CREDENTIALS = 5
 STATUSES = ("success", "failed")
 RPC_TIMEOUT = timedelta(seconds=15)
 CONNECT_TIMEOUT_SECONDS = 20.0
-EXPORT_TIMEOUT_SECONDS = 5.0  # a slow collector may delay the exit, never the completion
+EXPORT_TIMEOUT_SECONDS = 3.0  # a slow collector may delay the exit, never the completion
 
 
 class CliError(Exception):
@@ -205,6 +205,7 @@ def traced(args: Args) -> contextlib.AbstractContextManager[None]:
     def warn(event: str, **fields: Any) -> None:
         log_event(event, level="warning", **fields)
 
+    observability.report_export_errors(warn)
     observability.init_observability(export_timeout=EXPORT_TIMEOUT_SECONDS, warn=warn)
     return observability.completion_span(args.status, args.traceparent)
 

@@ -79,7 +79,8 @@ class _TeeLogger:
 
 
 def _sdk_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The identity the SDK's activity and workflow loggers attach, under our field names."""
+    """What the SDK attaches to its records, as fields: the activity's or workflow's identity
+    (under our names), and for Core's forwarded lines their target and fields."""
     fields: dict[str, Any] = {}
     act = getattr(record, "temporal_activity", None)
     if isinstance(act, dict):
@@ -97,6 +98,10 @@ def _sdk_fields(record: logging.LogRecord) -> dict[str, Any]:
             workflow=wf.get("workflow_type"),
             attempt=wf.get("attempt"),
         )
+    core = getattr(record, "temporal_log", None)  # a line forwarded from the SDK's Rust core
+    if core is not None:
+        fields.update(core_target=getattr(core, "target", None),
+                      core_fields=getattr(core, "fields", None) or None)
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -222,6 +227,28 @@ def _structlog_warning(event: str, **fields: Any) -> None:
     structlog.get_logger("observability").warning(event, **fields)
 
 
+class _ExportErrors(logging.Handler):
+    """Hands the OTel SDK's export errors to `warn`, for processes without the JSON log."""
+
+    def __init__(self, warn: Warn) -> None:
+        super().__init__(logging.ERROR)
+        self.warn = warn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.warn("otel_export_failed", error=record.getMessage().splitlines()[0])
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def report_export_errors(warn: Warn) -> None:
+    """Route the OTel SDK's own log records to `warn`: errors only (one line per failed export),
+    none of its retry chatter. For complete_activity.py, whose stderr is for its own errors."""
+    otel_log = logging.getLogger("opentelemetry")
+    otel_log.addHandler(_ExportErrors(warn))
+    otel_log.propagate = False
+
+
 def service_name() -> str:
     return os.environ.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME
 
@@ -312,7 +339,12 @@ def _telemetry_runtime(state: _Otel) -> Runtime:
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                forwarding=LogForwardingConfig(
+                    logger=logging.getLogger("temporalio.core"),
+                    append_target_to_name=False,  # _sdk_fields renders target and fields
+                    prepend_target_on_message=False,
+                    append_log_fields_to_message=False,
+                ),
             ),
             metrics=OpenTelemetryConfig(
                 url=_core_metrics_url(state.endpoint),

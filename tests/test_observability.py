@@ -14,6 +14,7 @@ import gc
 import json
 import os
 import signal
+import socket
 import sys
 import textwrap
 import uuid
@@ -450,6 +451,57 @@ async def test_cli_continues_env_traceparent_and_marks_failures(
     assert (refused.name, refused.status_code) == ("FailActivity", 2)  # ERROR
     assert refused.attributes["exit_code"] == 4
     assert_no_secret(receiver, [token])
+
+
+async def test_cli_with_collector_down_still_completes(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
+    """Telemetry never costs a completion: with nothing listening at the endpoint the CLI
+    delivers, exits 0, says so in one JSON warning line, and keeps stderr for its own errors."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with worker_process(worker_env(config)):
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
+            result_type=BuildPlanResult,
+        )
+        await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
+        [path] = task_files.iter_task_files(config.agent_task_dir)
+        env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=closed)
+        code, out, err = await run_cli(["--task-file", str(path), "success", "ok"], address,
+                                       env=env)
+        assert (await handle.result()).phases_run == 1
+    assert (code, err) == (0, "")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("otel_export_failed", "warning"), ("activity_completed", "info")]
+
+
+async def test_worker_with_collector_down_runs_and_says_so(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
+    """An unreachable collector costs nothing but warnings, and those come from the SDK's Rust
+    core through the same JSON log."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    # the standard timeout bounds the futile flush at shutdown (10 s by default)
+    env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=closed, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    async with worker_process(env) as worker, ScriptedAgent(
+        config.agent_task_dir, address, succeed_all
+    ) as agent:
+        result = await client.execute_workflow(
+            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult,
+        )
+        await wait_for(lambda: len(agent.results) == 1)
+        await wait_for(lambda: bool([e for e in worker.events()
+                                     if e.get("logger") == "temporalio.core"]), timeout=15)
+    assert result.phases_run == 1 and worker.returncode == 0
+    core = [e for e in worker.events() if e.get("logger") == "temporalio.core"]
+    assert all(e["level"] == "warning" and "metric_export" in e["core_target"] for e in core)
+    assert worker.stderr == ""
 
 
 async def test_failed_dispatch_is_logged_traced_and_counted(
