@@ -7,6 +7,7 @@ would get. Run it alone with `python -m tests.otlp_receiver` to watch a worker's
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,8 +165,11 @@ class OtlpReceiver:
     def metric_names(self) -> set[str]:
         return {p.metric for p in self.points()}
 
-    def wait(self, found: Callable[[], T | None], timeout: float = 30.0) -> T:
-        """Poll until `found()` returns something truthy; fail with what did arrive."""
+    async def wait(self, found: Callable[[], T | None], timeout: float = 30.0) -> T:
+        """Poll until `found()` returns something truthy; fail with what did arrive.
+
+        Async, so that the test's event loop (agents, subprocess pipes) keeps running meanwhile.
+        """
         deadline = time.monotonic() + timeout
         while True:
             result = found()
@@ -177,7 +181,7 @@ class OtlpReceiver:
                     f"{sorted({s.name for s in self.spans()})}; metrics: "
                     f"{sorted(self.metric_names())}"
                 )
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
 
 
 def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:

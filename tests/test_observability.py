@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -232,7 +233,7 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
             assert result == BuildPlanResult(status="complete", phases_run=2)
             await wait_for(lambda: len(agent.results) == 2)  # the CLI exits after completing
             # the SDK's own metrics arrive while the worker runs (Core exports every second)
-            receiver.wait(lambda: SDK_METRICS[0] in receiver.metric_names())
+            await receiver.wait(lambda: SDK_METRICS[0] in receiver.metric_names())
     assert worker.returncode == 0, worker.stderr
     assert [code for _, code, _ in agent.results] == [0, 0]
 
@@ -246,7 +247,7 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
         spans = [s for s in receiver.spans() if s.trace_id == start.trace_id]
         return spans if all(len(named(spans, n)) == k for n, k in wanted.items()) else []
 
-    spans = receiver.wait(trace_complete)
+    spans = await receiver.wait(trace_complete)
     assert len(spans) == 1 + sum(wanted.values())
     runs = named(spans, "RunActivity:execute_build_phase")
     dispatches = named(spans, "DispatchTask:build_phase")
@@ -281,7 +282,7 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
         ok = dispatched and dispatched.value == 2 and stage and stage.count == 2 and done
         return points if ok else []
 
-    points = receiver.wait(metrics_flushed)
+    points = await receiver.wait(metrics_flushed)
     assert {p.resource["service.name"] for p in points} == {"temporal-build-worker"}
     ours = [p for p in points if p.metric.startswith("build_worker.")]
     for point in ours:
@@ -359,7 +360,7 @@ async def test_pipeline_is_one_trace(
         done = len(named(spans, "CompleteActivity")) == len(PIPELINE_DISPATCHES)
         return spans if done and wanted <= {s.name for s in spans} else []
 
-    spans = receiver.wait(trace_complete)
+    spans = await receiver.wait(trace_complete)
     by_id = {s.span_id: s for s in spans}
     for task_type, stage in PIPELINE_DISPATCHES.items():
         dispatch = one(spans, f"DispatchTask:{task_type}")
@@ -380,7 +381,7 @@ async def test_pipeline_is_one_trace(
                   for t in PIPELINE_DISPATCHES]
         return points if all(c is not None and c.value == 1 for c in counts) else []
 
-    points = receiver.wait(all_counted)
+    points = await receiver.wait(all_counted)
     assert not [p for p in points if build in repr(p.attributes)]
     assert_no_secret(receiver, tokens_of(config.agent_task_dir))
 
@@ -412,7 +413,7 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
         spans = [s for s in receiver.spans() if s.trace_id == trace_id]
         return spans if len(spans) >= 10 else []
 
-    spans = receiver.wait(all_spans)
+    spans = await receiver.wait(all_spans)
     assert sorted(s.name for s in spans) == sorted(
         ["RunWorkflow:BuildPlanWorkflow", "CompleteWorkflow:BuildPlanWorkflow"]
         + ["StartActivity:execute_build_phase", "RunActivity:execute_build_phase",
@@ -443,7 +444,7 @@ async def test_cli_continues_env_traceparent_and_marks_failures(
         assert (await handle.result()).phases_run == 1
         code, _, err = await run_cli(["-", "failed", "again"], address, stdin=token, env=env)
         assert code == 4, err
-    spans = receiver.wait(lambda: receiver.spans() if len(receiver.spans()) == 2 else [])
+    spans = await receiver.wait(lambda: receiver.spans() if len(receiver.spans()) == 2 else [])
     ok, refused = sorted(spans, key=lambda s: s.start_ns)
     for span in spans:
         assert span.trace_id == parent[3:35] and span.parent_span_id == parent[36:52]
@@ -519,7 +520,7 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
                 "BuildPlanWorkflow", plan(1), id=workflow_id, task_queue=config.task_queue,
                 result_type=BuildPlanResult,
             )
-    failure = receiver.wait(
+    failure = await receiver.wait(
         lambda: latest(receiver.points(), observability.STAGE_FAILURES, stage="phase"))
     assert failure.value == 1
     assert latest(receiver.points(), observability.STAGE_DURATION, stage="phase",
@@ -530,7 +531,7 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
         assert event["workflow_id"] == workflow_id and event["activity"] == "execute_build_phase"
         assert event["run_id"] and event["level"] == "warning"
         assert "(" not in event["event"]  # identity as fields, not appended to the message
-    runs = receiver.wait(lambda: named(receiver.spans(), "RunActivity:execute_build_phase"))
+    runs = await receiver.wait(lambda: named(receiver.spans(), "RunActivity:execute_build_phase"))
     assert {s.status_code for s in runs} == {2}
 
 
@@ -547,14 +548,6 @@ async def test_stage_metrics_from_workflow_are_replay_safe(
         url=receiver.endpoint, metric_periodicity=timedelta(milliseconds=200),
         histogram_bucket_overrides={observability.BLOCK_WAIT: observability.DURATION_BUCKETS},
     )))
-    client = await Client.connect(address, runtime=runtime)
-    queue = f"metrics-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[MetricsWorkflow],
-                      activities=[record_from_activity], max_cached_workflows=0):
-        await client.execute_workflow(MetricsWorkflow.run, id=f"m-{uuid.uuid4()}",
-                                      task_queue=queue)
-    del client, runtime  # the runtime's exporter thread ends with its last reference
-    gc.collect()
 
     def recorded() -> list[Point]:
         points = receiver.points()
@@ -563,9 +556,20 @@ async def test_stage_metrics_from_workflow_are_replay_safe(
         return points if names <= {p.metric for p in points} and latest(
             points, observability.STAGE_DURATION, stage="close") else []
 
-    points = receiver.wait(recorded)
-    await asyncio.sleep(0.6)  # a few more exports: a replayed record would show by now
-    points = receiver.points()
+    client = await Client.connect(address, runtime=runtime)
+    try:
+        queue = f"metrics-{uuid.uuid4().hex[:8]}"
+        async with Worker(client, task_queue=queue, workflows=[MetricsWorkflow],
+                          activities=[record_from_activity], max_cached_workflows=0):
+            await client.execute_workflow(MetricsWorkflow.run, id=f"m-{uuid.uuid4()}",
+                                          task_queue=queue)
+        await receiver.wait(recorded)
+        await asyncio.sleep(0.6)  # a few more exports: a replayed record would show by now
+        points = receiver.points()
+    finally:
+        # the runtime exports until its last reference goes (and drops what it has not sent)
+        del client, runtime
+        gc.collect()
     wait = latest(points, observability.BLOCK_WAIT, decision="approved")
     assert wait is not None and (wait.count, wait.value) == (1, 42.0)
     assert wait.attributes["workflow_type"] == "MetricsWorkflow"
@@ -660,8 +664,6 @@ def test_observability_imports_only_the_standard_library() -> None:
     """Workflow modules import observability: it must stay light and free of OTel until used."""
     code = ("import sys, json; before = set(sys.modules); import observability; "
             "print(json.dumps(sorted(set(sys.modules) - before)))")
-    import subprocess
-
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     added = {m.split(".")[0] for m in json.loads(out)}
