@@ -29,7 +29,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (
@@ -77,6 +77,26 @@ def plan(phases: int, name: str = PLAN) -> BuildPlanInput:
         phases=[PhaseSpec(number=i + 1, agent_type="dev", description=f"phase {i + 1}")
                 for i in range(phases)],
     )
+
+
+async def one_phase_dispatched(
+    client: Client, config: WorkerConfig
+) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:
+    """Start a one-phase BuildPlan and wait for its task file: an agent's view of a task."""
+    handle = await client.start_workflow(
+        "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
+        result_type=BuildPlanResult,
+    )
+    await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
+    [path] = task_files.iter_task_files(config.agent_task_dir)
+    return handle, path
+
+
+def closed_endpoint() -> str:
+    """An endpoint on a loopback port nothing listens on: a collector that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def worker_env(config: WorkerConfig, **extra: str) -> dict[str, str]:
@@ -429,12 +449,7 @@ async def test_cli_continues_env_traceparent_and_marks_failures(
     """Without --task-file the parent comes from TRACEPARENT; a refused completion is an error
     span with its exit code."""
     async with worker_process(worker_env(config)):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
-        [path] = task_files.iter_task_files(config.agent_task_dir)
+        handle, path = await one_phase_dispatched(client, config)
         task = task_files.load_task(path)
         assert "traceparent" not in task["payload"]  # OTel is off in this worker
         token = task["payload"]["task_token"]
@@ -459,16 +474,9 @@ async def test_cli_with_collector_down_still_completes(
 ) -> None:
     """Telemetry never costs a completion: with nothing listening at the endpoint the CLI
     delivers, exits 0, says so in one JSON warning line, and keeps stderr for its own errors."""
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    closed = closed_endpoint()
     async with worker_process(worker_env(config)):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
-        [path] = task_files.iter_task_files(config.agent_task_dir)
+        handle, path = await one_phase_dispatched(client, config)
         env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=closed)
         code, out, err = await run_cli(["--task-file", str(path), "success", "ok"], address,
                                        env=env)
@@ -484,9 +492,7 @@ async def test_worker_with_collector_down_runs_and_says_so(
 ) -> None:
     """An unreachable collector costs nothing but warnings, and those come from the SDK's Rust
     core through the same JSON log."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    closed = closed_endpoint()
     # the standard timeout bounds the futile flush at shutdown (10 s by default)
     env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=closed, OTEL_EXPORTER_OTLP_TIMEOUT="1")
     async with worker_process(env) as worker, ScriptedAgent(
@@ -707,12 +713,7 @@ async def test_cli_warns_once_without_packages(
     """The CLI with the variable set but no packages: one warning line, and the completion is
     still delivered."""
     async with worker_process(worker_env(config)):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
-        [path] = task_files.iter_task_files(config.agent_task_dir)
+        handle, path = await one_phase_dispatched(client, config)
         code = (f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
                 "sys.modules['opentelemetry'] = None; "
                 f"sys.argv = [{CLI!r}, '--task-file', {str(path)!r}, 'success', 'ok']; "
