@@ -12,6 +12,8 @@ command line, where `ps` and shell history would show it.
 
 Environment: TEMPORAL_ADDRESS (localhost:7233), TEMPORAL_NAMESPACE (default), and for mTLS
 VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, TEMPORAL_REQUIRE_TLS, TEMPORAL_TLS_SERVER_NAME.
+With OTEL_EXPORTER_OTLP_ENDPOINT set, the completion is traced as part of the pipeline's trace:
+the parent is the task file's payload.traceparent (--task-file), else TRACEPARENT.
 
 Exit codes:
   0  the completion or failure was delivered
@@ -26,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -41,6 +44,7 @@ EXIT_CREDENTIALS = 5
 STATUSES = ("success", "failed")
 RPC_TIMEOUT = timedelta(seconds=15)
 CONNECT_TIMEOUT_SECONDS = 20.0
+EXPORT_TIMEOUT_SECONDS = 3.0  # a slow collector may delay the exit, never the completion
 
 
 class CliError(Exception):
@@ -51,20 +55,27 @@ class CliError(Exception):
         self.code = code
 
 
-def log_event(event: str, **fields: Any) -> None:
+def log_event(event: str, level: str = "info", **fields: Any) -> None:
     """One JSON line on stdout, in the worker's log format; never the token."""
     record = {
         "script": "complete_activity",
         "event": event,
-        "level": "info",
+        "level": level,
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         **fields,
     }
     sys.stdout.write(json.dumps(record) + "\n")
 
 
-def parse_args(argv: list[str]) -> tuple[str, str, str]:
-    """Returns (token text, status, message); checks everything that needs no network."""
+class Args(NamedTuple):
+    token: str
+    status: str
+    message: str
+    traceparent: str | None  # W3C trace context of the dispatch, when there is one
+
+
+def parse_args(argv: list[str]) -> Args:
+    """Checks everything that needs no network."""
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
         raise CliError(EXIT_OK, "")
@@ -74,13 +85,13 @@ def parse_args(argv: list[str]) -> tuple[str, str, str]:
                 EXIT_USAGE,
                 "usage: complete_activity.py --task-file <task.yml> success|failed [message]",
             )
-        token = token_from_task_file(Path(argv[1]))
+        token, traceparent = read_task_file(Path(argv[1]))
         rest = argv[2:]
     else:
         if len(argv) < 2:
             sys.stdout.write(__doc__ or "")
             raise CliError(EXIT_USAGE, "expected <task_token> success|failed [message]")
-        token = argv[0]
+        token, traceparent = argv[0], None
         rest = argv[1:]
     status = rest[0]
     if status not in STATUSES:
@@ -88,10 +99,12 @@ def parse_args(argv: list[str]) -> tuple[str, str, str]:
     message = rest[1] if len(rest) > 1 else ""
     if token == "-":
         token = sys.stdin.read()
-    return token.strip(), status, message
+    traceparent = traceparent or os.environ.get("TRACEPARENT", "").strip() or None
+    return Args(token.strip(), status, message, traceparent)
 
 
-def token_from_task_file(path: Path) -> str:
+def read_task_file(path: Path) -> tuple[str, str | None]:
+    """The task's token and, when the worker traced its dispatch, its traceparent."""
     from activities.task_files import load_task
     from exceptions import TaskFileError
 
@@ -103,7 +116,8 @@ def token_from_task_file(path: Path) -> str:
     token = payload.get("task_token") if isinstance(payload, dict) else None
     if not isinstance(token, str) or not token:
         raise CliError(EXIT_USAGE, f"{path} has no payload.task_token")
-    return token
+    traceparent = payload.get("traceparent") if isinstance(payload, dict) else None
+    return token, traceparent if isinstance(traceparent, str) and traceparent else None
 
 
 def decode_token(text: str) -> bytes:
@@ -188,11 +202,28 @@ def _rpc_error(err: Any, codes: Any) -> tuple[int, str]:
     return EXIT_UNREACHABLE, f"Temporal error {err.status.name}: {err.message.splitlines()[0]}"
 
 
+def traced(args: Args) -> contextlib.AbstractContextManager[None]:
+    """The completion's span when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise opentelemetry
+    is never imported, and the CLI stays fast."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+        return contextlib.nullcontext()
+    import observability
+
+    def warn(event: str, **fields: Any) -> None:
+        log_event(event, level="warning", **fields)
+
+    observability.report_export_errors(warn)
+    observability.init_observability(export_timeout=EXPORT_TIMEOUT_SECONDS, warn=warn)
+    return observability.completion_span(args.status, args.traceparent)
+
+
 def main(argv: list[str]) -> int:
     try:
-        token_text, status, message = parse_args(argv)
-        token = decode_token(token_text)
-        asyncio.run(deliver(token, status, message))
+        args = parse_args(argv)
+        status, message = args.status, args.message
+        token = decode_token(args.token)
+        with traced(args):
+            asyncio.run(deliver(token, status, message))
     except CliError as err:
         if str(err):
             sys.stderr.write(f"complete_activity: {err}\n")

@@ -164,16 +164,18 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
     Features.stage_search_attribute = await check_search_attribute(
         client, config.temporal_namespace)
     worker = build_worker(client, config, **observability.worker_options())
-    async with worker:
-        log.info(
-            "worker_started",
-            task_queue=config.task_queue,
-            address=config.temporal_address,
-            identity=worker_identity(),
-        )
-        await stop.wait()
-        log.info("worker_stopping", graceful_timeout_s=GRACEFUL_SHUTDOWN.total_seconds())
-    observability.shutdown()
+    try:
+        async with worker:
+            log.info(
+                "worker_started",
+                task_queue=config.task_queue,
+                address=config.temporal_address,
+                identity=worker_identity(),
+            )
+            await stop.wait()
+            log.info("worker_stopping", graceful_timeout_s=GRACEFUL_SHUTDOWN.total_seconds())
+    finally:
+        await asyncio.to_thread(observability.shutdown)  # flushing blocks; the loop must not
     log.info("worker_stopped")
 
 
@@ -275,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config()
         observability.configure_logging(config.log_level, config.log_file, worker_id=WORKER_ID)
         log.info("config_loaded", **config.public_fields())
-        observability.init_observability()
+        if observability.init_observability():
+            log.info("otel_enabled", **observability.public_fields())
         with embedded_dev_server(config) if args.dev_server else contextlib.nullcontext():
             asyncio.run(main_async(config))
     except (ConfigError, CredentialError) as err:

@@ -34,25 +34,9 @@ async def dispatch_to_agent(
     workflow_id, run_id = info.workflow_id or "", info.workflow_run_id or ""
     task_id = dispatch_task_id(workflow_id, run_id, stage, info.attempt)
     now = task_files.now_utc()
-    task = task_files.build_task(
-        task_id=task_id,
-        created=now,
-        target_agent=target_agent,
-        task_type=task_type,
-        summary=summary,
-        payload={
-            **payload,
-            "workflow_id": workflow_id,
-            "activity_id": info.activity_id,
-            "attempt": info.attempt,
-            **observability.trace_fields(),
-        },
-        task_token=task_files.encode_token(info.task_token),
-        history_note=history_note,
-    )
     log = observability.activity_logger()
 
-    def write() -> tuple[Path, list[Path]]:
+    def write(task: Mapping[str, Any]) -> tuple[Path, list[Path]]:
         stale: list[Path] = []
         if info.attempt > 1:
             stale = task_files.supersede_earlier_attempts(
@@ -61,9 +45,28 @@ async def dispatch_to_agent(
         return task_files.write_task(queue_dir, task, now), stale
 
     with observability.dispatch_span(
-        activity_name=info.activity_type, stage=stage, task_type=task_type, **log_fields
+        activity_name=info.activity_type, stage=stage, task_type=task_type, task_id=task_id,
+        **log_fields,
     ):
-        path, stale = await asyncio.to_thread(write)
+        # built inside the span: the file's traceparent names it, so the agent's completion
+        # is a child of this dispatch
+        task = task_files.build_task(
+            task_id=task_id,
+            created=now,
+            target_agent=target_agent,
+            task_type=task_type,
+            summary=summary,
+            payload={
+                **payload,
+                "workflow_id": workflow_id,
+                "activity_id": info.activity_id,
+                "attempt": info.attempt,
+                **observability.trace_fields(),
+            },
+            task_token=task_files.encode_token(info.task_token),
+            history_note=history_note,
+        )
+        path, stale = await asyncio.to_thread(write, task)
     for old in stale:
         log.info("task_superseded", file=old.name)
     log.info(log_event, task_id=task_id[:8], file=path.name, **log_fields)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -12,6 +12,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    import observability  # stdlib-only at import time; its metric calls are replay-safe here
     from models import (
         AGENT_PATTERN,
         BuildPhaseInput,
@@ -49,8 +50,9 @@ class BuildPlanWorkflow:
         description: str,
         context_refs: list[str],
     ) -> BuildPhaseResult:
+        started = workflow.now()
         try:
-            return await workflow.execute_activity(
+            result: BuildPhaseResult = await workflow.execute_activity(
                 "execute_build_phase",
                 BuildPhaseInput(
                     plan_name=plan.plan_name,
@@ -69,10 +71,19 @@ class BuildPlanWorkflow:
         except ActivityError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == PHASE_FAILED:
+                _record_phase(started, "failed")
                 raise ApplicationError(
                     f"Phase {number} failed: {cause.message}", type=PHASE_FAILED, non_retryable=True
                 ) from err
+            _record_phase(started, "error")
             raise
+        _record_phase(started, "success" if result.status == "success" else "failed")
+        return result
+
+
+def _record_phase(started: datetime, outcome: str) -> None:
+    """Stage metrics for one phase; the stage label is "phase", never its number or plan."""
+    observability.record_stage("phase", (workflow.now() - started).total_seconds(), outcome)
 
 
 def _validate(plan: BuildPlanInput) -> None:
