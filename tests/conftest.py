@@ -135,6 +135,7 @@ class ScriptedAgent:
         self.seen: set[str] = set()
         self.handled: list[dict[str, Any]] = []
         self.results: list[tuple[str, int, str]] = []
+        self.ignored: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -171,6 +172,7 @@ class ScriptedAgent:
                     await outcome if isinstance(outcome, Awaitable) else outcome
                 )
                 if decision is None:
+                    self.ignored.append(task["task_type"])
                     continue
                 status, message = decision
                 code, _, err = await run_cli(

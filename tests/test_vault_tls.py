@@ -306,9 +306,11 @@ async def test_tls_client_without_certificate_is_refused(pki: Pki, relay: TlsRel
     seen = len(relay.handshakes)
     with pytest.raises(RuntimeError, match="CertificateRequired"):
         await Client.connect(relay.address, tls=TLSConfig(server_root_ca_cert=pki.ca.cert_pem))
-    [handshake] = relay.handshakes[seen:]
-    assert not handshake.accepted
-    assert handshake.error == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    # the client may retry the handshake; every attempt must be refused for the same reason
+    attempts = relay.handshakes[seen:]
+    assert attempts
+    assert all(not h.accepted for h in attempts)
+    assert {h.error for h in attempts} == {"PEER_DID_NOT_RETURN_A_CERTIFICATE"}
 
 
 @pytest.mark.parametrize("program", ["cli", "worker"])

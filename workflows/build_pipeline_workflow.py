@@ -53,7 +53,6 @@ STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
-GATE_HEARTBEAT = timedelta(seconds=30)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
@@ -62,8 +61,10 @@ TRIAGE_RETRY = RetryPolicy(
     maximum_attempts=5, initial_interval=timedelta(minutes=2),
     maximum_interval=timedelta(minutes=15), non_retryable_error_types=[TRIAGE_MALFORMED],
 )
+# The gate's poller checks once per attempt; its activity sets each retry's delay to the
+# worker's BLOCK_POLL_SECONDS, so this interval only applies to unexpected failures.
 GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
-                         maximum_interval=timedelta(seconds=30))
+                         maximum_interval=timedelta(minutes=1))
 
 
 class StageFailed(Exception):
@@ -187,7 +188,7 @@ class BuildPipelineWorkflow:
         poller = workflow.start_activity(
             "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
-            heartbeat_timeout=GATE_HEARTBEAT, retry_policy=GATE_RETRY,
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=GATE_RETRY,
         )
         try:
             await workflow.wait_condition(
