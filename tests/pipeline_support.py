@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import uuid
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from config import WorkerConfig
-from models import BuildPipelineInput
+from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
 
 TRIAGE_FILE = "triage-output.yml"
 
@@ -117,3 +119,22 @@ def dispatched(config: WorkerConfig) -> list[dict[str, Any]]:
         if task.get("source_agent") == task_files.SOURCE_AGENT:
             tasks.append(task)
     return sorted(tasks, key=lambda t: t["created"])
+
+
+async def status_of(handle: WorkflowHandle) -> PipelineStatus:
+    return await handle.query("status", result_type=PipelineStatus)
+
+
+async def wait_stage(handle: WorkflowHandle, stage: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await status_of(handle)).stage != stage:
+        assert asyncio.get_running_loop().time() < deadline, f"never reached {stage}"
+        await asyncio.sleep(0.1)
+
+
+async def start_pipeline(client: Client, config: WorkerConfig, task_id: str, **kw: str
+                ) -> WorkflowHandle:
+    return await client.start_workflow(
+        "BuildPipelineWorkflow", pipeline_input(task_id, **kw),
+        id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
+        result_type=BuildPipelineResult)

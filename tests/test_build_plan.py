@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from config import WorkerConfig
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
 from tests.conftest import ScriptedAgent, running_worker, succeed_all, task_files_in
+from tests.history_support import save_history
 
 
 def plan(*agents: str) -> BuildPlanInput:
@@ -28,10 +29,12 @@ async def test_two_phases_succeed(client: Client, config: WorkerConfig, address:
     async with running_worker(client, config), ScriptedAgent(
         config.agent_task_dir, address, succeed_all
     ) as agent:
-        result = await client.execute_workflow(
+        handle = await client.start_workflow(
             "BuildPlanWorkflow", plan("dev", "claudebox"), id=f"plan-{uuid.uuid4()}",
             task_queue=config.task_queue, result_type=BuildPlanResult,
         )
+        result = await handle.result()
+        await save_history(handle, "plan_two_phases")
     assert result == BuildPlanResult(status="complete", phases_run=2)
     assert [t["target_agent"] for t in agent.handled] == ["dev", "claudebox"]
     assert [t["payload"]["phase_number"] for t in agent.handled] == [1, 2]
@@ -49,11 +52,13 @@ async def test_failed_phase_fails_workflow(client: Client, config: WorkerConfig,
     async with running_worker(client, config), ScriptedAgent(
         config.agent_task_dir, address, decide
     ) as agent:
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", plan("dev", "dev", "dev"), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult,
+        )
         with pytest.raises(WorkflowFailureError) as caught:
-            await client.execute_workflow(
-                "BuildPlanWorkflow", plan("dev", "dev", "dev"), id=f"plan-{uuid.uuid4()}",
-                task_queue=config.task_queue, result_type=BuildPlanResult,
-            )
+            await handle.result()
+        await save_history(handle, "plan_phase_failed")
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == "PhaseFailedError"

@@ -26,10 +26,13 @@ from config import WorkerConfig, load_config
 from exceptions import ConfigError
 from models import DecisionInput
 from tests.conftest import ScriptedAgent, make_config, running_worker, wait_for
-from tests.pipeline_support import PipelineScript, originating_task
+from tests.pipeline_support import (
+    PipelineScript,
+    originating_task,
+    start_pipeline,
+    wait_stage,
+)
 from tests.synapse_server import MatrixUser, Synapse, running_synapse
-from tests.test_pipeline import start as start_pipeline
-from tests.test_pipeline import wait_stage
 
 
 @pytest.fixture(scope="session")

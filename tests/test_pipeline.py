@@ -12,13 +12,12 @@ import pytest
 from temporalio.client import (
     Client,
     WorkflowFailureError,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
 
 from config import WorkerConfig
-from models import BuildPipelineResult, DecisionInput, PipelineStatus
+from models import BuildPipelineResult, DecisionInput
 from tests.conftest import ScriptedAgent, running_worker, wait_for
 from tests.history_support import save_history
 from tests.pipeline_support import (
@@ -29,7 +28,10 @@ from tests.pipeline_support import (
     matrix_messages,
     originating_task,
     pipeline_input,
+    start_pipeline,
+    status_of,
     summary_of,
+    wait_stage,
 )
 
 AGENT_STAGES = [
@@ -41,31 +43,12 @@ AGENT_STAGES = [
 ]
 
 
-async def start(client: Client, config: WorkerConfig, task_id: str, **kw: str
-                ) -> WorkflowHandle:
-    return await client.start_workflow(
-        "BuildPipelineWorkflow", pipeline_input(task_id, **kw),
-        id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
-        result_type=BuildPipelineResult)
-
-
-async def status_of(handle: WorkflowHandle) -> PipelineStatus:
-    return await handle.query("status", result_type=PipelineStatus)
-
-
-async def wait_stage(handle: WorkflowHandle, stage: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (await status_of(handle)).stage != stage:
-        assert asyncio.get_running_loop().time() < deadline, f"never reached {stage}"
-        await asyncio.sleep(0.1)
-
-
 async def test_no_findings(client: Client, config: WorkerConfig, address: str) -> None:
     task_id, _ = originating_task(config)
     script = PipelineScript()
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         result = await handle.result()
         await save_history(handle, "pipeline_no_findings")
         status = await status_of(handle)
@@ -95,7 +78,7 @@ async def test_flags_only(client: Client, config: WorkerConfig, address: str) ->
     script = PipelineScript(flags=flags, info=["fyi"])
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         result = await handle.result()
         await save_history(handle, "pipeline_flags_only")
     summary = summary_of(result.summary_path)
@@ -122,7 +105,7 @@ async def test_blocks_approved_by_file(client: Client, config: WorkerConfig,
                             flags=["tidy"])
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
         origin_task = __import__("yaml").safe_load(origin.read_text())
         assert origin_task["status"] == "input-required"
@@ -155,7 +138,7 @@ async def test_blocks_approved_by_update(client: Client, config: WorkerConfig,
     script = PipelineScript(blocks=["root login enabled"])
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         # an approval before the gate opens is refused, loudly
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("approve", DecisionInput(note="early"))
@@ -181,7 +164,7 @@ async def test_reject(client: Client, config: WorkerConfig, address: str) -> Non
     script = PipelineScript(blocks=["secrets in image"])
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
         await handle.execute_update("reject", DecisionInput(note="not shippable"))
         result = await handle.result()
@@ -205,7 +188,7 @@ async def test_agent_failure_at_each_stage(client: Client, config: WorkerConfig,
     script = PipelineScript(flags=["fix me"], fail_task_type=task_type)
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result()
         if stage == "implement":
@@ -234,7 +217,7 @@ async def test_failure_closes_open_task_files(client: Client, config: WorkerConf
     script = PipelineScript(ignore_task_types=("build_prefab",))
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         await wait_for(lambda: len(dispatched(config)) == 1)
         # the operator fails the stalled activity from outside, as `temporal activity fail` does
         prefab = dispatched(config)[0]
@@ -261,7 +244,7 @@ async def test_malformed_triage_fails_at_once(client: Client, config: WorkerConf
     script = PipelineScript(triage_text=text)
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await start(client, config, task_id)
+        handle = await start_pipeline(client, config, task_id)
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 30)  # not the ~29 min of retries
     cause = caught.value.cause

@@ -1,0 +1,59 @@
+"""The block gate survives the worker: kill -9 while a pipeline is parked, restart, approve."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import Client
+
+from config import WorkerConfig
+from models import BuildPipelineResult, DecisionInput
+from tests.conftest import ScriptedAgent
+from tests.history_support import save_history
+from tests.pipeline_support import (
+    PipelineScript,
+    approve_by_file,
+    dispatched,
+    originating_task,
+    pipeline_input,
+    summary_of,
+    wait_stage,
+)
+from tests.worker_process import WorkerProcess, worker_env
+
+
+@pytest.mark.parametrize("approval", ["update", "task-file"])
+async def test_kill_9_while_parked_then_approve(client: Client, config: WorkerConfig,
+                                                address: str, approval: str) -> None:
+    task_id, origin = originating_task(config)
+    script = PipelineScript(blocks=["world-writable socket"], flags=["pin the image"])
+    env = worker_env(config, BLOCK_POLL_SECONDS="0.5")
+    first = WorkerProcess(env)
+    await first.start()
+    async with ScriptedAgent(config.agent_task_dir, address, script.decide):
+        handle = await client.start_workflow(
+            "BuildPipelineWorkflow", pipeline_input(task_id), id=f"restart-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPipelineResult)
+
+        await wait_stage(handle, "awaiting-approval")
+        first.kill()
+        assert await first.stop() == -9
+        second = WorkerProcess(env)
+        await second.start()
+        try:
+            if approval == "update":
+                await handle.execute_update("approve", DecisionInput(note="after restart"))
+            else:
+                approve_by_file(origin, actor="carol", note="after restart")
+            result = await handle.result()
+            await save_history(handle, f"pipeline_restart_{approval.replace('-', '_')}")
+        finally:
+            await second.stop()
+    assert result.status == "complete"
+    summary = summary_of(result.summary_path)
+    assert summary["resolution"]["via"] == approval
+    assert summary["resolution"]["note"] == "after restart"
+    kinds = [t["task_type"] for t in dispatched(config)]
+    assert kinds == ["build_prefab", "build_plan", "security_audit", "security_fix",
+                     "build_closeout"]
