@@ -319,7 +319,13 @@ async def test_pipeline_is_one_trace(
         points = receiver.points()
         counts = [latest(points, observability.TASKS_DISPATCHED, task_type=t)
                   for t in PIPELINE_DISPATCHES]
-        return points if all(c is not None and c.value == 1 for c in counts) else []
+        stages = [latest(points, observability.STAGE_DURATION, stage=s, outcome="success")
+                  for s in ("prefab", "implement", "audit", "triage", "fixes", "notify",
+                            "close", "summary")]
+        wait = latest(points, observability.BLOCK_WAIT, decision="approved")
+        done = counts + stages + [wait]
+        return points if all(c is not None and (c.value == 1 or c.count == 1)
+                             for c in done) else []
 
     points = await receiver.wait(all_counted)
     assert not [p for p in points if build in repr(p.attributes)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -32,6 +32,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    import observability  # stdlib-only at import time; its metric calls are replay-safe here
     from models import (
         BuildPhaseResult,
         BuildPipelineInput,
@@ -55,6 +56,8 @@ BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
+
+METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out"}
 
 AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
 TRIAGE_RETRY = RetryPolicy(
@@ -185,6 +188,7 @@ class BuildPipelineWorkflow:
         """Park until the task file says approved, an update decides, or 7 days pass."""
         self._set_stage("awaiting-approval")
         self._awaiting = True
+        parked = workflow.now()
         poller = workflow.start_activity(
             "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
@@ -212,6 +216,7 @@ class BuildPipelineWorkflow:
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
                 await poller
         self._mark_done("awaiting-approval")
+        observability.record_block_wait(self._since(parked), self._decision.decision)
         assert self._status is not None
         self._status.resolution = self._decision
         return self._decision
@@ -279,10 +284,15 @@ class BuildPipelineWorkflow:
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
         self._set_stage(stage)
+        started = workflow.now()
         try:
             result = await workflow.execute_activity(activity, args=list(args), **options)
         except ActivityError as err:
-            raise StageFailed(stage, err) from None
+            failure = StageFailed(stage, err)
+            observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
+                failure.error_type, "error"))
+            raise failure from None
+        observability.record_stage(stage, self._since(started), "success")
         self._mark_done(stage)
         return result
 
@@ -304,6 +314,10 @@ class BuildPipelineWorkflow:
     def _flags_applied(self) -> int:
         assert self._status is not None
         return len(self._status.flags) if "fixes" in self._phases else 0
+
+    @staticmethod
+    def _since(started: datetime) -> float:
+        return (workflow.now() - started).total_seconds()
 
     @staticmethod
     def _now() -> str:
