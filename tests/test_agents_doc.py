@@ -19,6 +19,7 @@ from temporalio.client import Client
 
 import complete_activity
 from activities import task_files
+from activities.triage import parse_triage
 from config import WorkerConfig
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
 from tests.conftest import ROOT, cli_env, running_worker, task_files_in, wait_for
@@ -29,8 +30,9 @@ DOC_CLI = "/srv/temporal-build-worker/complete_activity.py"
 
 
 def doc_example() -> dict[str, Any]:
-    blocks = re.findall(r"```yaml\n(.*?)```", DOC, flags=re.S)
-    assert len(blocks) == 1
+    """The example task file: the first YAML block of the BuildPlan section."""
+    section = DOC.split("## BuildPlan phase task", 1)[1]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
     example = yaml.safe_load(blocks[0])
     assert isinstance(example, dict)
     return example
@@ -122,3 +124,12 @@ def test_default_directory_is_the_config_default() -> None:
     assert load_config({"HOME": "/home/a"}).agent_task_dir == Path("/home/a/.claude/task-queue")
     assert "`AGENT_TASK_DIR`, default `~/.claude/task-queue/`" in DOC
     assert "## Pipeline task types" in DOC
+
+
+def test_triage_example_parses() -> None:
+    """The triage example agents copy is accepted by the parser the worker runs."""
+    section = DOC.split("### The security audit", 1)[1]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    triage = parse_triage(block.encode())
+    assert triage.blocks == ["container runs privileged"]
+    assert triage.flags == ["plain strings work too"]

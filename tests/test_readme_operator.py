@@ -1,9 +1,6 @@
-"""The operator's documented command starts a BuildPlanWorkflow that really runs to the end.
-
-The command is taken verbatim from the README (the ```sh block after the marker line) or, until
-the README carries it, from docs/snippets/start-build-plan.sh, and run by bash with the
-`temporal` CLI of the venv against the test server.
-"""
+"""The README's operator commands, run verbatim with the venv's `temporal` CLI against the test
+server: a build plan runs to the end; a pipeline is started, queried, found in the operator's
+inbox, approved; started again and rejected."""
 
 from __future__ import annotations
 
@@ -15,44 +12,44 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from models import BuildPlanResult
+from models import BuildPipelineResult, BuildPlanResult
 from tests.conftest import BIN, ROOT, ScriptedAgent, make_config, running_worker, succeed_all
+from tests.pipeline_support import PipelineScript, originating_task, summary_of, wait_stage
 
-MARKER = "<!-- operator: start-build-plan -->"
-SNIPPET = ROOT / "docs" / "snippets" / "start-build-plan.sh"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def readme_block(readme: str) -> str | None:
-    """The ```sh block right after the marker line; None when the README has no marker."""
-    lines = readme.splitlines()
-    if MARKER not in (line.strip() for line in lines):
-        return None
-    start = [line.strip() for line in lines].index(MARKER) + 1
-    while start < len(lines) and not lines[start].strip():
+def readme_block(name: str, readme: str = README) -> str:
+    """The ```sh block right after the line `<!-- operator: NAME -->`."""
+    marker = f"<!-- operator: {name} -->"
+    lines = [line.strip() for line in readme.splitlines()]
+    assert marker in lines, f"README has no {marker}"
+    start = lines.index(marker) + 1
+    while start < len(lines) and not lines[start]:
         start += 1
-    assert start < len(lines) and lines[start].strip() == "```sh", (
-        f"README: {MARKER} must be followed by a ```sh block")
-    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "```")
-    return "\n".join(lines[start + 1 : end]) + "\n"
-
-
-def operator_command() -> str:
-    snippet = SNIPPET.read_text(encoding="utf-8")
-    block = readme_block((ROOT / "README.md").read_text(encoding="utf-8"))
-    if block is None:
-        return snippet
-    assert block.strip() == snippet.strip(), "README block and docs/snippets/ differ"
-    return block
+    assert lines[start] == "```sh", f"README: {marker} must be followed by a ```sh block"
+    end = lines.index("```", start + 1)
+    return "\n".join(readme.splitlines()[start + 1 : end]) + "\n"
 
 
 def option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+async def run_block(name: str, address: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "default"}
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", readme_block(name), env=env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (name, out, err)
+    return out.decode()
+
+
 async def test_operator_command_runs_a_build_plan(client: Client, tmp_path: Path,
                                                   address: str) -> None:
-    command = operator_command()
-    argv = shlex.split(command)
+    argv = shlex.split(readme_block("start-build-plan"))
     assert argv[:3] == ["temporal", "workflow", "start"]
     assert option(argv, "--task-queue") == "helm-build"
     assert option(argv, "--type") == "BuildPlanWorkflow"
@@ -61,34 +58,55 @@ async def test_operator_command_runs_a_build_plan(client: Client, tmp_path: Path
     assert len(plan["phases"]) == 2
 
     config = make_config(tmp_path, address, task_queue="helm-build")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "default"}
     async with running_worker(client, config), ScriptedAgent(
         config.agent_task_dir, address, succeed_all
     ) as agent:
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-euo", "pipefail", "-c", command, env=env, cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, (out, err)
+        out = await run_block("start-build-plan", address, tmp_path)
         handle = client.get_workflow_handle(workflow_id, result_type=BuildPlanResult)
         result = await asyncio.wait_for(handle.result(), 60)
 
-    assert workflow_id in out.decode()
+    assert workflow_id in out
     assert result == BuildPlanResult(status="complete", phases_run=2)
     assert [t["target_agent"] for t in agent.handled] == [p["agent_type"] for p in plan["phases"]]
     assert [t["payload"]["description"] for t in agent.handled] == [
         p["description"] for p in plan["phases"]]
     assert [t["payload"]["context_refs"] for t in agent.handled] == [
         p.get("context_refs", []) for p in plan["phases"]]
-    assert all(t["payload"]["plan_name"] == plan["plan_name"] for t in agent.handled)
     assert [code for _, code, _ in agent.results] == [0, 0]
 
 
-def test_readme_block_is_found_after_the_marker() -> None:
-    """The README form the test will read once the block is pasted in."""
-    snippet = SNIPPET.read_text(encoding="utf-8")
-    readme = f"# t\n\n```sh\nmake run\n```\n\n{MARKER}\n\n```sh\n{snippet}```\n\nmore\n"
-    assert readme_block(readme) == snippet
-    assert readme_block("# t\n```sh\nmake run\n```\n") is None
+async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path,
+                                                  address: str) -> None:
+    argv = shlex.split(readme_block("start-pipeline"))
+    assert option(argv, "--task-queue") == "helm-build"
+    assert option(argv, "--type") == "BuildPipelineWorkflow"
+    workflow_id = option(argv, "--workflow-id")
+    build = json.loads(option(argv, "--input"))
+    config = make_config(tmp_path, address, task_queue="helm-build")
+    originating_task(config, build["task_id"])
+    script = PipelineScript(blocks=["debug port open"])
+    handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
+    async with running_worker(client, config), ScriptedAgent(
+            config.agent_task_dir, address, script.decide):
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-approval")
+        status = await run_block("status", address, tmp_path)
+        assert '"stage":"awaiting-approval"' in status.replace(" ", "")
+        assert '"blocks":["debugportopen"]' in status.replace(" ", "")
+        assert workflow_id in await run_block("inbox", address, tmp_path)
+        await run_block("approve", address, tmp_path)
+        approved = await asyncio.wait_for(handle.result(), 60)
+        approval = summary_of(approved.summary_path)["resolution"]
+        assert workflow_id not in await run_block("inbox", address, tmp_path)
+
+        # the same id again (allowed once the first run closed), and this time a reject
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-approval")
+        await run_block("reject", address, tmp_path)
+        rejected = await asyncio.wait_for(handle.result(), 60)
+
+    assert approved.status == "complete"
+    assert {k: approval[k] for k in ("decision", "via", "by", "note")} == {
+        "decision": "approved", "via": "update", "by": "alice", "note": "risk accepted"}
+    assert rejected.status == "rejected"
+    assert summary_of(rejected.summary_path)["outcome"] == "rejected"
