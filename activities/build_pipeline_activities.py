@@ -23,7 +23,12 @@ import observability
 from activities import task_files
 from activities.dispatch import dispatch_to_agent
 from activities.notify import notify_once
-from activities.triage import findings_block, parse_triage, sanitize_finding
+from activities.triage import (
+    MAX_TRIAGE_BYTES,
+    findings_block,
+    parse_triage,
+    sanitize_finding,
+)
 from config import WorkerConfig
 from exceptions import TASK_FILE_ERROR, TRIAGE_MALFORMED, TaskFileError, TriageError
 from models import BuildPhaseResult, PipelineOutcome, TriageOutput
@@ -196,22 +201,22 @@ class PipelineActivities:
     async def process_triage_output(self, build_name: str) -> TriageOutput:
         path = self._audit_dir(build_name) / TRIAGE_FILE
 
-        def read() -> bytes | None:
+        def read_and_parse() -> TriageOutput | None:
             try:
                 with path.open("rb") as fh:
-                    return fh.read(1024 * 1024 + 1)
+                    raw = fh.read(MAX_TRIAGE_BYTES + 1)
             except FileNotFoundError:
                 return None
+            return parse_triage(raw, str(path)) if raw.strip() else None
 
-        raw = await asyncio.to_thread(read)
-        if raw is None or not raw.strip():
+        try:
+            triage = await asyncio.to_thread(read_and_parse)
+        except TriageError as err:
+            raise ApplicationError(str(err), type=TRIAGE_MALFORMED, non_retryable=True) from None
+        if triage is None:
             raise ApplicationError(
                 f"{TRIAGE_FILE} not found at {path}; security audit may still be running",
                 type=TRIAGE_NOT_READY)
-        try:
-            triage = parse_triage(raw, str(path))
-        except TriageError as err:
-            raise ApplicationError(str(err), type=TRIAGE_MALFORMED, non_retryable=True) from None
         observability.activity_logger().info(
             "triage_processed", build=build_name, blocks=len(triage.blocks),
             flags=len(triage.flags), info=len(triage.info))

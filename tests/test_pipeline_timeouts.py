@@ -10,8 +10,7 @@ free, so each of them gets a server of its own.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +22,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+import worker
 from config import WorkerConfig
-from models import BuildPipelineResult, Features
+from models import Features
 from tests.conftest import (
     TEST_SERVER_BIN,
     ScriptedAgent,
@@ -32,7 +32,7 @@ from tests.conftest import (
     running_worker,
     wait_for,
 )
-from tests.pipeline_support import PipelineScript, originating_task, pipeline_input, summary_of
+from tests.pipeline_support import PipelineScript, originating_task, start_pipeline, summary_of
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,10 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(autouse=True)
-def no_search_attribute() -> Iterator[None]:
-    """The Java test server has no BuildStage attribute: run as a worker that found none."""
-    Features.stage_search_attribute = False
+async def search_attribute_check(ts_env: WorkflowEnvironment) -> AsyncIterator[None]:
+    """The worker's own start-up check: the Java test server has no BuildStage attribute."""
+    Features.stage_search_attribute = await worker.check_search_attribute(ts_env.client,
+                                                                          "default")
     try:
         yield
     finally:
@@ -84,9 +85,7 @@ async def test_gate_times_out_after_seven_days(ts_env: WorkflowEnvironment,
     client = ts_env.client
     async with running_worker(client, ts_config), ScriptedAgent(
             ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
-        handle = await client.start_workflow(
-            "BuildPipelineWorkflow", pipeline_input(task_id), id=f"ts-{uuid.uuid4()}",
-            task_queue=ts_config.task_queue, result_type=BuildPipelineResult)
+        handle = await start_pipeline(client, ts_config, task_id)
         error = await failed(handle)
     assert error.type == "ApprovalTimedOutError"
     assert "within 7 days" in error.message
@@ -113,9 +112,7 @@ async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: i
         script = PipelineScript(ignore_task_types=(silent,))
         async with running_worker(env.client, config), ScriptedAgent(
                 config.agent_task_dir, config.temporal_address, script.decide) as agent:
-            handle = await env.client.start_workflow(
-                "BuildPipelineWorkflow", pipeline_input(task_id), id=f"ts-{uuid.uuid4()}",
-                task_queue=config.task_queue, result_type=BuildPipelineResult)
+            handle = await start_pipeline(env.client, config, task_id)
             await wait_for(lambda: silent in agent.ignored, 30)
             # release the lock the silent stage's in-flight activity holds on the clock, and
             # the client's own (normally released only while awaiting a result)
@@ -157,9 +154,7 @@ async def test_triage_retry_is_bounded(ts_env: WorkflowEnvironment,
     client = ts_env.client
     async with running_worker(client, ts_config), ScriptedAgent(
             ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
-        handle = await client.start_workflow(
-            "BuildPipelineWorkflow", pipeline_input(task_id), id=f"ts-{uuid.uuid4()}",
-            task_queue=ts_config.task_queue, result_type=BuildPipelineResult)
+        handle = await start_pipeline(client, ts_config, task_id)
         error = await failed(handle)
     assert error.type == "StageFailedError"
     assert "triage-output.yml not found" in error.message
