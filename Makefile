@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 # Runs the worker in the foreground; starts an embedded dev server when nothing answers
 # at TEMPORAL_ADDRESS. Ctrl-C stops both.
 run: venv
-	$(PY) worker.py --dev-server
+	$(PY) worker.py --dev-server $(RUN_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

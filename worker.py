@@ -232,14 +232,13 @@ def dev_server_command(address: str, namespace: str, db_file: Path) -> list[str]
 
 
 @contextlib.contextmanager
-def embedded_dev_server(config: WorkerConfig) -> Iterator[None]:
+def embedded_dev_server(config: WorkerConfig, state: Path = ROOT / ".temporal") -> Iterator[None]:
     host, _, port_text = config.temporal_address.rpartition(":")
     if _answers(host, int(port_text)):
         log.info("dev_server_skipped", reason="a server answers", address=config.temporal_address)
         yield
         return
-    state = ROOT / ".temporal"
-    state.mkdir(mode=0o700, exist_ok=True)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
     command = dev_server_command(
         config.temporal_address, config.temporal_namespace, state / "dev.db"
     )
@@ -272,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="start an embedded dev server when nothing answers at TEMPORAL_ADDRESS",
     )
+    parser.add_argument(
+        "--dev-server-dir", type=Path, default=ROOT / ".temporal",
+        help="where the embedded dev server keeps its SQLite file and log (default: .temporal)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config()
@@ -279,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("config_loaded", **config.public_fields())
         if observability.init_observability():
             log.info("otel_enabled", **observability.public_fields())
-        with embedded_dev_server(config) if args.dev_server else contextlib.nullcontext():
+        dev_server = embedded_dev_server(config, args.dev_server_dir)
+        with dev_server if args.dev_server else contextlib.nullcontext():
             asyncio.run(main_async(config))
     except (ConfigError, CredentialError) as err:
         print(f"temporal-build-worker: {type(err).__name__}: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from config import WorkerConfig
 from models import BuildPipelineResult, DecisionInput
-from tests.conftest import ScriptedAgent, running_worker, wait_for
+from tests.conftest import ScriptedAgent, run_cli, running_worker, wait_for
 from tests.history_support import save_history
 from tests.pipeline_support import (
     PipelineScript,
@@ -213,7 +213,7 @@ async def test_agent_failure_at_each_stage(client: Client, config: WorkerConfig,
 async def test_failure_closes_open_task_files(client: Client, config: WorkerConfig,
                                               address: str) -> None:
     """A pipeline terminated by a failure elsewhere leaves no open task with a dead token."""
-    task_id, _ = originating_task(config)
+    task_id, origin = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
     async with running_worker(client, config), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
@@ -229,6 +229,10 @@ async def test_failure_closes_open_task_files(client: Client, config: WorkerConf
     assert [t["status"] for t in dispatched(config)] == ["cancelled"]
     assert dispatched(config)[0]["history"][-1]["note"].startswith(
         "BuildPipelineWorkflow ended (failed)")
+    # an agent that works on the cancelled file anyway learns its token is dead
+    [path] = [p for p in config.agent_task_dir.glob("*.yml") if p.name != origin.name]
+    code, _, err = await run_cli(["--task-file", str(path), "success", "late"], address)
+    assert code == 4 and "already completed, timed out, or unknown" in err
 
 
 @pytest.mark.parametrize("text", [
