@@ -231,6 +231,15 @@ class DevServer:
     async def connect(self) -> Client:
         return await Client.connect(self.address, data_converter=pydantic_data_converter)
 
+    async def kill9(self) -> None:
+        """SIGKILL to the server's group: no shutdown code runs, SQLite is left as it was."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
     async def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, the way an operator stops it; SIGKILL to the group if it hangs."""
         proc, self.proc = self.proc, None

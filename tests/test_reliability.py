@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import resource
+import shutil
+import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
+from activities import task_files
 from models import (
     BuildPipelineResult,
     BuildPlanInput,
@@ -29,7 +38,7 @@ from models import (
     PhaseSpec,
     PipelineStatus,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, run_cli, stderr_line
 from tests.figures import Figures
 from tests.pipeline_support import (
     PipelineScript,
@@ -41,6 +50,7 @@ from tests.pipeline_support import (
     summary_of,
 )
 from tests.reliability_support import (
+    DevServer,
     QueueAgent,
     WorkerProcess,
     dispatch_counts,
@@ -51,6 +61,7 @@ from tests.reliability_support import (
     wait_until,
     worker_env,
 )
+from tests.tls_support import free_port
 
 PIPELINE_STAGES = ["prefab", "implement", "audit", "fixes", "close"]
 # The worker's log event that says a stage began, for each of the nine stages (and phases).
@@ -70,8 +81,10 @@ async def is_closed(handle: WorkflowHandle) -> bool:
     return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
 
 
-def assert_no_secrets(texts: list[str], *queue_dirs: Path, figures: Figures, area: str) -> None:
-    scan = scan_for_secrets(texts, harvest_tokens(*queue_dirs))
+def assert_no_secrets(texts: list[str], tokens: list[bytes], *, figures: Figures,
+                      area: str) -> None:
+    """No token dispatched here, nor anything token-shaped or PEM, in any of `texts`."""
+    scan = scan_for_secrets(texts, tokens)
     figures.record(area, "log scan: texts / MB / token forms / hits",
                    f"{scan.texts} / {scan.chars / 1e6:.1f} / {scan.needles} / {len(scan.hits)}")
     assert scan.needles > 0
@@ -186,7 +199,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
                     await start(track)
             for rnd in range(3):
                 live = [t for t in tracks if t.handle is not None]
-                await wait_until(lambda live=live: _all(parked(t) for t in live), 90,
+                await wait_until(partial(_all_parked, parked, live), 90,
                                  f"every workflow parked for kill round {rnd}")
                 await worker.kill9()
                 # --- no worker runs: answers, approvals, a new workflow ---
@@ -262,7 +275,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     assert sorted(actions) == ["[ACTION] blocks-by-file: block 1/1 needs review",
                                "[ACTION] blocks-by-update: block 1/1 needs review"]
     assert leftovers(config.agent_task_dir, config.audit_dir, config.summary_dir) == []
-    assert_no_secrets(worker.outputs() + agent.outputs, config.agent_task_dir,
+    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
                       figures=figures, area="kill -9")
 
     # What each restarted run did first, per workflow: the stage its downtime led into.
@@ -317,12 +330,348 @@ def _begun(path: Path, names: dict[str, str]) -> list[tuple[str, str]]:
     return found
 
 
-async def _all_async(checks: Any) -> bool:
-    for check in checks:
-        if not await check:
+async def _all_parked(parked: Callable[[Track], Awaitable[bool]], tracks: list[Track]) -> bool:
+    for track in tracks:
+        if not await parked(track):
             return False
     return True
 
 
-def _all(checks: Any) -> Any:
-    return _all_async(checks)
+def _more_than(items: list[Any], n: int) -> bool:
+    return len(items) > n
+
+
+def _began_since(worker: WorkerProcess, seen: int) -> bool:
+    """Has the worker begun a stage since it had logged `seen` events?"""
+    return any(e.get("event") in BEGIN_EVENTS for e in worker.events()[seen:])
+
+
+# --- The Temporal server stopped and restarted under a running worker --------------------------
+
+
+@pytest.mark.slow
+async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> None:
+    """A dev server on its SQLite file (WAL) goes away twice under a running worker: stopped with
+    SIGTERM, then killed with SIGKILL, each time restarted on the same port and file.
+
+    Answers sent while it is down fail with exit 3 and one line; sent again once it is back,
+    they land. The worker process never restarts: it reconnects by itself and both pipelines
+    (one parked at an agent stage, one at the block gate approved by file while the server was
+    down) finish, with every stage dispatched once.
+    """
+    server = DevServer(tmp_path / "server", free_port())
+    config = make_config(tmp_path, server.address, block_poll_seconds=0.5)
+    install_matrix_recorder(config)
+    flag, block = "pin the base image", "admin console on 0.0.0.0"
+    scripts = {"agent": PipelineScript(flags=[flag]), "gate": PipelineScript(blocks=[block])}
+    holds = {"agent": ["implement", "close"], "gate": []}
+    held: dict[str, list[tuple[Path, dict[str, Any]]]] = {"agent": [], "gate": []}
+    names: dict[str, str] = {}
+
+    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        name = names[task["payload"]["workflow_id"]]
+        if holds[name] and holds[name][0] == stage_of(task):
+            holds[name].pop(0)
+            held[name].append((path, task))
+            return None
+        return scripts[name].decide(task)
+
+    worker = WorkerProcess(worker_env(config, tmp_path / "logs" / "worker.log"), tmp_path / "logs")
+    down_codes: list[tuple[int, str]] = []
+    reconnect: list[float] = []
+    restart_times: list[float] = []
+    try:
+        await server.start()
+        client = await server.connect()
+        await worker.start()
+        pid = worker.pid
+        async with QueueAgent(config.agent_task_dir, server.address, decide) as agent:
+            handles: dict[str, WorkflowHandle] = {}
+            for name in scripts:
+                task_id, origin = originating_task(config)
+                if name == "gate":
+                    gate_origin = origin
+                wf_id = f"restart-{name}-{uuid.uuid4().hex[:8]}"
+                names[wf_id] = name
+                handles[name] = await client.start_workflow(
+                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=name), id=wf_id,
+                    task_queue=config.task_queue, result_type=BuildPipelineResult)
+
+            async def at_gate() -> bool:
+                return await stage_now(handles["gate"]) == "awaiting-approval"
+
+            for round_, how in enumerate(("stop", "kill")):
+                await wait_until(partial(_more_than, held["agent"], round_), 60, "a held task")
+                if round_ == 0:
+                    await wait_until(at_gate, 60, "the gate")
+                if how == "stop":
+                    await server.stop()
+                else:
+                    await server.kill9()
+                path, task = held["agent"][round_]
+                code, _, err = await run_cli(["--task-file", str(path), "success", "late"],
+                                             server.address)
+                down_codes.append((code, stderr_line(err)))
+                if round_ == 0:
+                    approve_by_file(gate_origin, actor="operator-file")
+                await asyncio.sleep(5)  # an outage long enough for the worker's polls to fail
+                restart_times.append(await server.start())
+                back = time.monotonic()
+                assert worker.alive() and worker.pid == pid
+                answer = scripts["agent"].decide(task)
+                assert answer is not None
+                assert await agent.complete_now(path, *answer) == 0
+                await wait_until(partial(_began_since, worker, len(worker.events())), 60,
+                                 "the worker's next stage")
+                reconnect.append(time.monotonic() - back)
+            results = {name: await asyncio.wait_for(h.result(), 90) for name, h in handles.items()}
+    finally:
+        await worker.stop()
+        await server.stop()
+
+    assert worker.pid == pid and len(worker.runs) == 1  # never restarted
+    for code, line in down_codes:
+        assert code == 3 and line.startswith("complete_activity: cannot reach Temporal"), line
+    assert summary_of(results["agent"].summary_path)["outcome"] == "success"
+    gate_summary = summary_of(results["gate"].summary_path)
+    assert gate_summary["outcome"] == "partial"
+    assert gate_summary["resolution"]["via"] == "task-file"
+    counts = dispatch_counts(config.agent_task_dir)
+    assert set(counts.values()) == {1}, counts
+    assert sorted(s for _, s in counts) == sorted(
+        [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"])
+    assert leftovers(config.agent_task_dir, config.summary_dir) == []
+    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
+                      figures=figures, area="server restart")
+    figures.record("server restart", "restarts (SIGTERM, SIGKILL) / worker restarts", "2 / 0")
+    figures.record("server restart", "answers while down: exit codes",
+                   " ".join(str(c) for c, _ in down_codes))
+    figures.record("server restart", "server start, max (s)", max(restart_times))
+    figures.record("server restart", "server back to next stage begun, max (s)", max(reconnect))
+
+
+# --- Two workers on one task queue ---------------------------------------------------------------
+
+
+async def test_two_workers_dispatch_each_stage_once(client: Client, address: str, tmp_path: Path,
+                                                    figures: Figures) -> None:
+    """Two worker.py processes poll one queue: both do work, and no stage is dispatched twice
+    (every task file, Matrix message and summary exists exactly once)."""
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    record = install_matrix_recorder(config)
+    flag, block = "drop the debug endpoint", "shared admin password"
+    pipelines = 6
+    script = {i: PipelineScript(flags=[flag], blocks=[block] if i % 3 == 0 else [])
+              for i in range(pipelines)}
+    names: dict[str, int] = {}
+
+    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        index = names.get(task["payload"]["workflow_id"])
+        if index is None:  # a BuildPlan phase
+            return ("success", "phase-done")
+        return script[index].decide(task)
+
+    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    workers = [WorkerProcess(env, tmp_path / "logs", name=f"worker{n}") for n in (1, 2)]
+    update_latency: list[float] = []
+    try:
+        await asyncio.gather(*(w.start() for w in workers))
+        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+            handles: list[WorkflowHandle] = []
+            for i in range(pipelines):
+                task_id, _ = originating_task(config)
+                wf_id = f"two-{i}-{uuid.uuid4().hex[:8]}"
+                names[wf_id] = i
+                handles.append(await client.start_workflow(
+                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=f"two-{i}"),
+                    id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult))
+            handles.append(await client.start_workflow(
+                "BuildPlanWorkflow", plan_input(), id=f"two-plan-{uuid.uuid4().hex[:8]}",
+                task_queue=config.task_queue, result_type=BuildPlanResult))
+
+            async def approve_when_parked(handle: WorkflowHandle) -> None:
+                await wait_until(lambda: _at_gate(handle), 60, "the gate")
+                t0 = time.monotonic()
+                await handle.execute_update("approve", DecisionInput(by="carol"))
+                update_latency.append(time.monotonic() - t0)
+
+            await asyncio.gather(*(approve_when_parked(handles[i])
+                                   for i in range(pipelines) if script[i].blocks))
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles)), 120)
+    finally:
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    assert agent.errors == [] and set(agent.codes) == {0}
+    for i, result in enumerate(results[:pipelines]):
+        summary = summary_of(result.summary_path)
+        assert summary["outcome"] == ("partial" if script[i].blocks else "success")
+    assert results[pipelines:] == [BuildPlanResult(status="complete", phases_run=3)]
+    counts = dispatch_counts(config.agent_task_dir)
+    assert set(counts.values()) == {1}, counts
+    assert len(counts) == pipelines * len(PIPELINE_STAGES) + 3
+    assert len(list(config.summary_dir.rglob("*.yml"))) == pipelines
+    actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
+               if m["message"].startswith("[ACTION]")]
+    assert sorted(actions) == sorted(f"[ACTION] two-{i}: block 1/1 needs review"
+                                     for i in range(pipelines) if script[i].blocks)
+    share = [sum(1 for e in w.events() if e.get("event") in BEGIN_EVENTS) for w in workers]
+    assert all(n > 0 for n in share), share  # both workers really took part
+    assert_no_secrets([t for w in workers for t in w.outputs()] + agent.outputs,
+                      harvest_tokens(config.agent_task_dir), figures=figures, area="two workers")
+    figures.record("two workers", "workflows / task files / dispatched twice",
+                   f"{len(handles)} / {sum(counts.values())} / 0")
+    figures.record("two workers", "stages begun by worker 1 / worker 2", f"{share[0]} / {share[1]}")
+    figures.record("two workers", "update approval, workers alive, max (s)", max(update_latency))
+
+
+async def _at_gate(handle: WorkflowHandle) -> bool:
+    return await stage_now(handle) == "awaiting-approval"
+
+
+# --- Directories the worker cannot write: read-only, full disk, file size limit ----------------
+
+# The longest plan path the input allows: a task file of ~9.5 KB, a summary of ~4.5 KB, so a
+# write can fail half-way through one page-sized chunk.
+LONG_PLAN = "/plans/" + "p" * 3985 + ".md"
+FILE_SIZE_LIMIT = 8192
+
+
+def _drop_dac() -> list[str]:
+    """As root, permission bits do not stop writes: run without CAP_DAC_OVERRIDE."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root and setpriv(1) is missing to drop CAP_DAC_OVERRIDE")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def _limit_file_size() -> None:  # runs in the child, before exec
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+@contextlib.contextmanager
+def full_tmpfs(path: Path, free_pages: int = 1) -> Iterator[Path]:
+    """A 64 KiB tmpfs at `path`, filled to `free_pages` free pages; unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
+                    "the file-size-limit case covers a full disk")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path, free_pages: int) -> Path:
+    """Fill the file system of `directory` but for `free_pages` pages; returns the filler."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+    size = filler.stat().st_size
+    os.truncate(filler, max(size - free_pages * 4096, 0))
+    return filler
+
+
+@pytest.mark.parametrize("case", ["task-dir-read-only", "audit-dir-read-only",
+                                  "task-dir-disk-full", "file-size-limit"])
+async def test_unwritable_directories_fail_cleanly(case: str, client: Client, address: str,
+                                                   tmp_path: Path, figures: Figures) -> None:
+    """The stage that cannot write fails at once with the OS's reason; no temporary or partial
+    file stays behind; the failure path still writes the summary (`outcome: failed`). The
+    worker keeps running, and writes again once it can."""
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    install_matrix_recorder(config)
+    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    prefix: list[str] = []
+    preexec = None
+    stack = contextlib.ExitStack()
+    expect_stage, expect_reason = "prefab", "Permission denied"
+    broken = config.agent_task_dir
+    filler: Path | None = None
+    if case == "task-dir-read-only":
+        task_files.ensure_private_dir(config.agent_task_dir)
+        config.agent_task_dir.chmod(0o500)
+        prefix = _drop_dac()
+    elif case == "audit-dir-read-only":
+        config.audit_dir.mkdir(mode=0o500)
+        broken, expect_stage = config.audit_dir, "audit"
+        prefix = _drop_dac()
+    elif case == "task-dir-disk-full":
+        stack.enter_context(full_tmpfs(config.agent_task_dir))
+        filler = fill(config.agent_task_dir, free_pages=1)
+        expect_reason = "No space left on device"
+    else:
+        preexec = _limit_file_size
+        env.update(LOG_LEVEL="INFO")
+        del env["LOG_FILE"]  # the limit holds for every file the worker writes
+        expect_reason = "File too large"
+
+    worker = WorkerProcess(env, tmp_path / "logs", prefix=prefix, preexec=preexec)
+    script = PipelineScript(flags=["x"])
+    try:
+        with stack:
+            await worker.start()
+            async with QueueAgent(config.agent_task_dir, address,
+                                  lambda _, task: script.decide(task)) as agent:
+                handle = await client.start_workflow(
+                    "BuildPipelineWorkflow",
+                    pipeline_input("t-1", build_name="nowrite", plan_path=LONG_PLAN),
+                    id=f"nowrite-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
+                    result_type=BuildPipelineResult)
+                t0 = time.monotonic()
+                with pytest.raises(WorkflowFailureError) as caught:
+                    await asyncio.wait_for(handle.result(), 60)
+                failed_after = time.monotonic() - t0
+                left = sorted(p.name for p in broken.rglob("*") if p.is_file())
+
+                # the worker is still there, and writes once it can
+                assert worker.alive()
+                if case == "file-size-limit":
+                    plan_path = "/plans/small.md"  # files under the limit still work
+                else:
+                    plan_path = LONG_PLAN
+                    broken.chmod(0o700)
+                    if filler is not None:
+                        filler.unlink()
+                again = await client.execute_workflow(
+                    "BuildPipelineWorkflow",
+                    pipeline_input("t-2", build_name="nowrite-again", plan_path=plan_path),
+                    id=f"nowrite-again-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
+                    result_type=BuildPipelineResult, execution_timeout=timedelta(seconds=90))
+                tasks_after = len(dispatch_counts(config.agent_task_dir))
+                tokens = harvest_tokens(config.agent_task_dir)  # before the tmpfs goes
+    finally:
+        await worker.stop()
+
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "StageFailedError"  # the stage failed for a reason not its agent's
+    assert cause.message.startswith(f"{expect_stage} failed: "), cause.message
+    assert expect_reason in cause.message, cause.message
+    reason = cause.message.split(" failed: ", 1)[1].rsplit(" (summary: ", 1)[0]
+    summary = summary_of(cause.message.rsplit("(summary: ", 1)[1].rstrip(")"))
+    assert (summary["outcome"], summary["failed_stage"]) == ("failed", expect_stage)
+    assert summary["error"] == reason
+    # nothing half-written: no temporary file, no task file of the failed stage
+    assert not [n for n in left if n.endswith(".tmp") or n.endswith(".yml")], left
+    if case == "audit-dir-read-only":
+        assert not (config.audit_dir / "nowrite").exists()
+    assert summary_of(again.summary_path)["outcome"] == "success"
+    # the first pipeline's stages before the failed one, and all five of the second
+    assert tasks_after == (2 if case == "audit-dir-read-only" else 0) + 5
+    assert failed_after < 30
+    assert agent.errors == []
+    assert_no_secrets(worker.outputs() + agent.outputs, tokens, figures=figures,
+                      area="unwritable")
+    figures.record("unwritable", f"{case}: failed at / after (s)",
+                   f"{expect_stage} / {failed_after:.1f}")
+    figures.record("unwritable", f"{case}: error", reason.rsplit(": ", 1)[1])
