@@ -97,10 +97,22 @@ def parse_args(argv: list[str]) -> Args:
     if status not in STATUSES:
         raise CliError(EXIT_USAGE, f"unknown status {status!r}: expected success or failed")
     message = rest[1] if len(rest) > 1 else ""
+    if not _is_unicode(message):
+        # bytes that are not UTF-8 reach Python as lone surrogates; sent on, the result cannot
+        # be decoded by the workflow and its workflow task fails over and over
+        raise CliError(EXIT_USAGE, "the message is not valid UTF-8 text")
     if token == "-":
         token = sys.stdin.read()
     traceparent = traceparent or os.environ.get("TRACEPARENT", "").strip() or None
     return Args(token.strip(), status, message, traceparent)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_task_file(path: Path) -> tuple[str, str | None]:
