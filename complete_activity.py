@@ -206,6 +206,11 @@ def _rpc_error(err: Any, codes: Any) -> tuple[int, str]:
             "task token not accepted: the activity is already completed, timed out, or unknown"
         )
     if err.status == codes.INVALID_ARGUMENT:
+        if "different namespace" in err.message:  # the server's words; the token itself is fine
+            return EXIT_USAGE, (
+                "invalid task token: it was issued in another namespace than "
+                "TEMPORAL_NAMESPACE names"
+            )
         return EXIT_USAGE, "invalid task token: the server cannot decode it"
     if err.status in (codes.UNAVAILABLE, codes.DEADLINE_EXCEEDED, codes.CANCELLED):
         return EXIT_UNREACHABLE, f"cannot reach Temporal: {err.message.splitlines()[0]}"
