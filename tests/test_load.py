@@ -9,9 +9,7 @@ the worker. The CLI itself is exercised by every other test of the suite.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 import statistics
 import time
 import uuid
@@ -22,12 +20,12 @@ import psutil
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from activities import task_files
-from models import BuildPhaseResult, BuildPipelineResult
+from models import BuildPipelineResult
 from tests.conftest import make_config
 from tests.figures import Figures
 from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
 from tests.reliability_support import (
+    ClientAgent,
     WorkerProcess,
     dispatch_counts,
     harvest_tokens,
@@ -39,45 +37,6 @@ from tests.reliability_support import (
 PIPELINES = 300
 STAGES = 5  # prefab, implement, audit, fixes, close: every pipeline has a flag
 PARALLEL_ANSWERS = 32
-
-
-class ClientAgent:
-    """Answers every new task file with the Temporal client, at most PARALLEL_ANSWERS at once."""
-
-    def __init__(self, client: Client, queue_dir: Path, script: PipelineScript) -> None:
-        self.client = client
-        self.queue_dir = queue_dir
-        self.script = script
-        self.seen: set[str] = set()
-        self.answered = 0
-        self.failures: list[str] = []
-        self.gate = asyncio.Semaphore(PARALLEL_ANSWERS)
-        self.pending: set[asyncio.Task[None]] = set()
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(FileNotFoundError):
-                names = [e.name for e in os.scandir(self.queue_dir)
-                         if e.name.endswith(".yml") and e.name not in self.seen]
-                for name in names:
-                    self.seen.add(name)
-                    task = asyncio.create_task(self.answer(self.queue_dir / name))
-                    self.pending.add(task)
-                    task.add_done_callback(self.pending.discard)
-            await asyncio.sleep(0.05)
-
-    async def answer(self, path: Path) -> None:
-        async with self.gate:
-            try:
-                task = await asyncio.to_thread(task_files.load_task, path)
-                answer = await asyncio.to_thread(self.script.decide, task)
-                assert answer is not None and answer[0] == "success"
-                token = base64.b64decode(task["payload"]["task_token"], validate=True)
-                await self.client.get_async_activity_handle(task_token=token).complete(
-                    BuildPhaseResult(status="success", output=answer[1]))
-                self.answered += 1
-            except Exception as err:  # noqa: BLE001 - counted and reported by the test
-                self.failures.append(f"{path.name}: {type(err).__name__}: {err}")
 
 
 async def sample_rss(worker: WorkerProcess, samples: list[int]) -> None:
@@ -99,7 +58,7 @@ async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Pat
         await worker.start()
         await asyncio.sleep(1)
         idle_rss = worker.rss()
-        agent = ClientAgent(client, config.agent_task_dir, script)
+        agent = ClientAgent(client, config.agent_task_dir, script.decide, PARALLEL_ANSWERS)
         background = [asyncio.create_task(agent.run()),
                       asyncio.create_task(sample_rss(worker, rss))]
         try:
