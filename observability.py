@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 DEFAULT_SERVICE_NAME = "temporal-build-worker"
 METRIC_PERIOD_SECONDS = 1.0  # the Core exporter's period; shutdown waits one more to flush
+CORE_LOG_FORWARD_SECONDS = 0.01  # how often Core hands its buffered log lines to Python
 
 # Our metrics. Labels are closed vocabularies (task types, stage names, outcomes): never build
 # names, ids or paths, which would make one time series per build.
@@ -505,11 +506,15 @@ def shutdown() -> None:
     """Flush exporters on graceful shutdown (blocking: call it in a thread from async code).
 
     Spans are flushed at once. Core exports metrics every METRIC_PERIOD_SECONDS and has no flush
-    call that survives shutdown, so when it runs we wait one period for the last export.
+    call that survives shutdown, so when it runs we wait one period for the last export. Core
+    forwards its log lines every CORE_LOG_FORWARD_SECONDS; the last ones (often warnings about
+    the shutdown itself) get a few periods to arrive before the process leaves.
     """
     global _state
     state, _state = _state, None
     if state is None:
+        if _log_runtime is not None:
+            time.sleep(CORE_LOG_FORWARD_SECONDS * 5)
         return
     if state.runtime is not None:
         time.sleep(METRIC_PERIOD_SECONDS + 0.5)
