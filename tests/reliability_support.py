@@ -272,10 +272,12 @@ class QueueAgent:
     """
 
     def __init__(self, queue_dir: Path, address: str,
-                 decide: Callable[[Path, dict[str, Any]], Answer], parallel: int = 4) -> None:
+                 decide: Callable[[Path, dict[str, Any]], Answer], parallel: int = 4,
+                 env: dict[str, str] | None = None) -> None:
         self.queue_dir = queue_dir
         self.address = address
         self.decide = decide
+        self.env = env  # the CLI's environment (e.g. Vault for mTLS); default: plain cli_env
         self.gate = asyncio.Semaphore(parallel)
         self.seen: set[str] = set()
         self.codes: Counter[int] = Counter()
@@ -320,7 +322,7 @@ class QueueAgent:
                            ) -> int:
         """Complete one task through the CLI and wait for it; returns the exit code."""
         code, out, err = await run_cli(["--task-file", str(path), status, message],
-                                       self.address)
+                                       self.address, env=self.env)
         self.codes[code] += 1
         self.outputs += [out, err]
         if code != 0:
