@@ -35,7 +35,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
 import complete_activity as cli
@@ -435,3 +435,21 @@ async def test_nothing_is_written_outside_the_configured_directories(
     figures.record("path traversal", "hostile workflow ids / files created / outside",
                    f"{len(HOSTILE_WORKFLOW_IDS) + 1} / {len(created)} / 0")
 
+
+
+@pytest.mark.parametrize("task_id", ["../../etc/passwd", "a/b", "~root", ".hidden", "x\ny"])
+async def test_task_id_that_is_a_path_fails_at_once(client: Client, address: str,
+                                                    tmp_path: Path, task_id: str) -> None:
+    """The originating task id is looked up in the queue by content, never joined to a path;
+    one that looks like a path is refused before anything is written (test_pipeline.py covers
+    the empty id and the other fields)."""
+    config = make_config(tmp_path, address)
+    async with running_worker(client, config):
+        handle = await client.start_workflow(
+            "BuildPipelineWorkflow", {"build_name": "ok", "plan_path": "/p.md",
+                                      "task_id": task_id, "target_agent": "dev"},
+            id=f"bad-task-id-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await asyncio.wait_for(handle.result(), 20)
+    assert "task_id" in str(caught.value.cause)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
