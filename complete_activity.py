@@ -97,10 +97,22 @@ def parse_args(argv: list[str]) -> Args:
     if status not in STATUSES:
         raise CliError(EXIT_USAGE, f"unknown status {status!r}: expected success or failed")
     message = rest[1] if len(rest) > 1 else ""
+    if not _is_unicode(message):
+        # bytes that are not UTF-8 reach Python as lone surrogates; sent on, the result cannot
+        # be decoded by the workflow and its workflow task fails over and over
+        raise CliError(EXIT_USAGE, "the message is not valid UTF-8 text")
     if token == "-":
         token = sys.stdin.read()
     traceparent = traceparent or os.environ.get("TRACEPARENT", "").strip() or None
     return Args(token.strip(), status, message, traceparent)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_task_file(path: Path) -> tuple[str, str | None]:
@@ -194,6 +206,11 @@ def _rpc_error(err: Any, codes: Any) -> tuple[int, str]:
             "task token not accepted: the activity is already completed, timed out, or unknown"
         )
     if err.status == codes.INVALID_ARGUMENT:
+        if "different namespace" in err.message:  # the server's words; the token itself is fine
+            return EXIT_USAGE, (
+                "invalid task token: it was issued in another namespace than "
+                "TEMPORAL_NAMESPACE names"
+            )
         return EXIT_USAGE, "invalid task token: the server cannot decode it"
     if err.status in (codes.UNAVAILABLE, codes.DEADLINE_EXCEEDED, codes.CANCELLED):
         return EXIT_UNREACHABLE, f"cannot reach Temporal: {err.message.splitlines()[0]}"

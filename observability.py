@@ -1,7 +1,8 @@
 """Logs for everyone; traces and metrics for those who ask.
 
 Logging is structlog JSON, one object per line, to stdout and to LOG_FILE when set; the Temporal
-SDK's own stdlib logging goes through the same renderer. OpenTelemetry is opt-in exactly as the
+SDK's own stdlib logging, and Core's forwarded log lines, go through the same renderer, with task
+tokens redacted (`redact_tokens`). OpenTelemetry is opt-in exactly as the
 original: nothing from `opentelemetry` is imported unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
 When it is set:
@@ -25,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 DEFAULT_SERVICE_NAME = "temporal-build-worker"
 METRIC_PERIOD_SECONDS = 1.0  # the Core exporter's period; shutdown waits one more to flush
+CORE_LOG_FORWARD_SECONDS = 0.01  # how often Core hands its buffered log lines to Python
 
 # Our metrics. Labels are closed vocabularies (task types, stage names, outcomes): never build
 # names, ids or paths, which would make one time series per build.
@@ -107,18 +110,62 @@ def _sdk_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+# Task tokens are bearer credentials, and the SDK prints them: its DEBUG lines as Python bytes
+# reprs ("Running activity X (token b'...')") and protobuf text ("task_token: \"...\""), Core's
+# warnings as base64 ("TaskToken(CiQ...)"). Every SDK record is redacted before it is rendered.
+REDACTED = "<redacted>"
+_TOKEN_PATTERNS = (
+    # a Python bytes literal, whatever it holds: the SDK has no other bytes worth printing
+    (re.compile(r"""(?<![\w'"])b(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""),
+     f"b'{REDACTED}'"),
+    # a protobuf text field holding a token
+    (re.compile(r'(task_token\s*[:=]\s*)"(?:[^"\\\n]|\\.)*"'), f'\\1"{REDACTED}"'),
+    (re.compile(r"TaskToken\([^)]*\)"), f"TaskToken({REDACTED})"),
+    # a token in base64 that arrives some other way: a long run of the base64 alphabet
+    # (tokens are 100-300 characters), mixing upper and lower case and digits as paths,
+    # ids and hex digests of that length do not
+    (re.compile(r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])"
+                r"(?=[A-Za-z0-9+/]*[0-9])[A-Za-z0-9+/]{80,}={0,2}"), REDACTED),
+)
+
+
+def redact_tokens(text: str) -> str:
+    """`text` without anything that could be a task token (bytes repr, protobuf text, base64)."""
+    for pattern, replacement in _TOKEN_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redacted(value: Any, key: str = "") -> Any:
+    if "token" in key.lower():
+        return REDACTED
+    if isinstance(value, bytes):
+        return f"b'{REDACTED}'"
+    if isinstance(value, str):
+        return redact_tokens(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 class _StdlibToStructlog(logging.Handler):
-    """Sends the SDK's stdlib records through the same JSON renderer, with their identity."""
+    """Sends the SDK's stdlib records through the same JSON renderer, with their identity,
+    redacted of task tokens (message, Core's fields and any traceback)."""
+
+    _formatter = logging.Formatter()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             import structlog
 
-            fields = _sdk_fields(record)
+            fields = {k: _redacted(v, k) for k, v in _sdk_fields(record).items()}
             if record.exc_info:
-                fields["exc_info"] = record.exc_info
+                fields["exception"] = redact_tokens(
+                    self._formatter.formatException(record.exc_info))
             structlog.get_logger(record.name).log(
-                record.levelno, record.getMessage(), logger=record.name, **fields
+                record.levelno, redact_tokens(record.getMessage()), logger=record.name, **fields
             )
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
@@ -192,6 +239,9 @@ def configure_logging(level: str = "INFO", log_file: Path | None = None, **bind:
         if isinstance(handler, _StdlibToStructlog):
             root.removeHandler(handler)
     root.addHandler(_StdlibToStructlog())
+    # The SDK also reports through `warnings` (e.g. "Cannot find activity to cancel for token
+    # b'...'"): as log records, those are redacted and rendered like the rest.
+    logging.captureWarnings(True)
     root.setLevel(max(number, logging.INFO) if number > logging.DEBUG else logging.DEBUG)
 
 
@@ -328,33 +378,48 @@ def _core_metrics_url(endpoint: str) -> str:
     return f"{'http' if insecure else 'https'}://{endpoint}"
 
 
+def _core_logging() -> Any:
+    """Core's own log lines (WARN and up) forwarded to stdlib logging, hence to the JSON log,
+    redacted like the SDK's: written by Core itself, to stdout, they carry task tokens."""
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
+
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(
+            logger=logging.getLogger("temporalio.core"),
+            append_target_to_name=False,  # _sdk_fields renders target and fields
+            prepend_target_on_message=False,
+            append_log_fields_to_message=False,
+        ),
+    )
+
+
+_log_runtime: Runtime | None = None
+
+
+def _logging_runtime() -> Runtime:
+    """The worker's runtime while OpenTelemetry is off: the default one, but Core's logs are
+    forwarded (see _core_logging). One per process, built on first use."""
+    global _log_runtime
+    if _log_runtime is None:
+        from temporalio.runtime import Runtime, TelemetryConfig
+
+        _log_runtime = Runtime(telemetry=TelemetryConfig(logging=_core_logging()))
+    return _log_runtime
+
+
 def _telemetry_runtime(state: _Otel) -> Runtime:
     """A Temporal runtime exporting the SDK's metrics, and ours, over OTLP/gRPC.
 
     Core's own log lines are forwarded to stdlib logging, and so reach the JSON log.
     """
     from opentelemetry.util.re import parse_env_headers
-    from temporalio.runtime import (
-        LogForwardingConfig,
-        LoggingConfig,
-        OpenTelemetryConfig,
-        Runtime,
-        TelemetryConfig,
-        TelemetryFilter,
-    )
+    from temporalio.runtime import OpenTelemetryConfig, Runtime, TelemetryConfig
 
     headers = parse_env_headers(os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""), liberal=True)
     return Runtime(
         telemetry=TelemetryConfig(
-            logging=LoggingConfig(
-                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(
-                    logger=logging.getLogger("temporalio.core"),
-                    append_target_to_name=False,  # _sdk_fields renders target and fields
-                    prepend_target_on_message=False,
-                    append_log_fields_to_message=False,
-                ),
-            ),
+            logging=_core_logging(),
             metrics=OpenTelemetryConfig(
                 url=_core_metrics_url(state.endpoint),
                 headers=dict(headers),
@@ -414,10 +479,11 @@ def _tracing_interceptor(tracer: Any) -> Any:
 
 
 def client_options() -> dict[str, Any]:
-    """Extra Client.connect options when OTel is on: the tracing interceptor and the runtime
-    exporting metrics. Built once; every worker built from the client inherits the interceptor."""
+    """Extra Client.connect options: when OTel is on, the tracing interceptor and the runtime
+    exporting metrics; either way a runtime that forwards Core's logs to the (redacting) JSON
+    log. Built once; every worker built from the client inherits the interceptor."""
     if _state is None:
-        return {}
+        return {"runtime": _logging_runtime()}
     if _state.client_options is None:
         try:
             _state.runtime = _telemetry_runtime(_state)
@@ -440,11 +506,15 @@ def shutdown() -> None:
     """Flush exporters on graceful shutdown (blocking: call it in a thread from async code).
 
     Spans are flushed at once. Core exports metrics every METRIC_PERIOD_SECONDS and has no flush
-    call that survives shutdown, so when it runs we wait one period for the last export.
+    call that survives shutdown, so when it runs we wait one period for the last export. Core
+    forwards its log lines every CORE_LOG_FORWARD_SECONDS; the last ones (often warnings about
+    the shutdown itself) get a few periods to arrive before the process leaves.
     """
     global _state
     state, _state = _state, None
     if state is None:
+        if _log_runtime is not None:
+            time.sleep(CORE_LOG_FORWARD_SECONDS * 5)
         return
     if state.runtime is not None:
         time.sleep(METRIC_PERIOD_SECONDS + 0.5)

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
+from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -1,0 +1,512 @@
+"""Real processes for the reliability and security suite: worker.py and dev servers as
+subprocesses (each in its own process group, always cleaned up), agents that answer task files,
+and the scan that proves no secret reached a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from google.protobuf import text_encoding
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities import task_files
+from config import WorkerConfig
+from tests.conftest import ROOT, TEMPORAL_BIN, run_cli
+
+WORKER = ROOT / "worker.py"
+# Settings of the test process that must not reach a worker started here.
+FOREIGN_VARS = ("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "TASK_QUEUE",
+                "AGENT_TASK_DIR", "BLOCK_POLL_SECONDS", "SEND_MATRIX_SCRIPT")
+
+
+def worker_env(config: WorkerConfig, log_file: Path, **extra: str) -> dict[str, str]:
+    """What PM2 would give worker.py for `config`: its queue and directories, logs at DEBUG."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_VARS)}
+    env.update(
+        TEMPORAL_ADDRESS=config.temporal_address,
+        TASK_QUEUE=config.task_queue,
+        AGENT_TASK_DIR=str(config.agent_task_dir),
+        TEMPORAL_AUDIT_DIR=str(config.audit_dir),
+        TEMPORAL_SUMMARY_DIR=str(config.summary_dir),
+        SEND_MATRIX_SCRIPT=str(config.send_matrix_script),
+        BLOCK_POLL_SECONDS=str(config.block_poll_seconds),
+        LOG_LEVEL="DEBUG",
+        LOG_FILE=str(log_file),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class _Run:
+    proc: asyncio.subprocess.Process
+    out: Path
+    err: Path
+    started: float
+    ready: float | None = None
+
+
+class WorkerProcess:
+    """worker.py, started and restarted as PM2 would, each run with its own stdout/stderr file.
+
+    `preexec` runs in the child before exec (resource limits); `prefix` wraps the command
+    (e.g. setpriv). Every run is a process-group leader, so kill -9 takes its children too.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "worker",
+                 prefix: Iterable[str] = (), preexec: Callable[[], None] | None = None) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.name = name
+        self.prefix = list(prefix)
+        self.preexec = preexec
+        self.runs: list[_Run] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def current(self) -> _Run | None:
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def pid(self) -> int:
+        assert self.current is not None
+        return self.current.proc.pid
+
+    def alive(self) -> bool:
+        return self.current is not None and self.current.proc.returncode is None
+
+    async def start(self, timeout: float = 60.0) -> float:
+        """Start a run and wait for `worker_started`; returns the seconds that took."""
+        assert not self.alive(), "already running"
+        n = len(self.runs)
+        out, err = self.log_dir / f"{self.name}-{n}.out", self.log_dir / f"{self.name}-{n}.err"
+        with out.open("wb") as out_fh, err.open("wb") as err_fh:
+            proc = await asyncio.create_subprocess_exec(
+                *self.prefix, sys.executable, str(WORKER), env=self.env, cwd=self.log_dir,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
+                start_new_session=True, preexec_fn=self.preexec,
+            )
+        run = _Run(proc, out, err, time.monotonic())
+        self.runs.append(run)
+        deadline = run.started + timeout
+        while '"worker_started"' not in _read(out):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                await self.kill9()
+                raise AssertionError(
+                    f"worker.py did not start (exit {proc.returncode}):\n"
+                    + _read(err)[-3000:] + _read(out)[-3000:])
+            await asyncio.sleep(0.05)
+        run.ready = time.monotonic()
+        return run.ready - run.started
+
+    async def kill9(self) -> None:
+        """SIGKILL to the whole process group: no shutdown code of any kind runs."""
+        run = self.current
+        if run is None or run.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.proc.pid, signal.SIGKILL)
+        await run.proc.wait()
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM as PM2 and systemd send it; SIGKILL to the group if it will not go."""
+        run = self.current
+        if run is None:
+            return None
+        if run.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                run.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(run.proc.wait(), timeout)
+            except TimeoutError:
+                await self.kill9()
+        with contextlib.suppress(ProcessLookupError):  # stragglers of the group
+            os.killpg(run.proc.pid, signal.SIGKILL)
+        return run.proc.returncode
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+    def outputs(self) -> list[str]:
+        """Every byte each run wrote to stdout and stderr, and the LOG_FILE."""
+        texts = [_read(p) for r in self.runs for p in (r.out, r.err)]
+        log_file = self.env.get("LOG_FILE")
+        if log_file and Path(log_file).exists():
+            texts.append(_read(Path(log_file)))
+        return texts
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        found = []
+        for run in self.runs:
+            for line in _read(run.out).splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and (name is None or event.get("event") == name):
+                        found.append(event)
+        return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+@contextlib.asynccontextmanager
+async def worker_process(env: dict[str, str], log_dir: Path, **kw: Any
+                         ) -> AsyncIterator[WorkerProcess]:
+    """A started WorkerProcess that is stopped (and its group killed) whatever happens."""
+    worker = WorkerProcess(env, log_dir, **kw)
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        await worker.stop()
+
+
+# --- A dev server of our own, for stopping and restarting -------------------------------------
+
+
+class DevServer:
+    """`temporal server start-dev` on a SQLite file (WAL), as `make run` starts it."""
+
+    def __init__(self, workdir: Path, port: int, namespaces: Iterable[str] = ()) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.namespaces = list(namespaces)  # created at start, besides `default`
+        self.db = workdir / "temporal.db"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [TEMPORAL_BIN, "server", "start-dev", "--db-filename", str(self.db),
+                "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+                "--search-attribute", "BuildStage=Keyword", "--ip", "127.0.0.1",
+                "--port", str(self.port), "--headless", "--log-level", "error",
+                *(arg for ns in self.namespaces for arg in ("--namespace", ns))]
+
+    async def start(self, timeout: float = 60.0) -> float:
+        """Start and wait until a client can list workflows; returns the seconds that took."""
+        started = time.monotonic()
+        log = self.workdir / f"server-{self.starts}.log"
+        self.starts += 1
+        with log.open("wb") as fh:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.command(), stdin=asyncio.subprocess.DEVNULL, stdout=fh,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        while True:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"dev server exited {self.proc.returncode}:\n"
+                                     + _read(log)[-3000:])
+            with contextlib.suppress(Exception):
+                client = await asyncio.wait_for(self.connect(), 5)
+                await asyncio.wait_for(client.count_workflows(), 5)
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                await self.stop()
+                raise AssertionError("dev server did not answer:\n" + _read(log)[-3000:])
+            await asyncio.sleep(0.2)
+
+    async def connect(self, namespace: str = "default") -> Client:
+        return await Client.connect(self.address, namespace=namespace,
+                                    data_converter=pydantic_data_converter)
+
+    async def kill9(self) -> None:
+        """SIGKILL to the server's group: no shutdown code runs, SQLite is left as it was."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, the way an operator stops it; SIGKILL to the group if it hangs."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+# --- Agents ------------------------------------------------------------------------------------
+
+Answer = tuple[str, str] | None  # ("success" | "failed", message), or None to hold the task
+
+
+class QueueAgent:
+    """Answers every new task file the worker writes, through the real complete_activity.py.
+
+    `decide(path, task)` returns the answer, or None to hold the task (the test answers it
+    later, e.g. while no worker runs). Answers run concurrently, at most `parallel` at a time.
+    """
+
+    def __init__(self, queue_dir: Path, address: str,
+                 decide: Callable[[Path, dict[str, Any]], Answer], parallel: int = 4,
+                 env: dict[str, str] | None = None) -> None:
+        self.queue_dir = queue_dir
+        self.address = address
+        self.decide = decide
+        self.env = env  # the CLI's environment (e.g. Vault for mTLS); default: plain cli_env
+        self.gate = asyncio.Semaphore(parallel)
+        self.seen: set[str] = set()
+        self.codes: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.outputs: list[str] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> QueueAgent:
+        self._loop_task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._loop_task is not None
+        self._loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loop_task
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=90)
+
+    async def _loop(self) -> None:
+        while True:
+            for path in task_files.iter_task_files(self.queue_dir, archive=False):
+                if path.name in self.seen:
+                    continue
+                task = task_files.load_task(path)
+                if task.get("source_agent") != task_files.SOURCE_AGENT:
+                    continue
+                self.seen.add(path.name)
+                answer = self.decide(path, task)
+                if answer is not None:
+                    self.answer(path, *answer)
+            await asyncio.sleep(0.05)
+
+    def answer(self, path: Path, status: str, message: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._run(path, status, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def complete_now(self, path: Path, status: str = "success", message: str = "done"
+                           ) -> int:
+        """Complete one task through the CLI and wait for it; returns the exit code."""
+        code, out, err = await run_cli(["--task-file", str(path), status, message],
+                                       self.address, env=self.env)
+        self.codes[code] += 1
+        self.outputs += [out, err]
+        if code != 0:
+            self.errors.append(f"{path.name}: exit {code}: {err.strip()}")
+        return code
+
+    async def _run(self, path: Path, status: str, message: str) -> None:
+        async with self.gate:
+            await self.complete_now(path, status, message)
+
+
+class ClientAgent:
+    """Answers every new task file through the Temporal client in this process, by its token:
+    the very call complete_activity.py makes, without a process per answer. For load."""
+
+    def __init__(self, client: Client, queue_dir: Path,
+                 decide: Callable[[dict[str, Any]], Answer], parallel: int = 32) -> None:
+        self.client = client
+        self.queue_dir = queue_dir
+        self.decide = decide
+        self.seen: set[str] = set()
+        self.answered = 0
+        self.failures: list[str] = []
+        self.gate = asyncio.Semaphore(parallel)
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(self.queue_dir):
+                    if entry.name.endswith(".yml") and entry.name not in self.seen:
+                        self.seen.add(entry.name)
+                        task = asyncio.create_task(self.answer(Path(entry.path)))
+                        self.pending.add(task)
+                        task.add_done_callback(self.pending.discard)
+            await asyncio.sleep(0.05)
+
+    async def answer(self, path: Path) -> None:
+        from models import BuildPhaseResult
+
+        async with self.gate:
+            try:
+                task = await asyncio.to_thread(task_files.load_task, path)
+                if task.get("source_agent") != task_files.SOURCE_AGENT:
+                    return
+                answer = await asyncio.to_thread(self.decide, task)
+                assert answer is not None and answer[0] == "success", answer
+                token = base64.b64decode(task["payload"]["task_token"], validate=True)
+                await self.client.get_async_activity_handle(task_token=token).complete(
+                    BuildPhaseResult(status="success", output=answer[1]))
+                self.answered += 1
+            except Exception as err:  # noqa: BLE001 - counted and reported by the test
+                self.failures.append(f"{path.name}: {type(err).__name__}: {err}")
+
+
+@contextlib.asynccontextmanager
+async def client_agent(client: Client, queue_dir: Path,
+                       decide: Callable[[dict[str, Any]], Answer], parallel: int = 32
+                       ) -> AsyncIterator[ClientAgent]:
+    agent = ClientAgent(client, queue_dir, decide, parallel)
+    loop = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        if agent.pending:
+            await asyncio.wait(agent.pending, timeout=30)
+
+
+async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float,
+                     what: str, interval: float = 0.1) -> float:
+    """Poll `predicate` until true; returns the seconds waited, fails naming `what`."""
+    started = time.monotonic()
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def worker_tasks(queue_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every task file the worker wrote, queue and archive."""
+    found = []
+    for path in task_files.iter_task_files(queue_dir):
+        task = task_files.load_task(path)
+        if task.get("source_agent") == task_files.SOURCE_AGENT:
+            found.append((path, task))
+    return found
+
+
+STAGE_OF_TYPE = {"build_prefab": "prefab", "build_plan": "implement", "security_audit": "audit",
+                 "security_fix": "fixes", "build_closeout": "close"}
+
+
+def stage_of(task: dict[str, Any]) -> str:
+    """The stage a task file was written for; BuildPlan phases are `phase-<n>`."""
+    if task["task_type"] == "build_phase":
+        return f"phase-{task['payload']['phase_number']}"
+    return STAGE_OF_TYPE[task["task_type"]]
+
+
+def dispatch_counts(queue_dir: Path) -> Counter[tuple[str, str]]:
+    """How many task files each (workflow id, stage) got: 1 everywhere means no duplicate."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for _, task in worker_tasks(queue_dir):
+        counts[(str(task["payload"]["workflow_id"]), stage_of(task))] += 1
+    return counts
+
+
+def leftovers(*dirs: Path) -> list[Path]:
+    """Temporary or partial files an interrupted write could leave behind."""
+    found: list[Path] = []
+    for d in dirs:
+        if d.exists():
+            found += [p for p in d.rglob("*") if p.name.endswith(".tmp")]
+    return found
+
+
+# --- Secrets -------------------------------------------------------------------------------------
+
+# Any token-shaped text, whoever's token it is: a bytes repr after "token", protobuf text of a
+# task_token field, Core's TaskToken(...) display, each unless redacted.
+TOKEN_SHAPES = re.compile(
+    r"token\W{0,3}b['\"](?!<redacted)"
+    r"|task_token[\"']?\s*[:=]\s*b?[\"'](?!<redacted)"
+    r"|TaskToken\((?!<redacted)"
+)
+PEM_MARKERS = ("-----BEGIN", "PRIVATE KEY-----")
+
+
+def harvest_tokens(*queue_dirs: Path) -> list[bytes]:
+    """The raw task token of every task file the worker wrote (queue and archive)."""
+    tokens = []
+    for queue_dir in queue_dirs:
+        for _, task in worker_tasks(queue_dir):
+            tokens.append(base64.b64decode(task["payload"]["task_token"], validate=True))
+    return tokens
+
+
+def token_forms(token: bytes) -> list[str]:
+    """Every way a token has been seen printed: base64 (the task file, Core's TaskToken),
+    Python's bytes repr (SDK debug lines), protobuf text escaping (SDK completion dumps), and
+    each of those as escaped inside a JSON string."""
+    forms = {
+        base64.b64encode(token).decode(),
+        repr(token)[2:-1],
+        text_encoding.CEscape(token, as_utf8=False),
+        text_encoding.CEscape(token, as_utf8=True),
+    }
+    forms |= {json.dumps(f)[1:-1] for f in forms}  # as they appear inside a JSON log line
+    return sorted(forms)
+
+
+@dataclass
+class SecretScan:
+    """Occurrences of secrets in texts; `hits` must be empty."""
+
+    texts: int = 0
+    chars: int = 0
+    needles: int = 0
+    hits: list[str] = field(default_factory=list)
+
+
+def scan_for_secrets(texts: Iterable[str], tokens: Iterable[bytes],
+                     other_secrets: Iterable[str] = ()) -> SecretScan:
+    needles = [form for t in tokens for form in token_forms(t)]
+    needles += [s for s in other_secrets if s]
+    scan = SecretScan(needles=len(needles))
+    for text in texts:
+        scan.texts += 1
+        scan.chars += len(text)
+        for needle in needles:
+            if needle in text:
+                scan.hits.append(f"secret {needle[:10]}... in a log")
+        for marker in PEM_MARKERS:
+            if marker in text:
+                scan.hits.append(f"PEM marker {marker!r} in a log")
+        for match in TOKEN_SHAPES.finditer(text):
+            start = max(match.start() - 60, 0)
+            scan.hits.append(f"token-shaped text: {text[start:match.end() + 20]!r}")
+    return scan

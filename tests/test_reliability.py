@@ -1,0 +1,677 @@
+"""Faults the worker survives: kill -9 at every stage boundary, kill -9 at the block gate, the
+Temporal server stopped and restarted under it, two workers on one queue, and task or audit
+directories it cannot write (read-only, full disk).
+
+Everything here is real: worker.py runs as a subprocess with the environment PM2 gives it and
+logs at DEBUG; agents answer with complete_activity.py; servers are the Temporal dev server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from activities import task_files
+from models import (
+    BuildPipelineResult,
+    BuildPlanInput,
+    BuildPlanResult,
+    DecisionInput,
+    PhaseSpec,
+    PipelineStatus,
+)
+from tests.conftest import make_config, run_cli, stderr_line
+from tests.figures import Figures
+from tests.pipeline_support import (
+    PipelineScript,
+    approve_by_file,
+    install_matrix_recorder,
+    matrix_messages,
+    originating_task,
+    pipeline_input,
+    summary_of,
+)
+from tests.reliability_support import (
+    DevServer,
+    QueueAgent,
+    WorkerProcess,
+    dispatch_counts,
+    harvest_tokens,
+    leftovers,
+    scan_for_secrets,
+    stage_of,
+    wait_until,
+    worker_env,
+)
+from tests.tls_support import free_port
+
+PIPELINE_STAGES = ["prefab", "implement", "audit", "fixes", "close"]
+# The worker's log event that says a stage began, for each of the nine stages (and phases).
+BEGIN_EVENTS = {"prefab_dispatched": "prefab", "build_dispatched": "implement",
+                "audit_dispatched": "audit", "triage_processed": "triage",
+                "flags_dispatched": "fixes", "block_notified": "notify",
+                "waiting_for_resolution": "awaiting-approval", "closeout_dispatched": "close",
+                "summary_written": "summary", "phase_dispatched": "phase"}
+GATE_FILE, GATE_UPDATE = "gate-file", "gate-update"
+
+
+async def stage_now(handle: WorkflowHandle) -> str:
+    return (await handle.query("status", result_type=PipelineStatus)).stage
+
+
+async def is_closed(handle: WorkflowHandle) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+
+def assert_no_secrets(texts: list[str], tokens: list[bytes], *, figures: Figures,
+                      area: str) -> None:
+    """No token dispatched here, nor anything token-shaped or PEM, in any of `texts`."""
+    scan = scan_for_secrets(texts, tokens)
+    figures.record(area, "log scan: texts / MB / token forms / hits",
+                   f"{scan.texts} / {scan.chars / 1e6:.1f} / {scan.needles} / {len(scan.hits)}")
+    assert scan.needles > 0
+    assert scan.hits == [], scan.hits[:5]
+
+
+# --- kill -9 at every stage boundary -----------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """One workflow of the kill test and the stages it is held at, one per kill round.
+
+    A held stage's task is not answered until its round's kill: the answer then arrives while no
+    worker runs. `gate-file` / `gate-update` hold the pipeline at its block gate instead, to be
+    approved by task file during the downtime, or by update after the restart.
+    """
+
+    name: str
+    holds: dict[int, str]
+    script: PipelineScript | None = None  # None: a BuildPlan
+    start_round: int | None = None  # started while no worker runs, in this round's downtime
+    handle: WorkflowHandle | None = None
+    task_id: str = ""
+    origin: Path | None = None
+    held: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict)
+    released: set[int] = field(default_factory=set)
+
+    def next_hold(self) -> str | None:
+        pending = [r for r in sorted(self.holds) if r not in self.released]
+        return self.holds[pending[0]] if pending else None
+
+    def answer(self, task: dict[str, Any]) -> tuple[str, str]:
+        if self.script is None:
+            return ("success", f"phase-{task['payload']['phase_number']}-done")
+        answer = self.script.decide(task)
+        assert answer is not None
+        return answer
+
+
+def plan_input() -> BuildPlanInput:
+    return BuildPlanInput(plan_name="kill-plan", phases=[
+        PhaseSpec(number=n, agent_type="dev", description=f"phase {n}") for n in (1, 2, 3)])
+
+
+@pytest.mark.slow
+async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_path: Path,
+                                             figures: Figures) -> None:
+    """Three kill -9 rounds. Before each, every workflow is parked at a stage (or finished);
+    answers, approvals and a new start arrive while no worker runs; the next run carries on.
+
+    Held when killed: prefab, implement, audit, fixes, awaiting-approval, close and BuildPlan
+    phases 1-3. Begun by a restarted worker after the downtime: prefab (started while down),
+    implement, audit, triage, fixes, notify, awaiting-approval, close and summary.
+    """
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    record = install_matrix_recorder(config)
+    flag, block = "rotate the deploy key", "database port open to the world"
+    tracks = [
+        Track("flags", {0: "prefab", 1: "fixes", 2: "close"}, PipelineScript(flags=[flag])),
+        Track("blocks-by-file", {0: "implement", 1: "fixes", 2: GATE_FILE},
+              PipelineScript(flags=[flag], blocks=[block])),
+        Track("blocks-by-update", {0: "audit", 1: GATE_UPDATE},
+              PipelineScript(blocks=[block])),
+        Track("started-while-down", {1: "audit"}, PipelineScript(flags=[flag]), start_round=0),
+        Track("plan", {0: "phase-1", 1: "phase-2", 2: "phase-3"}),
+    ]
+    by_id: dict[str, Track] = {}
+
+    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        track = by_id[task["payload"]["workflow_id"]]
+        stage = stage_of(task)
+        if track.next_hold() == stage:
+            track.held[stage] = (path, task)
+            return None
+        return track.answer(task)
+
+    async def start(track: Track) -> None:
+        wf_id = f"kill-{track.name}-{uuid.uuid4().hex[:8]}"
+        by_id[wf_id] = track
+        if track.script is None:
+            track.handle = await client.start_workflow(
+                "BuildPlanWorkflow", plan_input(), id=wf_id, task_queue=config.task_queue,
+                result_type=BuildPlanResult)
+        else:
+            track.task_id, track.origin = originating_task(config)
+            track.handle = await client.start_workflow(
+                "BuildPipelineWorkflow", pipeline_input(track.task_id, build_name=track.name),
+                id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult)
+
+    async def parked(track: Track) -> bool:
+        """At its next hold (held task written, or at the gate), or finished: nothing of it
+        is in flight in the worker, so a kill interrupts no short activity."""
+        assert track.handle is not None
+        hold = track.next_hold()
+        if hold is None:
+            return await is_closed(track.handle)
+        if hold in (GATE_FILE, GATE_UPDATE):
+            return await stage_now(track.handle) == "awaiting-approval"
+        return hold in track.held
+
+    worker = WorkerProcess(worker_env(config, tmp_path / "logs" / "worker.log"), tmp_path / "logs")
+    started = time.monotonic()
+    restarts: list[float] = []
+    down_answers: Counter[int] = Counter()
+    update_latency = gate_file_wait = 0.0
+    try:
+        await worker.start()
+        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+            for track in tracks:
+                if track.start_round is None:
+                    await start(track)
+            for rnd in range(3):
+                live = [t for t in tracks if t.handle is not None]
+                await wait_until(partial(_all_parked, parked, live), 90,
+                                 f"every workflow parked for kill round {rnd}")
+                await worker.kill9()
+                # --- no worker runs: answers, approvals, a new workflow ---
+                releases = []
+                for track in live:
+                    hold = track.holds.get(rnd)
+                    if hold is None or hold == GATE_UPDATE:
+                        continue
+                    if hold == GATE_FILE:
+                        assert track.origin is not None
+                        approve_by_file(track.origin, actor="operator-file", note="ok")
+                    else:
+                        path, task = track.held[hold]
+                        releases.append(agent.complete_now(path, *track.answer(task)))
+                for code in await asyncio.gather(*releases):
+                    down_answers[code] += 1
+                for track in tracks:
+                    if track.start_round == rnd:
+                        await start(track)
+                    if rnd in track.holds:
+                        track.released.add(rnd)  # from now on, its next hold applies
+                assert not worker.alive()
+                restarts.append(await worker.start())
+                for track in live:
+                    if track.holds.get(rnd) == GATE_UPDATE:
+                        assert track.handle is not None
+                        t0 = time.monotonic()
+                        await track.handle.execute_update("approve", DecisionInput(by="bob"))
+                        update_latency = time.monotonic() - t0
+            gate_t0 = time.monotonic()
+            results = {}
+            for track in tracks:
+                assert track.handle is not None
+                results[track.name] = await asyncio.wait_for(track.handle.result(), 120)
+                if track.name == "blocks-by-file":
+                    gate_file_wait = time.monotonic() - gate_t0
+    finally:
+        await worker.stop()
+    wall = time.monotonic() - started
+
+    assert down_answers == Counter({0: 10}), down_answers  # the server took every answer
+    assert agent.errors == []
+
+    # every workflow finished, with the right summary
+    assert results["plan"] == BuildPlanResult(status="complete", phases_run=3)
+    expected = {
+        "flags": ("success", PIPELINE_STAGES, None),
+        "blocks-by-file": ("partial", PIPELINE_STAGES, ("task-file", "operator-file")),
+        "blocks-by-update": ("partial", ["prefab", "implement", "audit", "close"],
+                             ("update", "bob")),
+        "started-while-down": ("success", PIPELINE_STAGES, None),
+    }
+    for name, (outcome, stages, resolution) in expected.items():
+        result = results[name]
+        assert result.status == "complete", (name, result)
+        summary = summary_of(result.summary_path)
+        assert summary["outcome"] == outcome, (name, summary)
+        assert [p for p in summary["phases_completed"] if p != "triage"] == stages, name
+        if resolution is not None:
+            assert (summary["resolution"]["via"], summary["resolution"]["by"]) == resolution
+    assert sorted(p.name for p in config.summary_dir.rglob("*.yml")) == sorted(
+        f"{t.handle.id}.yml" for t in tracks if t.script is not None and t.handle is not None)
+
+    # no stage dispatched twice: one task file per workflow and stage, and no other
+    counts = dispatch_counts(config.agent_task_dir)
+    assert set(counts.values()) == {1}, counts
+    wanted = {(t.handle.id, s) for t in tracks if t.handle is not None
+              for s in (expected[t.name][1] if t.script else ["phase-1", "phase-2", "phase-3"])}
+    assert set(counts) == wanted
+    # one Matrix message per block, none repeated by a restarted worker
+    actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
+               if m["message"].startswith("[ACTION]")]
+    assert sorted(actions) == ["[ACTION] blocks-by-file: block 1/1 needs review",
+                               "[ACTION] blocks-by-update: block 1/1 needs review"]
+    assert leftovers(config.agent_task_dir, config.audit_dir, config.summary_dir) == []
+    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
+                      figures=figures, area="kill -9")
+
+    # What each restarted run did first, per workflow: the stage its downtime led into.
+    names = {t.handle.id: t.name for t in tracks if t.handle is not None}
+    first: list[dict[str, str]] = []
+    for run in worker.runs[1:]:
+        begun: dict[str, str] = {}
+        for event in run_events(run.out):
+            stage = BEGIN_EVENTS.get(event.get("event", ""))
+            if stage and event.get("workflow_id") in names:
+                begun.setdefault(names[event["workflow_id"]], stage)
+        first.append(begun)
+    # by update, the gate's poller restarts only if its heartbeat timed out before the update
+    assert first[1].pop("blocks-by-update") in ("awaiting-approval", "close"), first
+    assert first == [
+        {"flags": "implement", "blocks-by-file": "audit", "blocks-by-update": "triage",
+         "started-while-down": "prefab", "plan": "phase"},
+        {"flags": "close", "blocks-by-file": "notify", "started-while-down": "triage",
+         "plan": "phase"},
+        {"flags": "summary", "blocks-by-file": "awaiting-approval"},
+    ], first
+    begun_after_kill = {e: s for run in worker.runs[1:] for e, s in _begun(run.out, names)}
+    assert set(begun_after_kill.values()) >= set(BEGIN_EVENTS.values())
+
+    figures.record("kill -9", "kills / workflows / stages held at a kill",
+                   f"3 / {len(tracks)} / {sum(len(t.holds) for t in tracks)}")
+    figures.record("kill -9", "answers delivered while no worker ran (exit 0)", down_answers[0])
+    figures.record("kill -9", "task files / dispatched twice", f"{sum(counts.values())} / 0")
+    figures.record("kill -9", "worker restart to worker_started, max (s)", max(restarts))
+    figures.record("kill -9", "update approval after restart (s)", update_latency)
+    figures.record("kill -9", "file approval, restart to pipeline done (s)", gate_file_wait)
+    figures.record("kill -9", "test wall time (s)", wall)
+
+
+def run_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _begun(path: Path, names: dict[str, str]) -> list[tuple[str, str]]:
+    """(workflow name + stage, stage) for every stage this run began."""
+    found = []
+    for event in run_events(path):
+        stage = BEGIN_EVENTS.get(event.get("event", ""))
+        if stage and event.get("workflow_id") in names:
+            found.append((f"{names[event['workflow_id']]}:{stage}", stage))
+    return found
+
+
+async def _all_parked(parked: Callable[[Track], Awaitable[bool]], tracks: list[Track]) -> bool:
+    for track in tracks:
+        if not await parked(track):
+            return False
+    return True
+
+
+def _more_than(items: list[Any], n: int) -> bool:
+    return len(items) > n
+
+
+def _began_since(worker: WorkerProcess, seen: int) -> bool:
+    """Has the worker begun a stage since it had logged `seen` events?"""
+    return any(e.get("event") in BEGIN_EVENTS for e in worker.events()[seen:])
+
+
+# --- The Temporal server stopped and restarted under a running worker --------------------------
+
+
+@pytest.mark.slow
+async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> None:
+    """A dev server on its SQLite file (WAL) goes away twice under a running worker: stopped with
+    SIGTERM, then killed with SIGKILL, each time restarted on the same port and file.
+
+    Answers sent while it is down fail with exit 3 and one line; sent again once it is back,
+    they land. The worker process never restarts: it reconnects by itself and both pipelines
+    (one parked at an agent stage, one at the block gate approved by file while the server was
+    down) finish, with every stage dispatched once.
+    """
+    server = DevServer(tmp_path / "server", free_port())
+    config = make_config(tmp_path, server.address, block_poll_seconds=0.5)
+    install_matrix_recorder(config)
+    flag, block = "pin the base image", "admin console on 0.0.0.0"
+    scripts = {"agent": PipelineScript(flags=[flag]), "gate": PipelineScript(blocks=[block])}
+    holds = {"agent": ["implement", "close"], "gate": []}
+    held: dict[str, list[tuple[Path, dict[str, Any]]]] = {"agent": [], "gate": []}
+    names: dict[str, str] = {}
+
+    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        name = names[task["payload"]["workflow_id"]]
+        if holds[name] and holds[name][0] == stage_of(task):
+            holds[name].pop(0)
+            held[name].append((path, task))
+            return None
+        return scripts[name].decide(task)
+
+    worker = WorkerProcess(worker_env(config, tmp_path / "logs" / "worker.log"), tmp_path / "logs")
+    down_codes: list[tuple[int, str]] = []
+    reconnect: list[float] = []
+    restart_times: list[float] = []
+    try:
+        await server.start()
+        client = await server.connect()
+        await worker.start()
+        pid = worker.pid
+        async with QueueAgent(config.agent_task_dir, server.address, decide) as agent:
+            handles: dict[str, WorkflowHandle] = {}
+            for name in scripts:
+                task_id, origin = originating_task(config)
+                if name == "gate":
+                    gate_origin = origin
+                wf_id = f"restart-{name}-{uuid.uuid4().hex[:8]}"
+                names[wf_id] = name
+                handles[name] = await client.start_workflow(
+                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=name), id=wf_id,
+                    task_queue=config.task_queue, result_type=BuildPipelineResult)
+
+            async def at_gate() -> bool:
+                return await stage_now(handles["gate"]) == "awaiting-approval"
+
+            for round_, how in enumerate(("stop", "kill")):
+                await wait_until(partial(_more_than, held["agent"], round_), 60, "a held task")
+                if round_ == 0:
+                    await wait_until(at_gate, 60, "the gate")
+                if how == "stop":
+                    await server.stop()
+                else:
+                    await server.kill9()
+                path, task = held["agent"][round_]
+                code, _, err = await run_cli(["--task-file", str(path), "success", "late"],
+                                             server.address)
+                down_codes.append((code, stderr_line(err)))
+                if round_ == 0:
+                    approve_by_file(gate_origin, actor="operator-file")
+                await asyncio.sleep(5)  # an outage long enough for the worker's polls to fail
+                restart_times.append(await server.start())
+                back = time.monotonic()
+                assert worker.alive() and worker.pid == pid
+                answer = scripts["agent"].decide(task)
+                assert answer is not None
+                assert await agent.complete_now(path, *answer) == 0
+                await wait_until(partial(_began_since, worker, len(worker.events())), 60,
+                                 "the worker's next stage")
+                reconnect.append(time.monotonic() - back)
+            results = {name: await asyncio.wait_for(h.result(), 90) for name, h in handles.items()}
+    finally:
+        await worker.stop()
+        await server.stop()
+
+    assert worker.pid == pid and len(worker.runs) == 1  # never restarted
+    for code, line in down_codes:
+        assert code == 3 and line.startswith("complete_activity: cannot reach Temporal"), line
+    assert summary_of(results["agent"].summary_path)["outcome"] == "success"
+    gate_summary = summary_of(results["gate"].summary_path)
+    assert gate_summary["outcome"] == "partial"
+    assert gate_summary["resolution"]["via"] == "task-file"
+    counts = dispatch_counts(config.agent_task_dir)
+    assert set(counts.values()) == {1}, counts
+    assert sorted(s for _, s in counts) == sorted(
+        [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"])
+    assert leftovers(config.agent_task_dir, config.summary_dir) == []
+    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
+                      figures=figures, area="server restart")
+    figures.record("server restart", "restarts (SIGTERM, SIGKILL) / worker restarts", "2 / 0")
+    figures.record("server restart", "answers while down: exit codes",
+                   " ".join(str(c) for c, _ in down_codes))
+    figures.record("server restart", "server start, max (s)", max(restart_times))
+    figures.record("server restart", "server back to next stage begun, max (s)", max(reconnect))
+
+
+# --- Two workers on one task queue ---------------------------------------------------------------
+
+
+async def test_two_workers_dispatch_each_stage_once(client: Client, address: str, tmp_path: Path,
+                                                    figures: Figures) -> None:
+    """Two worker.py processes poll one queue: both do work, and no stage is dispatched twice
+    (every task file, Matrix message and summary exists exactly once)."""
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    record = install_matrix_recorder(config)
+    flag, block = "drop the debug endpoint", "shared admin password"
+    pipelines = 6
+    script = {i: PipelineScript(flags=[flag], blocks=[block] if i % 3 == 0 else [])
+              for i in range(pipelines)}
+    names: dict[str, int] = {}
+
+    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        index = names.get(task["payload"]["workflow_id"])
+        if index is None:  # a BuildPlan phase
+            return ("success", "phase-done")
+        return script[index].decide(task)
+
+    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    workers = [WorkerProcess(env, tmp_path / "logs", name=f"worker{n}") for n in (1, 2)]
+    update_latency: list[float] = []
+    try:
+        await asyncio.gather(*(w.start() for w in workers))
+        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+            handles: list[WorkflowHandle] = []
+            for i in range(pipelines):
+                task_id, _ = originating_task(config)
+                wf_id = f"two-{i}-{uuid.uuid4().hex[:8]}"
+                names[wf_id] = i
+                handles.append(await client.start_workflow(
+                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=f"two-{i}"),
+                    id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult))
+            handles.append(await client.start_workflow(
+                "BuildPlanWorkflow", plan_input(), id=f"two-plan-{uuid.uuid4().hex[:8]}",
+                task_queue=config.task_queue, result_type=BuildPlanResult))
+
+            async def approve_when_parked(handle: WorkflowHandle) -> None:
+                await wait_until(lambda: _at_gate(handle), 60, "the gate")
+                t0 = time.monotonic()
+                await handle.execute_update("approve", DecisionInput(by="carol"))
+                update_latency.append(time.monotonic() - t0)
+
+            await asyncio.gather(*(approve_when_parked(handles[i])
+                                   for i in range(pipelines) if script[i].blocks))
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles)), 120)
+    finally:
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    assert agent.errors == [] and set(agent.codes) == {0}
+    for i, result in enumerate(results[:pipelines]):
+        summary = summary_of(result.summary_path)
+        assert summary["outcome"] == ("partial" if script[i].blocks else "success")
+    assert results[pipelines:] == [BuildPlanResult(status="complete", phases_run=3)]
+    counts = dispatch_counts(config.agent_task_dir)
+    assert set(counts.values()) == {1}, counts
+    assert len(counts) == pipelines * len(PIPELINE_STAGES) + 3
+    assert len(list(config.summary_dir.rglob("*.yml"))) == pipelines
+    actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
+               if m["message"].startswith("[ACTION]")]
+    assert sorted(actions) == sorted(f"[ACTION] two-{i}: block 1/1 needs review"
+                                     for i in range(pipelines) if script[i].blocks)
+    share = [sum(1 for e in w.events() if e.get("event") in BEGIN_EVENTS) for w in workers]
+    assert all(n > 0 for n in share), share  # both workers really took part
+    assert_no_secrets([t for w in workers for t in w.outputs()] + agent.outputs,
+                      harvest_tokens(config.agent_task_dir), figures=figures, area="two workers")
+    figures.record("two workers", "workflows / task files / dispatched twice",
+                   f"{len(handles)} / {sum(counts.values())} / 0")
+    figures.record("two workers", "stages begun by worker 1 / worker 2", f"{share[0]} / {share[1]}")
+    figures.record("two workers", "update approval, workers alive, max (s)", max(update_latency))
+
+
+async def _at_gate(handle: WorkflowHandle) -> bool:
+    return await stage_now(handle) == "awaiting-approval"
+
+
+# --- Directories the worker cannot write: read-only, full disk, file size limit ----------------
+
+# The longest plan path the input allows: a task file of ~9.5 KB, a summary of ~4.5 KB, so a
+# write can fail half-way through one page-sized chunk.
+LONG_PLAN = "/plans/" + "p" * 3985 + ".md"
+FILE_SIZE_LIMIT = 8192
+
+
+def _drop_dac() -> list[str]:
+    """As root, permission bits do not stop writes: run without CAP_DAC_OVERRIDE."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root and setpriv(1) is missing to drop CAP_DAC_OVERRIDE")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def _limit_file_size() -> None:  # runs in the child, before exec
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+@contextlib.contextmanager
+def full_tmpfs(path: Path, free_pages: int = 1) -> Iterator[Path]:
+    """A 64 KiB tmpfs at `path`, filled to `free_pages` free pages; unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
+                    "the file-size-limit case covers a full disk")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path, free_pages: int) -> Path:
+    """Fill the file system of `directory` but for `free_pages` pages; returns the filler."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+    size = filler.stat().st_size
+    os.truncate(filler, max(size - free_pages * 4096, 0))
+    return filler
+
+
+@pytest.mark.parametrize("case", ["task-dir-read-only", "audit-dir-read-only",
+                                  "task-dir-disk-full", "file-size-limit"])
+async def test_unwritable_directories_fail_cleanly(case: str, client: Client, address: str,
+                                                   tmp_path: Path, figures: Figures) -> None:
+    """The stage that cannot write fails at once with the OS's reason; no temporary or partial
+    file stays behind; the failure path still writes the summary (`outcome: failed`). The
+    worker keeps running, and writes again once it can."""
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    install_matrix_recorder(config)
+    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    prefix: list[str] = []
+    preexec = None
+    stack = contextlib.ExitStack()
+    expect_stage, expect_reason = "prefab", "Permission denied"
+    broken = config.agent_task_dir
+    filler: Path | None = None
+    if case == "task-dir-read-only":
+        task_files.ensure_private_dir(config.agent_task_dir)
+        config.agent_task_dir.chmod(0o500)
+        prefix = _drop_dac()
+    elif case == "audit-dir-read-only":
+        config.audit_dir.mkdir(mode=0o500)
+        broken, expect_stage = config.audit_dir, "audit"
+        prefix = _drop_dac()
+    elif case == "task-dir-disk-full":
+        stack.enter_context(full_tmpfs(config.agent_task_dir))
+        filler = fill(config.agent_task_dir, free_pages=1)
+        expect_reason = "No space left on device"
+    else:
+        preexec = _limit_file_size
+        env.update(LOG_LEVEL="INFO")
+        del env["LOG_FILE"]  # the limit holds for every file the worker writes
+        expect_reason = "File too large"
+
+    worker = WorkerProcess(env, tmp_path / "logs", prefix=prefix, preexec=preexec)
+    script = PipelineScript(flags=["x"])
+    try:
+        with stack:
+            await worker.start()
+            async with QueueAgent(config.agent_task_dir, address,
+                                  lambda _, task: script.decide(task)) as agent:
+                handle = await client.start_workflow(
+                    "BuildPipelineWorkflow",
+                    pipeline_input("t-1", build_name="nowrite", plan_path=LONG_PLAN),
+                    id=f"nowrite-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
+                    result_type=BuildPipelineResult)
+                t0 = time.monotonic()
+                with pytest.raises(WorkflowFailureError) as caught:
+                    await asyncio.wait_for(handle.result(), 60)
+                failed_after = time.monotonic() - t0
+                left = sorted(p.name for p in broken.rglob("*") if p.is_file())
+
+                # the worker is still there, and writes once it can
+                assert worker.alive()
+                if case == "file-size-limit":
+                    plan_path = "/plans/small.md"  # files under the limit still work
+                else:
+                    plan_path = LONG_PLAN
+                    broken.chmod(0o700)
+                    if filler is not None:
+                        filler.unlink()
+                again = await client.execute_workflow(
+                    "BuildPipelineWorkflow",
+                    pipeline_input("t-2", build_name="nowrite-again", plan_path=plan_path),
+                    id=f"nowrite-again-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
+                    result_type=BuildPipelineResult, execution_timeout=timedelta(seconds=90))
+                tasks_after = len(dispatch_counts(config.agent_task_dir))
+                tokens = harvest_tokens(config.agent_task_dir)  # before the tmpfs goes
+    finally:
+        await worker.stop()
+
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "StageFailedError"  # the stage failed for a reason not its agent's
+    assert cause.message.startswith(f"{expect_stage} failed: "), cause.message
+    assert expect_reason in cause.message, cause.message
+    reason = cause.message.split(" failed: ", 1)[1].rsplit(" (summary: ", 1)[0]
+    summary = summary_of(cause.message.rsplit("(summary: ", 1)[1].rstrip(")"))
+    assert (summary["outcome"], summary["failed_stage"]) == ("failed", expect_stage)
+    assert summary["error"] == reason
+    # nothing half-written: no temporary file, no task file of the failed stage
+    assert not [n for n in left if n.endswith(".tmp") or n.endswith(".yml")], left
+    if case == "audit-dir-read-only":
+        assert not (config.audit_dir / "nowrite").exists()
+    assert summary_of(again.summary_path)["outcome"] == "success"
+    # the first pipeline's stages before the failed one, and all five of the second
+    assert tasks_after == (2 if case == "audit-dir-read-only" else 0) + 5
+    assert failed_after < 30
+    assert agent.errors == []
+    assert_no_secrets(worker.outputs() + agent.outputs, tokens, figures=figures,
+                      area="unwritable")
+    figures.record("unwritable", f"{case}: failed at / after (s)",
+                   f"{expect_stage} / {failed_after:.1f}")
+    figures.record("unwritable", f"{case}: error", reason.rsplit(": ", 1)[1])
