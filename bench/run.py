@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -116,6 +117,9 @@ class Bench:
         self.only = set(args.only.split(",")) if args.only else set(FIGURES)
         self.json_path = Path(args.json)
         self.keep = args.keep
+        self.profile = set(args.profile.split(",")) if args.profile else set()
+        self.current = ""
+        self.server_pid = 0
         self.tag = uuid.uuid4().hex[:6]
         self.figures: list[Figure] = []
         self.load: dict[str, Any] = {}
@@ -137,10 +141,20 @@ class Bench:
         queue = self.fresh(f"q-{side}")
         workdir = self.workdir / queue
         proc = start_worker(side, self.address, queue, workdir, poll, slots)
+        spy = None
         try:
             await wait_polling(self.client, queue, proc)
+            if side == "worker" and self.current in self.profile:
+                out = ROOT / "bench" / f"profile-{self.current}.txt"
+                spy = subprocess.Popen(
+                    [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                     "--format", "raw", "--rate", "200", "--output", str(out)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             yield queue, workdir, proc
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await asyncio.to_thread(spy.wait)
             await asyncio.to_thread(stop_process, proc)
 
     async def start_pipelines(self, side: str, queue: str, workdir: Path, agent: Agent,
@@ -320,10 +334,12 @@ class Bench:
     async def p3_throughput(self) -> Figure:
         n = self.s.pipelines
         rates: dict[str, list[float]] = {s: [] for s in SIDES}
-        events: dict[str, int] = {}
+        events: dict[str, Any] = {}
         triage = {"blocks": ["bench block"], "flags": ["bench flag"]}
-        async with (self.worker("worker") as (wq, wdir, _),
-                    self.worker("bare") as (bq, bdir, _),
+        cpu: dict[str, dict[str, list[float]]] = {s: {"worker": [], "server": [], "bench": []}
+                                                  for s in SIDES}
+        async with (self.worker("worker") as (wq, wdir, wproc),
+                    self.worker("bare") as (bq, bdir, bproc),
                     Agent("worker", self.client, wdir / "task-queue",
                           complete={1, 2, 3, 5, 8}, approve=True, triage=triage) as wag,
                     Agent("bare", self.client, bdir / "task-queue",
@@ -332,6 +348,10 @@ class Bench:
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     agent = wag if side == "worker" else bag
                     queue, workdir = (wq, wdir) if side == "worker" else (bq, bdir)
+                    procs = {"worker": psutil.Process((wproc if side == "worker" else bproc).pid),
+                             "server": psutil.Process(self.server_pid),
+                             "bench": psutil.Process()}
+                    cpu_before = {k: cpu_seconds(p) for k, p in procs.items()}
                     started = time.monotonic()
                     handles = await self.start_pipelines(side, queue, workdir, agent, n)
                     results = await asyncio.wait_for(
@@ -342,6 +362,8 @@ class Bench:
                     if failed:
                         raise RuntimeError(f"P3 {side}: {len(failed)} failed: {failed[0]!r}")
                     rates[side].append(n / took)
+                    for k, p in procs.items():
+                        cpu[side][k].append((cpu_seconds(p) - cpu_before[k]) / n * 1000)
                     if side not in events:
                         events[side] = await history_length(handles[0])
             errors = wag.errors + bag.errors
@@ -351,6 +373,8 @@ class Bench:
                         notes=["agents and operator complete/approve through the bench's client, "
                                "identically for both sides"])
         figure.extra["history_events_per_pipeline"] = events
+        figure.extra["cpu_ms_per_pipeline"] = {
+            side: {k: statistics.median(v) for k, v in by.items()} for side, by in cpu.items()}
         figure.extra["agent_errors"] = errors[:5]
         return figure
 
@@ -404,8 +428,9 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             self.workdir = Path(tmp)
-            async with dev_server(self.workdir) as (address, _server):
+            async with dev_server(self.workdir) as (address, server):
                 self.address = address
+                self.server_pid = server.pid
                 self.client = await connect(address)
                 steps: list[tuple[str, Callable[[], Awaitable[Figure | list[Figure]]]]] = [
                     ("P6", self.p6_start), ("P2", self.p2_cli), ("P1", self.p1_handoff),
@@ -415,6 +440,7 @@ class Bench:
                     if key not in self.only:
                         continue
                     print(f"bench: {key} ...", flush=True)
+                    self.current = key
                     load_before = os.getloadavg()[0]
                     started = time.monotonic()
                     result = await step()
@@ -467,8 +493,21 @@ def import_time(stderr: str) -> float:
     return total / 1e6
 
 
-async def history_length(handle: WorkflowHandle[Any, Any]) -> int:
-    return len((await handle.fetch_history()).events)
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+async def history_length(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """Events in one pipeline's history, and how many of each type."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = (await handle.fetch_history()).events
+    kinds: dict[str, int] = {}
+    for event in events:
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        kinds[name] = kinds.get(name, 0) + 1
+    return {"total": len(events), "by_type": dict(sorted(kinds.items()))}
 
 
 async def rss(pid: int, samples: int = 5) -> float:
@@ -548,6 +587,9 @@ def main() -> None:
                         help="small counts: checks the harness in under a minute")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--profile", metavar="FIGURES",
+                        help="record the worker process with py-spy during these figures "
+                             "(collapsed stacks in bench/profile-<figure>.txt)")
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bench = Bench(args)
