@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 import observability
 from activities import task_files
@@ -30,7 +30,7 @@ from models import BuildPhaseResult, PipelineOutcome, TriageOutput
 
 TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
-GATE_HEARTBEAT_SECONDS = 10.0
+GATE_WAITING = "AwaitingApprovalError"  # the gate's "not yet": benign, retried by Temporal
 AUDIT_SCOPE = (
     "credential exposure or hardcoded secrets",
     "privilege escalation vectors",
@@ -284,39 +284,47 @@ class PipelineActivities:
     @activity.defn(name="wait_for_block_resolution")
     async def wait_for_block_resolution(self, build_name: str, task_id: str,
                                         task_path: str = "") -> dict[str, str]:
-        """Poll the originating task file until its status is `approved` (or `rejected`).
+        """Check the originating task file once: its decision when `approved` (or `rejected`),
+        else a benign failure that Temporal retries in BLOCK_POLL_SECONDS.
 
-        Reads the one known file every BLOCK_POLL_SECONDS and heartbeats in between, so a dead
-        worker is noticed by the heartbeat timeout and the poll restarts on another attempt.
+        Between checks nothing of the gate runs in the worker: the retry timer lives on the
+        server (retries are not written to history), so a parked pipeline holds no activity slot
+        and no memory here, and survives worker restarts by construction. A heartbeating loop
+        held one of the worker's activity slots per parked pipeline: past about 100 parked
+        pipelines no other activity could run at all (bench P4).
         """
+        info = activity.info()
         log = observability.activity_logger(build=build_name, task_id=task_id)
-        log.info("waiting_for_resolution")
+        if info.attempt == 1:
+            log.info("waiting_for_resolution")
         queue = self.config.agent_task_dir
         known = Path(task_path) if task_path else None
-        interval = self.config.block_poll_seconds
-        while True:
-            def check(path: Path | None) -> tuple[Path | None, dict[str, Any] | None]:
-                if path is None or not path.exists():
-                    path = task_files.find_task(queue, task_id)
-                return path, task_files.load_task(path) if path else None
 
-            try:
-                known, task = await asyncio.to_thread(check, known)
-            except TaskFileError as err:
-                log.warning("task_read_error", error=str(err))
-                task = None
-            status = str(task.get("status", "")) if task else ""
-            if task and status in (task_files.APPROVED, "rejected"):
-                decision = "approved" if status == task_files.APPROVED else "rejected"
-                entry = _last_entry(task, status)
-                log.info("blocks_resolved", decision=decision)
-                return {"decision": decision, "by": str(entry.get("actor", "")),
-                        "note": str(entry.get("note", ""))}
-            if task is None:
-                log.warning("task_not_found")
-            else:
-                log.debug("still_waiting", status=status)
-            await _sleep_heartbeating(interval)
+        def check() -> dict[str, Any] | None:
+            path = known if known is not None and known.exists() else None
+            path = path or task_files.find_task(queue, task_id)
+            return task_files.load_task(path) if path else None
+
+        try:
+            task = await asyncio.to_thread(check)
+        except TaskFileError as err:
+            log.warning("task_read_error", error=str(err))
+            task = None
+        status = str(task.get("status", "")) if task else ""
+        if task and status in (task_files.APPROVED, "rejected"):
+            decision = "approved" if status == task_files.APPROVED else "rejected"
+            entry = _last_entry(task, status)
+            log.info("blocks_resolved", decision=decision)
+            return {"decision": decision, "by": str(entry.get("actor", "")),
+                    "note": str(entry.get("note", ""))}
+        if task is None:
+            log.warning("task_not_found")
+        else:
+            log.debug("still_waiting", status=status)
+        raise ApplicationError(
+            f"task {task_id} is not approved yet (status {status or 'unknown'})",
+            type=GATE_WAITING, category=ApplicationErrorCategory.BENIGN,
+            next_retry_delay=timedelta(seconds=self.config.block_poll_seconds))
 
     # 8 ---------------------------------------------------------------------------------------
     @activity.defn(name="close_build")
@@ -406,22 +414,3 @@ def _last_entry(task: dict[str, Any], status: str) -> dict[str, Any]:
             if isinstance(entry, dict) and entry.get("status") == status:
                 return entry
     return {}
-
-
-async def _sleep_heartbeating(seconds: float) -> None:
-    """Sleep, heartbeating at least every GATE_HEARTBEAT_SECONDS; a worker shutdown ends the
-    attempt at once (retryable) so the next worker resumes the poll without waiting."""
-    remaining = seconds
-    while True:
-        activity.heartbeat()
-        if activity.is_worker_shutdown():
-            raise ApplicationError("worker shutting down; the poll resumes on another attempt")
-        step = min(remaining, GATE_HEARTBEAT_SECONDS)
-        shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
-        try:
-            await asyncio.wait({shutdown}, timeout=step)
-        finally:
-            shutdown.cancel()
-        remaining -= step
-        if remaining <= 0:
-            return
