@@ -114,6 +114,10 @@ class Figure:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.s = Settings.make(args.quick)
+        if args.pipelines:
+            self.s.pipelines = args.pipelines
+        if args.parked:
+            self.s.parked = args.parked
         self.only = set(args.only.split(",")) if args.only else set(FIGURES)
         self.json_path = Path(args.json)
         self.keep = args.keep
@@ -587,6 +591,8 @@ def main() -> None:
                         help="small counts: checks the harness in under a minute")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--pipelines", type=int, help="P3: pipelines at once (200)")
+    parser.add_argument("--parked", type=int, help="P4: pipelines parked (2000)")
     parser.add_argument("--profile", metavar="FIGURES",
                         help="record the worker process with py-spy during these figures "
                              "(collapsed stacks in bench/profile-<figure>.txt)")
