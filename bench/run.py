@@ -120,7 +120,6 @@ class Bench:
             self.s.parked = args.parked
         self.only = set(args.only.split(",")) if args.only else set(FIGURES)
         self.json_path = Path(args.json)
-        self.keep = args.keep
         self.profile = set(args.profile.split(",")) if args.profile else set()
         self.current = ""
         self.server_pid = 0
@@ -454,9 +453,6 @@ class Bench:
                                       "loadavg_1m_after": os.getloadavg()[0],
                                       "seconds": time.monotonic() - started}
                     print_figures([f for f in self.figures if f.key.startswith(key)])
-                if self.keep:
-                    print(f"bench: kept {self.workdir}", flush=True)
-                    input("press enter to clean up")
         order = {k: i for i, k in enumerate(("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6"))}
         self.figures.sort(key=lambda f: order.get(f.key, 99))
         return {
@@ -596,7 +592,6 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FIGURES",
                         help="record the worker process with py-spy during these figures "
                              "(collapsed stacks in bench/profile-<figure>.txt)")
-    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bench = Bench(args)
     result = asyncio.run(bench.run())
