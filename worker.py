@@ -41,6 +41,11 @@ from workflows.build_plan import BuildPlanWorkflow
 ROOT = Path(__file__).resolve().parent
 WORKER_ID = str(uuid.uuid4())
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)  # PM2's kill_timeout must exceed this
+# Workflows kept in memory between tasks. A cached pipeline costs ~170 KiB of RSS (bench P4);
+# a parked one needs no cache (its gate polls through activity retries), so the SDK's 1000
+# made a parked pipeline cost ~100 KiB at 2,000 parked. At 250 it was 37 KiB, but 2,000
+# pipelines started at once then replay often (bench P4); 500 is the compromise.
+MAX_CACHED_WORKFLOWS = 500
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 
@@ -107,6 +112,7 @@ def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker
         activities=activities(config),
         identity=options.pop("identity", worker_identity()),
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
+        max_cached_workflows=options.pop("max_cached_workflows", MAX_CACHED_WORKFLOWS),
         **options,
     )
 

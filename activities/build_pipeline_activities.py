@@ -35,7 +35,7 @@ from models import BuildPhaseResult, PipelineOutcome, TriageOutput
 
 TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
-GATE_OPEN = "BlockGateOpen"
+GATE_WAITING = "AwaitingApprovalError"  # the gate's "not yet": benign, retried by Temporal
 AUDIT_SCOPE = (
     "credential exposure or hardcoded secrets",
     "privilege escalation vectors",
@@ -289,12 +289,15 @@ class PipelineActivities:
     @activity.defn(name="wait_for_block_resolution")
     async def wait_for_block_resolution(self, build_name: str, task_id: str,
                                         task_path: str = "") -> dict[str, str]:
-        """Check the originating task file once: `approved` (or `rejected`) ends the wait.
+        """Check the originating task file once: its decision when `approved` (or `rejected`),
+        else a benign failure that Temporal retries in BLOCK_POLL_SECONDS.
 
-        Anything else fails this attempt with a benign, retryable error whose retry delay is
-        BLOCK_POLL_SECONDS: Temporal's retry timer is the poll clock (retries are not written
-        to history), so no activity is in flight between checks and a worker restart loses
-        nothing. The known file is read; the queue is scanned only if it has moved.
+        Between checks nothing of the gate runs in the worker: the retry timer lives on the
+        server (retries are not written to history), so a parked pipeline holds no activity slot
+        and no memory here, and survives worker restarts by construction. A heartbeating loop
+        held one of the worker's activity slots per parked pipeline: past about 100 parked
+        pipelines no other activity could run at all (bench P4). The known file is read; the
+        queue is scanned only if it has moved.
         """
         log = observability.activity_logger(build=build_name, task_id=task_id)
         if activity.info().attempt == 1:
@@ -325,7 +328,7 @@ class PipelineActivities:
             log.debug("still_waiting", status=status)
         raise ApplicationError(
             f"task {task_id} is {status or 'not found'}; checking again in "
-            f"{self.config.block_poll_seconds:g}s", type=GATE_OPEN,
+            f"{self.config.block_poll_seconds:g}s", type=GATE_WAITING,
             next_retry_delay=timedelta(seconds=self.config.block_poll_seconds),
             category=ApplicationErrorCategory.BENIGN)
 

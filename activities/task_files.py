@@ -175,19 +175,36 @@ def iter_task_files(queue_dir: Path, *, archive: bool = True) -> Iterator[Path]:
 def find_task(queue_dir: Path, task_id: str) -> Path | None:
     """Find a task file by its `id` in the queue, then its archive.
 
-    Files named after the id (`*-<id[:8]>.yml`) are tried first; unreadable files are skipped.
+    Files named after the id (`*-<id[:8]>.yml`) are tried first, found by name alone; only when
+    none of them holds the id are the other files read. Unreadable files are skipped. (Listing,
+    sorting and comparing every path first cost the block notification O(queue size) in Python:
+    13% of the worker's time with 200 pipelines in flight, bench P3.)
     """
-    candidates = list(iter_task_files(queue_dir))
-    prefix = f"-{task_id[:8]}.yml"
-    ordered = [p for p in candidates if p.name.endswith(prefix)]
-    ordered += [p for p in candidates if not p.name.endswith(prefix)]
-    for path in ordered:
-        try:
-            if str(load_task(path).get("id")) == task_id:
-                return path
-        except TaskFileError:
-            continue
+    suffix = f"-{task_id[:8]}.yml"
+    named = _named(queue_dir, suffix)
+    for path in named:
+        if _has_id(path, task_id):
+            return path
+    for path in iter_task_files(queue_dir):
+        if not path.name.endswith(suffix) and _has_id(path, task_id):
+            return path
     return None
+
+
+def _named(queue_dir: Path, suffix: str) -> list[Path]:
+    """`*<suffix>` files of the queue, then of its archive, each sorted by name."""
+    found: list[Path] = []
+    for directory in (queue_dir, queue_dir / ARCHIVE):
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            found += sorted(Path(e.path) for e in entries if e.name.endswith(suffix))
+    return found
+
+
+def _has_id(path: Path, task_id: str) -> bool:
+    try:
+        return str(load_task(path).get("id")) == task_id
+    except TaskFileError:
+        return False
 
 
 def history_entry(status: str, note: str, actor: str = ACTOR) -> dict[str, str]:

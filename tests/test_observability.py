@@ -310,8 +310,9 @@ async def test_pipeline_is_one_trace(
         [done] = [s for s in spans if s.name == "CompleteActivity"
                   and s.parent_span_id == dispatch.span_id]
         assert done.attributes["exit_code"] == 0
-    gate = one(spans, "RunActivity:wait_for_block_resolution")
-    assert gate.end_ns > gate.start_ns and gate.status_code != 2
+    # one span per check of the task file; "not approved yet" is benign, never an error span
+    gates = named(spans, "RunActivity:wait_for_block_resolution")
+    assert gates and all(g.end_ns > g.start_ns and g.status_code != 2 for g in gates), gates
     assert {s.resource["service.name"] for s in spans if s.span_id != start.span_id} == {
         "temporal-build-worker"}
 

@@ -1,0 +1,20 @@
+"""The least a completion CLI can be: import temporalio, connect, complete by token.
+
+`python bench/baseline_complete.py <task_token_b64> <message>`; P2's baseline.
+"""
+
+import asyncio
+import base64
+import os
+import sys
+
+from temporalio.client import Client
+
+
+async def main() -> None:
+    client = await Client.connect(os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
+    handle = client.get_async_activity_handle(task_token=base64.b64decode(sys.argv[1]))
+    await handle.complete({"status": "success", "output": sys.argv[2]})
+
+
+asyncio.run(main())
