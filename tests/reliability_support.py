@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import task_files
+from complete_activity import EXIT_UNREACHABLE
 from config import WorkerConfig
 from tests.conftest import ROOT, TEMPORAL_BIN, run_cli
 
@@ -330,8 +331,14 @@ class QueueAgent:
         return code
 
     async def _run(self, path: Path, status: str, message: str) -> None:
+        """As docs/AGENTS.md tells agents: exit 3 (Temporal unreachable) is retried with a
+        growing pause; a server outage must not strand a task an agent already finished."""
         async with self.gate:
-            await self.complete_now(path, status, message)
+            for pause in (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8):
+                if await self.complete_now(path, status, message) != EXIT_UNREACHABLE:
+                    return
+                self.errors.pop()  # not final: retried below
+                await asyncio.sleep(pause)
 
 
 class ClientAgent:
