@@ -441,8 +441,9 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
     assert sorted(s for _, s in counts) == sorted(
         [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"])
     assert leftovers(config.agent_task_dir, config.summary_dir) == []
-    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
-                      figures=figures, area="server restart")
+    assert_no_secrets(worker.outputs() + agent.outputs + server.logs(),
+                      harvest_tokens(config.agent_task_dir), figures=figures,
+                      area="server restart")
     figures.record("server restart", "restarts (SIGTERM, SIGKILL) / worker restarts", "2 / 0")
     figures.record("server restart", "answers while down: exit codes",
                    " ".join(str(c) for c, _ in down_codes))
