@@ -231,6 +231,10 @@ class DevServer:
                 raise AssertionError("dev server did not answer:\n" + _read(log)[-3000:])
             await asyncio.sleep(0.2)
 
+    def logs(self) -> list[str]:
+        """What the server wrote, run by run."""
+        return [_read(self.workdir / f"server-{n}.log") for n in range(self.starts)]
+
     async def connect(self, namespace: str = "default") -> Client:
         return await Client.connect(self.address, namespace=namespace,
                                     data_converter=pydantic_data_converter)

@@ -82,10 +82,10 @@ async def is_closed(handle: WorkflowHandle) -> bool:
 
 
 def assert_no_secrets(texts: list[str], tokens: list[bytes], *, figures: Figures,
-                      area: str) -> None:
+                      area: str, label: str = "") -> None:
     """No token dispatched here, nor anything token-shaped or PEM, in any of `texts`."""
     scan = scan_for_secrets(texts, tokens)
-    figures.record(area, "log scan: texts / MB / token forms / hits",
+    figures.record(area, f"{label}log scan: texts / MB / token forms / hits",
                    f"{scan.texts} / {scan.chars / 1e6:.1f} / {scan.needles} / {len(scan.hits)}")
     assert scan.needles > 0
     assert scan.hits == [], scan.hits[:5]
@@ -443,8 +443,9 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
     assert sorted(s for _, s in counts) == sorted(
         [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"])
     assert leftovers(config.agent_task_dir, config.summary_dir) == []
-    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
-                      figures=figures, area="server restart")
+    assert_no_secrets(worker.outputs() + agent.outputs + server.logs(),
+                      harvest_tokens(config.agent_task_dir), figures=figures,
+                      area="server restart")
     figures.record("server restart", "restarts (SIGTERM, SIGKILL) / worker restarts", "2 / 0")
     figures.record("server restart", "answers while down: exit codes",
                    " ".join(str(c) for c, _ in down_codes))
@@ -673,7 +674,7 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     assert failed_after < 30
     assert agent.errors == []
     assert_no_secrets(worker.outputs() + agent.outputs, tokens, figures=figures,
-                      area="unwritable")
+                      area="unwritable", label=f"{case}: ")
     figures.record("unwritable", f"{case}: failed at / after (s)",
                    f"{expect_stage} / {failed_after:.1f}")
     figures.record("unwritable", f"{case}: error", reason.rsplit(": ", 1)[1])
