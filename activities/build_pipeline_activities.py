@@ -282,6 +282,7 @@ class PipelineActivities:
             message = (f"[ACTION] {build_name}: block {i}/{n} needs review\n\n"
                        f"{sanitize_finding(block)}\n\n{how}")
             await notify_once(self.config, message, key=f"{info.workflow_run_id}:block:{i}")
+            activity.heartbeat(i)  # a killed worker is noticed in a minute, not 30
             log.info("block_notified", index=i, total=n)
         return str(path) if path else ""
 

@@ -10,7 +10,7 @@
 | 6 | notify              | notify_blocks             | blocks found     | 30 min     |
 | 7 | awaiting-approval   | wait_for_block_resolution | blocks found     | 7 days     |
 | 8 | close               | close_build               | approved/no block| 2 h        |
-| 9 | summary             | summarize_workflow        | always           | 30 min     |
+| 9 | summary             | summarize_workflow        | always           | 2 min      |
 
 Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py.
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
@@ -54,6 +54,12 @@ STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
+# Stages the worker runs itself (triage, summary, the failure path's clean-up) read or write a
+# few local files: an attempt lost with a killed worker is retried after this, not after the
+# original's 30-60 min. notify_blocks heartbeats after each message instead (each send is
+# capped at 15 s), so its 30 min bound stays for many blocks.
+LOCAL_STAGE_TIMEOUT = timedelta(minutes=2)
+NOTIFY_HEARTBEAT = timedelta(minutes=1)
 # One check reads one file; a check lost with a dead worker or server is retried this soon.
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
@@ -162,7 +168,7 @@ class BuildPipelineWorkflow:
         await self._agent("audit", "request_security_audit", name, plan, hours=4)
         triage: TriageOutput = await self._stage(
             "triage", "process_triage_output", name, result_type=TriageOutput,
-            start_to_close_timeout=timedelta(hours=1), retry_policy=TRIAGE_RETRY)
+            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY)
         assert self._status is not None
         self._status.blocks, self._status.flags = triage.blocks, triage.flags
 
@@ -172,7 +178,7 @@ class BuildPipelineWorkflow:
         if triage.blocks:
             task_path: str = await self._stage(
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
-                start_to_close_timeout=timedelta(minutes=30),
+                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
                 retry_policy=RetryPolicy(maximum_attempts=3))
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
@@ -254,7 +260,7 @@ class BuildPipelineWorkflow:
             await workflow.execute_activity(
                 "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
                                       outcome.outcome, message],
-                start_to_close_timeout=timedelta(minutes=5),
+                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3))
         self._set_stage(outcome.outcome.replace("_", "-"))
         return summary
@@ -269,7 +275,7 @@ class BuildPipelineWorkflow:
             "summary", "summarize_workflow", workflow.info().workflow_id, build.build_name,
             self._status.started_at, completed_at, list(self._phases),
             len(self._status.blocks), self._flags_applied(), build.plan_path, report_path,
-            outcome, result_type=str, start_to_close_timeout=timedelta(minutes=30),
+            outcome, result_type=str, start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=3))
         return path
 
