@@ -66,6 +66,11 @@ class WorkerProcess:
         async for raw in self._proc.stdout:
             self.stdout.append(raw.decode().rstrip("\n"))
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def kill(self) -> None:
         """kill -9: no shutdown, no flush, as a crash or the OOM killer would end it."""
         assert self._proc is not None
