@@ -146,7 +146,7 @@ def decode_token(text: str) -> bytes:
 
 async def deliver(token: bytes, status: str, message: str) -> None:
     from config import load_client_settings
-    from exceptions import ConfigError, CredentialError
+    from exceptions import PHASE_FAILED, ConfigError, CredentialError
 
     try:
         settings = load_client_settings()
@@ -192,7 +192,7 @@ async def deliver(token: bytes, status: str, message: str) -> None:
         else:
             await handle.fail(
                 ApplicationError(
-                    message or "Phase failed", type="PhaseFailedError", non_retryable=True
+                    message or "Phase failed", type=PHASE_FAILED, non_retryable=True
                 ),
                 rpc_timeout=RPC_TIMEOUT,
             )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shlex
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,9 +264,6 @@ CLI_PATH = Path(__file__).resolve().parent.parent / "complete_activity.py"
 
 def completion_command(status: str, message: str) -> str:
     """The exact command an agent runs: this checkout's CLI under the worker's own Python."""
-    import shlex
-    import sys
-
     return (
         f"{shlex.quote(sys.executable)} {shlex.quote(str(CLI_PATH))} "
         f'"$TASK_TOKEN" {status} {message}'

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
     from models import (
         BuildPhaseResult,
         BuildPipelineInput,
@@ -47,8 +48,6 @@ with workflow.unsafe.imports_passed_through():
         dispatch_task_id,
     )
 
-PHASE_FAILED = "PhaseFailedError"
-TRIAGE_MALFORMED = "TriageMalformedError"
 STAGE_FAILED = "StageFailedError"
 STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"

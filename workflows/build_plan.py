@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from exceptions import INVALID_INPUT, PHASE_FAILED
     from models import (
         AGENT_PATTERN,
         BuildPhaseInput,
@@ -21,8 +22,6 @@ with workflow.unsafe.imports_passed_through():
         BuildPlanResult,
     )
 
-PHASE_FAILED = "PhaseFailedError"
-INVALID_INPUT = "InvalidInputError"
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
