@@ -226,7 +226,10 @@ class Bench:
                     _, err = await proc.communicate()
                     took = time.monotonic() - started
                     if proc.returncode != 0:
-                        raise RuntimeError(f"P2 {side} exited {proc.returncode}: {err.decode()}")
+                        said = [ln for ln in err.decode().splitlines()
+                                if not ln.startswith("import time:")]
+                        raise RuntimeError(f"P2 {side} exited {proc.returncode}: "
+                                           + "\n".join(said[-20:]))
                     return took, err.decode()
 
                 samples: dict[str, list[float]] = {s: [] for s in SIDES}

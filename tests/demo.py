@@ -8,6 +8,8 @@ update. Each stage is printed as it happens, then the summary file.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import tempfile
 import time
 import uuid
@@ -85,3 +87,5 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # interpreter teardown can crash once the Temporal runtime has run (design.md)

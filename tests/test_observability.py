@@ -558,6 +558,8 @@ NO_OTEL_SCRIPT = textwrap.dedent("""
         print(json.dumps({"result": result, "otel_modules": loaded}), flush=True)
 
     asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # teardown can crash once the Temporal runtime has run (design.md)
 """)
 
 
