@@ -63,9 +63,8 @@ class BareActivities:
             await asyncio.sleep(min(self.poll, 10.0))
 
 
-@workflow.defn(name="BarePipeline")
-class BarePipeline:
-    """The pipeline's shape: 5 async-completed and 4 plain activities, one update gate."""
+class _Approvable:
+    """The `approve` update both gated baselines share, refused before the gate opens."""
 
     def __init__(self) -> None:
         self.approved = False
@@ -80,6 +79,11 @@ class BarePipeline:
     def _can_approve(self) -> None:
         if not self.awaiting:
             raise ValueError("not awaiting")
+
+
+@workflow.defn(name="BarePipeline")
+class BarePipeline(_Approvable):
+    """The pipeline's shape: 5 async-completed and 4 plain activities, one update gate."""
 
     async def _async(self, n: int) -> object:
         return await workflow.execute_activity(
@@ -107,22 +111,8 @@ class BarePipeline:
 
 
 @workflow.defn(name="BareGate")
-class BareGate:
+class BareGate(_Approvable):
     """Parked like the pipeline's gate: wait_condition raced with a heartbeating poller."""
-
-    def __init__(self) -> None:
-        self.approved = False
-        self.awaiting = False
-
-    @workflow.update
-    def approve(self) -> str:
-        self.approved = True
-        return "approved"
-
-    @approve.validator
-    def _can_approve(self) -> None:
-        if not self.awaiting:
-            raise ValueError("not awaiting")
 
     @workflow.run
     async def run(self) -> int:
