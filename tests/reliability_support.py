@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
-from tests.conftest import TEMPORAL_BIN, run_cli
+from tests.conftest import TEMPORAL_BIN, new_tasks, run_cli
 from tests.worker_process import read_if_exists
 
 # --- A dev server of our own, for stopping and restarting -------------------------------------
@@ -150,13 +150,7 @@ class QueueAgent:
 
     async def _loop(self) -> None:
         while True:
-            for path in task_files.iter_task_files(self.queue_dir, archive=False):
-                if path.name in self.seen:
-                    continue
-                task = task_files.load_task(path)
-                if task.get("source_agent") != task_files.SOURCE_AGENT:
-                    continue
-                self.seen.add(path.name)
+            for path, task in new_tasks(self.queue_dir, self.seen):
                 answer = self.decide(path, task)
                 if answer is not None:
                     self.answer(path, *answer)
