@@ -29,7 +29,6 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
-from config import WorkerConfig
 from models import (
     BuildPipelineResult,
     BuildPlanInput,
@@ -60,14 +59,7 @@ from tests.reliability_support import (
     wait_until,
 )
 from tests.tls_support import free_port
-from tests.worker_process import WorkerProcess, WorkerRun, worker_env
-
-
-def debug_env(config: WorkerConfig, tmp_path: Path) -> dict[str, str]:
-    """The worker's environment at DEBUG, logging to a file too: the most it can write, every
-    byte of which the secret scans read."""
-    return worker_env(config, LOG_LEVEL="DEBUG", LOG_FILE=str(tmp_path / "logs" / "worker.log"))
-
+from tests.worker_process import WorkerProcess, WorkerRun, debug_env
 
 PIPELINE_STAGES = ["prefab", "implement", "audit", "fixes", "close"]
 # The worker's log event that says a stage began, for each of the nine stages (and phases).
@@ -192,7 +184,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
             return await stage_now(track.handle) == "awaiting-approval"
         return hold in track.held
 
-    worker = WorkerProcess(debug_env(config, tmp_path), tmp_path / "logs")
+    worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
     started = time.monotonic()
     restarts: list[float] = []
     down_answers: Counter[int] = Counter()
@@ -374,7 +366,7 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
             return None
         return scripts[name].decide(task)
 
-    worker = WorkerProcess(debug_env(config, tmp_path), tmp_path / "logs")
+    worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
     down_codes: list[tuple[int, str]] = []
     reconnect: list[float] = []
     restart_times: list[float] = []
@@ -470,7 +462,7 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
             return ("success", "phase-done")
         return script[index].decide(task)
 
-    env = debug_env(config, tmp_path)
+    env = debug_env(config, tmp_path / "logs")
     workers = [WorkerProcess(env, tmp_path / "logs", name=f"worker{n}") for n in (1, 2)]
     update_latency: list[float] = []
     try:
@@ -589,7 +581,7 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     worker keeps running, and writes again once it can."""
     config = make_config(tmp_path, address, block_poll_seconds=0.5)
     install_matrix_recorder(config)
-    env = debug_env(config, tmp_path)
+    env = debug_env(config, tmp_path / "logs")
     prefix: list[str] = []
     preexec = None
     stack = contextlib.ExitStack()

@@ -56,7 +56,7 @@ from tests.test_vault_tls import (  # noqa: F401 - fixtures, registered for this
     vault,
     vault_env,
 )
-from tests.worker_process import WorkerProcess, worker_env
+from tests.worker_process import WorkerProcess, debug_env
 
 # --- The redaction, as a function ----------------------------------------------------------------
 
@@ -136,8 +136,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
 ) -> None:
     home = tmp_path / "home"
     base = make_config(tmp_path, relay.address, block_poll_seconds=0.5)
-    env = worker_env(base, vault_env(vault, relay.address, home), LOG_LEVEL="DEBUG",
-                     LOG_FILE=str(tmp_path / "logs" / "worker.log"))
+    env = debug_env(base, tmp_path / "logs", vault_env(vault, relay.address, home))
     agent_env = vault_env(vault, relay.address, tmp_path / "agent-home")
     scripts = {"approved": PipelineScript(flags=["rotate keys"], blocks=["open port"]),
                "rejected": PipelineScript(blocks=["secrets in the image"])}

@@ -35,7 +35,7 @@ from tests.tls_support import (
     run_readme_setup,
     write_private,
 )
-from tests.worker_process import WorkerProcess, worker_env
+from tests.worker_process import WorkerProcess, debug_env
 
 CLIENT_CN = "temporal-build-worker"
 SERVER_DNS_NAME = "temporal.build.test"
@@ -139,9 +139,8 @@ def vault_env(v: VaultSetup, address: str, home: Path, **extra: str) -> dict[str
 
 def vault_worker_env(env: dict[str, str], tmp: Path) -> dict[str, str]:
     """The worker's own settings on top of an operator's `env`: a queue and directories under
-    `tmp`, DEBUG logs to a file as well, so the scans below read the most the worker writes."""
-    config = make_config(tmp, env["TEMPORAL_ADDRESS"])
-    return worker_env(config, env, LOG_LEVEL="DEBUG", LOG_FILE=str(tmp / "logs" / "worker.log"))
+    `tmp`, DEBUG logs in `tmp`/logs."""
+    return debug_env(make_config(tmp, env["TEMPORAL_ADDRESS"]), tmp / "logs", env)
 
 
 def secrets_to_hide(v: VaultSetup, pki: Pki) -> list[str]:

@@ -55,6 +55,13 @@ def worker_env(config: WorkerConfig, base: Mapping[str, str] | None = None, /,
     return env
 
 
+def debug_env(config: WorkerConfig, log_dir: Path, base: Mapping[str, str] | None = None
+              ) -> dict[str, str]:
+    """worker_env at DEBUG, logging to `log_dir`/worker.log as well: the most the worker
+    writes, for the tests that prove no secret is in any of it."""
+    return worker_env(config, base, LOG_LEVEL="DEBUG", LOG_FILE=str(log_dir / "worker.log"))
+
+
 def read_if_exists(path: Path) -> str:
     """A log file's text; "" for one not written yet."""
     try:
@@ -63,7 +70,7 @@ def read_if_exists(path: Path) -> str:
         return ""
 
 
-def parse_events(text: str, name: str | None = None) -> list[dict[str, Any]]:
+def _parse_events(text: str, name: str | None = None) -> list[dict[str, Any]]:
     """The JSON log lines of `text`, those named `name` if given.
 
     Every complete line must be a JSON object: the worker's stdout is its log and nothing else.
@@ -90,7 +97,7 @@ class WorkerRun:
     ready: float | None = None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        return parse_events(read_if_exists(self.out), name)
+        return _parse_events(read_if_exists(self.out), name)
 
 
 class WorkerProcess:
