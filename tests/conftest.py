@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,19 @@ async def run_cli(
     return proc.returncode, out.decode(), err.decode()
 
 
+def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The worker's task files in the queue not yet in `seen`, each added as it is yielded: what
+    an agent's scan answers, once each. Files of other agents are left alone."""
+    for path in task_files.iter_task_files(queue_dir, archive=False):
+        if path.name in seen:
+            continue
+        task = task_files.load_task(path)
+        if task.get("source_agent") != task_files.SOURCE_AGENT:
+            continue
+        seen.add(path.name)
+        yield path, task
+
+
 Decision = tuple[str, str] | None
 Decide = Callable[[dict[str, Any]], Decision | Awaitable[Decision]]
 
@@ -159,15 +172,9 @@ class ScriptedAgent:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            for path in task_files.iter_task_files(self.queue_dir, archive=False):
+            for path, task in new_tasks(self.queue_dir, self.seen):
                 if self._stopping:
                     return
-                if path.name in self.seen:
-                    continue
-                task = task_files.load_task(path)
-                if task.get("source_agent") != task_files.SOURCE_AGENT:
-                    continue
-                self.seen.add(path.name)
                 outcome = self.decide(task)
                 decision: Decision = (
                     await outcome if isinstance(outcome, Awaitable) else outcome

@@ -1,6 +1,6 @@
-"""Real processes for the reliability and security suite: worker.py and dev servers as
-subprocesses (each in its own process group, always cleaned up), agents that answer task files,
-and the scan that proves no secret reached a log.
+"""Real processes for the reliability and security suite: dev servers as subprocesses (each in
+its own process group, always cleaned up), agents that answer task files, and the scan that
+proves no secret reached a log. worker.py itself runs through tests/worker_process.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -20,168 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 from google.protobuf import text_encoding
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
-from config import WorkerConfig
-from tests.conftest import ROOT, TEMPORAL_BIN, run_cli
-
-WORKER = ROOT / "worker.py"
-# Settings of the test process that must not reach a worker started here.
-FOREIGN_VARS = ("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "TASK_QUEUE",
-                "AGENT_TASK_DIR", "BLOCK_POLL_SECONDS", "SEND_MATRIX_SCRIPT")
-
-
-def worker_env(config: WorkerConfig, log_file: Path, **extra: str) -> dict[str, str]:
-    """What PM2 would give worker.py for `config`: its queue and directories, logs at DEBUG."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_VARS)}
-    env.update(
-        TEMPORAL_ADDRESS=config.temporal_address,
-        TASK_QUEUE=config.task_queue,
-        AGENT_TASK_DIR=str(config.agent_task_dir),
-        TEMPORAL_AUDIT_DIR=str(config.audit_dir),
-        TEMPORAL_SUMMARY_DIR=str(config.summary_dir),
-        SEND_MATRIX_SCRIPT=str(config.send_matrix_script),
-        BLOCK_POLL_SECONDS=str(config.block_poll_seconds),
-        LOG_LEVEL="DEBUG",
-        LOG_FILE=str(log_file),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-@dataclass
-class _Run:
-    proc: asyncio.subprocess.Process
-    out: Path
-    err: Path
-    started: float
-    ready: float | None = None
-
-
-class WorkerProcess:
-    """worker.py, started and restarted as PM2 would, each run with its own stdout/stderr file.
-
-    `preexec` runs in the child before exec (resource limits); `prefix` wraps the command
-    (e.g. setpriv). Every run is a process-group leader, so kill -9 takes its children too.
-    """
-
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "worker",
-                 prefix: Iterable[str] = (), preexec: Callable[[], None] | None = None) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.name = name
-        self.prefix = list(prefix)
-        self.preexec = preexec
-        self.runs: list[_Run] = []
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def current(self) -> _Run | None:
-        return self.runs[-1] if self.runs else None
-
-    @property
-    def pid(self) -> int:
-        assert self.current is not None
-        return self.current.proc.pid
-
-    def alive(self) -> bool:
-        return self.current is not None and self.current.proc.returncode is None
-
-    async def start(self, timeout: float = 60.0) -> float:
-        """Start a run and wait for `worker_started`; returns the seconds that took."""
-        assert not self.alive(), "already running"
-        n = len(self.runs)
-        out, err = self.log_dir / f"{self.name}-{n}.out", self.log_dir / f"{self.name}-{n}.err"
-        with out.open("wb") as out_fh, err.open("wb") as err_fh:
-            proc = await asyncio.create_subprocess_exec(
-                *self.prefix, sys.executable, str(WORKER), env=self.env, cwd=self.log_dir,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
-                start_new_session=True, preexec_fn=self.preexec,
-            )
-        run = _Run(proc, out, err, time.monotonic())
-        self.runs.append(run)
-        deadline = run.started + timeout
-        while '"worker_started"' not in _read(out):
-            if proc.returncode is not None or time.monotonic() > deadline:
-                await self.kill9()
-                raise AssertionError(
-                    f"worker.py did not start (exit {proc.returncode}):\n"
-                    + _read(err)[-3000:] + _read(out)[-3000:])
-            await asyncio.sleep(0.05)
-        run.ready = time.monotonic()
-        return run.ready - run.started
-
-    async def kill9(self) -> None:
-        """SIGKILL to the whole process group: no shutdown code of any kind runs."""
-        run = self.current
-        if run is None or run.proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.proc.pid, signal.SIGKILL)
-        await run.proc.wait()
-
-    async def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM as PM2 and systemd send it; SIGKILL to the group if it will not go."""
-        run = self.current
-        if run is None:
-            return None
-        if run.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                run.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(run.proc.wait(), timeout)
-            except TimeoutError:
-                await self.kill9()
-        with contextlib.suppress(ProcessLookupError):  # stragglers of the group
-            os.killpg(run.proc.pid, signal.SIGKILL)
-        return run.proc.returncode
-
-    def rss(self) -> int:
-        return int(psutil.Process(self.pid).memory_info().rss)
-
-    def outputs(self) -> list[str]:
-        """Every byte each run wrote to stdout and stderr, and the LOG_FILE."""
-        texts = [_read(p) for r in self.runs for p in (r.out, r.err)]
-        log_file = self.env.get("LOG_FILE")
-        if log_file and Path(log_file).exists():
-            texts.append(_read(Path(log_file)))
-        return texts
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = []
-        for run in self.runs:
-            for line in _read(run.out).splitlines():
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if isinstance(event, dict) and (name is None or event.get("event") == name):
-                        found.append(event)
-        return found
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-@contextlib.asynccontextmanager
-async def worker_process(env: dict[str, str], log_dir: Path, **kw: Any
-                         ) -> AsyncIterator[WorkerProcess]:
-    """A started WorkerProcess that is stopped (and its group killed) whatever happens."""
-    worker = WorkerProcess(env, log_dir, **kw)
-    try:
-        await worker.start()
-        yield worker
-    finally:
-        await worker.stop()
-
+from tests.conftest import TEMPORAL_BIN, new_tasks, run_cli
+from tests.worker_process import read_if_exists
 
 # --- A dev server of our own, for stopping and restarting -------------------------------------
 
@@ -221,19 +66,19 @@ class DevServer:
         while True:
             if self.proc.returncode is not None:
                 raise AssertionError(f"dev server exited {self.proc.returncode}:\n"
-                                     + _read(log)[-3000:])
+                                     + read_if_exists(log)[-3000:])
             with contextlib.suppress(Exception):
                 client = await asyncio.wait_for(self.connect(), 5)
                 await asyncio.wait_for(client.count_workflows(), 5)
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 await self.stop()
-                raise AssertionError("dev server did not answer:\n" + _read(log)[-3000:])
+                raise AssertionError("dev server did not answer:\n" + read_if_exists(log)[-3000:])
             await asyncio.sleep(0.2)
 
     def logs(self) -> list[str]:
         """What the server wrote, run by run."""
-        return [_read(self.workdir / f"server-{n}.log") for n in range(self.starts)]
+        return [read_if_exists(self.workdir / f"server-{n}.log") for n in range(self.starts)]
 
     async def connect(self, namespace: str = "default") -> Client:
         return await Client.connect(self.address, namespace=namespace,
@@ -305,13 +150,7 @@ class QueueAgent:
 
     async def _loop(self) -> None:
         while True:
-            for path in task_files.iter_task_files(self.queue_dir, archive=False):
-                if path.name in self.seen:
-                    continue
-                task = task_files.load_task(path)
-                if task.get("source_agent") != task_files.SOURCE_AGENT:
-                    continue
-                self.seen.add(path.name)
+            for path, task in new_tasks(self.queue_dir, self.seen):
                 answer = self.decide(path, task)
                 if answer is not None:
                     self.answer(path, *answer)

