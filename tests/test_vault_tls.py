@@ -340,7 +340,7 @@ async def test_client_certificate_from_another_ca_is_refused(
             code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
         else:
             code, out, err = await WorkerProcess(
-            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
+                vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
     line = one_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "refused the client certificate" in line, line
