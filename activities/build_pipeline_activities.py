@@ -134,7 +134,8 @@ class PipelineActivities:
     async def request_security_audit(self, build_name: str, plan_path: str) -> BuildPhaseResult:
         audit_dir = self._audit_dir(build_name)
         request_path = audit_dir / "request.md"
-        text = self._audit_request(build_name, plan_path, audit_dir)
+        done = task_files.completion_command("success", "'audit-complete'")
+        text = self._audit_request(build_name, plan_path, audit_dir, done)
 
         def prepare() -> Path | None:
             task_files.ensure_private_dir(audit_dir)
@@ -154,7 +155,6 @@ class PipelineActivities:
                                    type=TASK_FILE_ERROR, non_retryable=True) from None
         if moved is not None:
             observability.activity_logger().info("stale_triage_moved", file=moved.name)
-        done = task_files.completion_command("success", "'audit-complete'")
         return await self._dispatch(
             stage="audit", target_agent="security-agent", task_type="security_audit",
             summary=f"Security audit for build '{build_name}'",
@@ -171,9 +171,8 @@ class PipelineActivities:
         )
 
     @staticmethod
-    def _audit_request(build_name: str, plan_path: str, audit_dir: Path) -> str:
+    def _audit_request(build_name: str, plan_path: str, audit_dir: Path, done: str) -> str:
         scope = "\n".join(f"- {item}" for item in AUDIT_SCOPE)
-        done = task_files.completion_command("success", "'audit-complete'")
         return (
             f"# Security Audit Request: {build_name}\n\n"
             "**Requested by:** temporal-worker (BuildPipelineWorkflow)\n"
@@ -317,11 +316,10 @@ class PipelineActivities:
             log.warning("task_read_error", error=str(err))
             task = None
         status = str(task.get("status", "")) if task else ""
-        if task and status in (task_files.APPROVED, "rejected"):
-            decision = "approved" if status == task_files.APPROVED else "rejected"
-            entry = _last_entry(task, status)
-            log.info("blocks_resolved", decision=decision)
-            return {"decision": decision, "by": str(entry.get("actor", "")),
+        if task and status in (task_files.APPROVED, task_files.REJECTED):
+            entry = _last_entry(task, status)  # the file's status word is the decision
+            log.info("blocks_resolved", decision=status)
+            return {"decision": status, "by": str(entry.get("actor", "")),
                     "note": str(entry.get("note", ""))}
         if task is None:
             log.warning("task_not_found")

@@ -28,6 +28,7 @@ ACTOR = "temporal-worker"
 SUBMITTED = "submitted"
 INPUT_REQUIRED = "input-required"
 APPROVED = "approved"
+REJECTED = "rejected"  # an operator may also reject in the file
 SUPERSEDED = "superseded"
 CANCELLED = "cancelled"
 ARCHIVE = "archive"

@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from temporalio.client import Client, WorkflowUpdateFailedError
 
+from activities import task_files
+
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_TO = 0x80
 IN_Q_OVERFLOW = 0x4000
@@ -80,7 +82,7 @@ def task_fields(text: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for key, value in _FIELD.findall(text):
         fields.setdefault(key, value)
-    if fields.get("source_agent") == "temporal-worker" and not _NEEDED <= fields.keys():
+    if fields.get("source_agent") == task_files.SOURCE_AGENT and not _NEEDED <= fields.keys():
         data = yaml.safe_load(text)
         payload = data.get("payload", {}) if isinstance(data, dict) else {}
         if isinstance(data, dict):
@@ -154,11 +156,11 @@ class Agent:
             return
         text = (self.directory / name).read_text()
         if name in self.origins:
-            if "status: input-required" in text:
+            if f"status: {task_files.INPUT_REQUIRED}" in text:
                 self._gate(self.origins[name], now)
             return
         fields = task_fields(text)
-        if fields.get("source_agent") != "temporal-worker" or "task_type" not in fields:
+        if fields.get("source_agent") != task_files.SOURCE_AGENT or "task_type" not in fields:
             return
         stage = STAGE_OF_TYPE.get(fields["task_type"], 0)
         token = base64.b64decode(fields["task_token"])

@@ -32,9 +32,9 @@ from typing import Any
 
 import psutil
 import temporalio
-import yaml
 from temporalio.client import Client, WorkflowHandle
 
+from activities import task_files
 from bench.agent import RESULT, Agent
 from bench.server import (
     PYTHON,
@@ -119,7 +119,6 @@ class Bench:
         if args.parked:
             self.s.parked = args.parked
         self.only = set(args.only.split(",")) if args.only else set(FIGURES)
-        self.json_path = Path(args.json)
         self.profile = set(args.profile.split(",")) if args.profile else set()
         self.current = ""
         self.server_pid = 0
@@ -201,7 +200,7 @@ class Bench:
 
     # --- P2 ------------------------------------------------------------------------------------
 
-    async def p2_cli(self) -> Figure:
+    async def p2_cli(self) -> list[Figure]:
         runs = self.s.cli_runs
         async with self.worker("bare") as (queue, workdir, _):
             async with Agent("bare", self.client, workdir / "task-queue", complete=set()) as ag:
@@ -242,10 +241,9 @@ class Bench:
                         "success msg` process", "s", samples["worker"], samples["bare"],
                         "ratio <= 1.25", judge=lambda w, r: r <= 1.25)
         figure.extra["import_time_s"] = imports
-        self.figures.append(Figure(
+        return [figure, Figure(
             "P2i", "completion CLI: import time (python -X importtime, all imports of a run)",
-            "s", [imports["worker"]], [imports["bare"]], "reported (no target)"))
-        return figure
+            "s", [imports["worker"]], [imports["bare"]], "reported (no target)")]
 
     # --- P1 ------------------------------------------------------------------------------------
 
@@ -399,7 +397,8 @@ class Bench:
                         f"({total} parked)", "KiB", per["worker"], per["bare"],
                         "worker <= 64 KiB each", judge=lambda w, r: w["median"] <= 64,
                         notes=["bare: wait_condition raced with a running heartbeating activity",
-                               "idle_cpu_percent: the worker's CPU over 5 s with all parked"])
+                               "idle_cpu_percent: the worker's CPU over "
+                               f"{self.s.settle_seconds:g} s with all parked"])
         figure.extra["detail"] = detail
         if detail["worker"]["stalled"]:
             figure.notes.append(f"worker side STALLED at {detail['worker']['parked']} parked")
@@ -470,14 +469,11 @@ class Bench:
 
 def approve_file(path: Path) -> None:
     """An operator's approval, written atomically (an editor's save is a rename, too)."""
-    task = yaml.safe_load(path.read_text())
-    task["status"] = "approved"
-    task.setdefault("history", []).append(
-        {"timestamp": dt.datetime.now(dt.UTC).isoformat(), "status": "approved",
-         "actor": "bench", "note": "approved by the benchmark"})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(task))
-    os.replace(tmp, path)
+    task = task_files.load_task(path)
+    task["status"] = task_files.APPROVED
+    task.setdefault("history", []).append(task_files.history_entry(
+        task_files.APPROVED, "approved by the benchmark", actor="bench"))
+    task_files.write_text_atomic(path, task_files.dump_yaml(task), 0o644)
 
 
 def gated_at_least(agent: Agent, count: int) -> bool:
