@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities import task_files
 from config import WorkerConfig
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
+from tests.conftest import new_tasks
 
 TRIAGE_FILE = "triage-output.yml"
 
@@ -113,11 +114,7 @@ def summary_of(path: str) -> dict[str, Any]:
 
 def dispatched(config: WorkerConfig) -> list[dict[str, Any]]:
     """Task files the worker wrote, oldest first."""
-    tasks = []
-    for path in task_files.iter_task_files(config.agent_task_dir, archive=False):
-        task = task_files.load_task(path)
-        if task.get("source_agent") == task_files.SOURCE_AGENT:
-            tasks.append(task)
+    tasks = [task for _, task in new_tasks(config.agent_task_dir, set())]
     return sorted(tasks, key=lambda t: t["created"])
 
 

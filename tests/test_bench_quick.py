@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 FIGURES = ("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6")
 
 

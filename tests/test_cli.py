@@ -28,7 +28,7 @@ import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
 from models import BuildPhaseInput, BuildPhaseResult
-from tests.conftest import closed_address, run_cli, stderr_line, wait_for
+from tests.conftest import closed_address, new_tasks, run_cli, stderr_line, wait_for
 from tests.phase_probe import PhaseProbeWorkflow, ProbeInput
 
 # A well-formed token that no server issued: for paths that must fail before the network.
@@ -77,12 +77,12 @@ async def dispatch(
         )
         for i in range(count)
     ]
+    seen: set[str] = set()
     found: dict[str, Path] = {}
 
     def all_written() -> bool:
-        for path in task_files.iter_task_files(config.agent_task_dir, archive=False):
-            if path not in found.values():
-                found[task_files.load_task(path)["payload"]["workflow_id"]] = path
+        for path, task in new_tasks(config.agent_task_dir, seen):
+            found[task["payload"]["workflow_id"]] = path
         return len(found) == len(handles)
 
     await wait_for(all_written, timeout=60, interval=0.1)

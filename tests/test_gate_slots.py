@@ -9,14 +9,18 @@ pipelines park; each must still reach the gate, poll its file, and finish when a
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from temporalio.client import Client
 
 from config import WorkerConfig
-from models import BuildPipelineResult, PipelineStatus
 from tests.conftest import ScriptedAgent, running_worker, wait_for
-from tests.pipeline_support import PipelineScript, approve_by_file, originating_task, pipeline_input
+from tests.pipeline_support import (
+    PipelineScript,
+    approve_by_file,
+    originating_task,
+    start_pipeline,
+    wait_stage,
+)
 
 PARKED = 3
 SLOTS = 2
@@ -29,23 +33,10 @@ async def test_more_parked_pipelines_than_activity_slots(
     origins = [originating_task(config) for _ in range(PARKED)]
     async with running_worker(client, config, max_concurrent_activities=SLOTS), ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handles = [
-            await client.start_workflow(
-                "BuildPipelineWorkflow", pipeline_input(task_id, build_name=f"slots-{i}"),
-                id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
-                result_type=BuildPipelineResult)
-            for i, (task_id, _) in enumerate(origins)]
-
-        async def parked() -> bool:
-            stages = [(await h.query("status", result_type=PipelineStatus)).stage
-                      for h in handles]
-            return stages == ["awaiting-approval"] * PARKED
-
-        for _ in range(600):
-            if await parked():
-                break
-            await asyncio.sleep(0.1)
-        assert await parked(), "not every pipeline reached the gate"
+        handles = [await start_pipeline(client, config, task_id, build_name=f"slots-{i}")
+                   for i, (task_id, _) in enumerate(origins)]
+        for handle in handles:  # each must reach the gate with fewer slots than pipelines
+            await wait_stage(handle, "awaiting-approval", 60)
         await wait_for(lambda: all("input-required" in p.read_text() for _, p in origins))
         for _, path in origins:  # approved by file: each gate's poll must still run
             approve_by_file(path)

@@ -415,7 +415,6 @@ async def test_nothing_is_written_outside_the_configured_directories(
     root = tmp_path / "deep" / "er"
     config = make_config(root, address)
     script = PipelineScript(flags=["chmod 600 the key"])
-    before = {p for p in tmp_path.rglob("*")}
     async with running_worker(client, config), client_agent(
             client, config.agent_task_dir, script.decide) as agent:
         handles = [await client.start_workflow(
@@ -433,7 +432,7 @@ async def test_nothing_is_written_outside_the_configured_directories(
         assert await asyncio.wait_for(plan.result(), 30) == BuildPlanResult("complete", 1)
     assert agent.failures == []
     allowed = (config.agent_task_dir, config.audit_dir, config.summary_dir)
-    created = [p for p in tmp_path.rglob("*") if p not in before and p.is_file()]
+    created = [p for p in tmp_path.rglob("*") if p.is_file()]  # tmp_path starts empty
     outside = [p for p in created if not any(p.is_relative_to(d) for d in allowed)]
     assert outside == []
     summaries = [Path(r.summary_path) for r in results]
@@ -441,7 +440,6 @@ async def test_nothing_is_written_outside_the_configured_directories(
     assert len({s.name for s in summaries}) == len(HOSTILE_WORKFLOW_IDS)
     figures.record("path traversal", "hostile workflow ids / files created / outside",
                    f"{len(HOSTILE_WORKFLOW_IDS) + 1} / {len(created)} / 0")
-
 
 
 @pytest.mark.parametrize("task_id", ["../../etc/passwd", "a/b", "~root", ".hidden", "x\ny"])

@@ -25,7 +25,7 @@ from tests.conftest import make_config
 from tests.figures import Figures
 from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
 from tests.reliability_support import (
-    ClientAgent,
+    client_agent,
     dispatch_counts,
     harvest_tokens,
     leftovers,
@@ -57,36 +57,35 @@ async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Pat
         await worker.start()
         await asyncio.sleep(1)
         idle_rss = worker.rss()
-        agent = ClientAgent(client, config.agent_task_dir, script.decide, PARALLEL_ANSWERS)
-        background = [asyncio.create_task(agent.run()),
-                      asyncio.create_task(sample_rss(worker, rss))]
-        try:
-            started = time.monotonic()
-            handles: list[WorkflowHandle[Any, BuildPipelineResult]] = await asyncio.gather(*(
-                client.start_workflow(
-                    "BuildPipelineWorkflow", pipeline_input(f"load-{i}", build_name=f"load-{i}"),
-                    id=f"load-{i}-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
-                    result_type=BuildPipelineResult)
-                for i in range(PIPELINES)))
-            all_started = time.monotonic() - started
-            done_at: list[float] = []
+        async with client_agent(client, config.agent_task_dir, script.decide,
+                                PARALLEL_ANSWERS) as agent:
+            sampler = asyncio.create_task(sample_rss(worker, rss))
+            try:
+                started = time.monotonic()
+                handles: list[WorkflowHandle[Any, BuildPipelineResult]] = await asyncio.gather(*(
+                    client.start_workflow(
+                        "BuildPipelineWorkflow",
+                        pipeline_input(f"load-{i}", build_name=f"load-{i}"),
+                        id=f"load-{i}-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
+                        result_type=BuildPipelineResult)
+                    for i in range(PIPELINES)))
+                all_started = time.monotonic() - started
+                done_at: list[float] = []
 
-            async def finish(handle: WorkflowHandle[Any, BuildPipelineResult]
-                             ) -> BuildPipelineResult:
-                result = await handle.result()
-                done_at.append(time.monotonic() - started)
-                return result
+                async def finish(handle: WorkflowHandle[Any, BuildPipelineResult]
+                                 ) -> BuildPipelineResult:
+                    result = await handle.result()
+                    done_at.append(time.monotonic() - started)
+                    return result
 
-            results = await asyncio.wait_for(
-                asyncio.gather(*(finish(h) for h in handles)), 300)
-            wall = time.monotonic() - started
-            cpu = psutil.Process(worker.pid).cpu_times()
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            if agent.pending:
-                await asyncio.wait(agent.pending, timeout=30)
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(finish(h) for h in handles)), 300)
+                wall = time.monotonic() - started
+                cpu = psutil.Process(worker.pid).cpu_times()
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
     finally:
         await worker.stop()
 

@@ -16,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
 from tests.conftest import ROOT, ScriptedAgent, make_config, succeed_all, wait_for
+from tests.worker_process import worker_env
 
 
 def free_port() -> int:
@@ -68,10 +69,8 @@ class MakeRun:
 async def test_make_run_starts_dev_server_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     port = free_port()
     config = make_config(tmp_path, f"127.0.0.1:{port}", task_queue="helm-build")
-    env = {**os.environ, "TEMPORAL_ADDRESS": config.temporal_address,
-           "TEMPORAL_DEV_HEADLESS": "1", "AGENT_TASK_DIR": str(config.agent_task_dir),
-           "TEMPORAL_AUDIT_DIR": str(config.audit_dir),
-           "TEMPORAL_SUMMARY_DIR": str(config.summary_dir), "PYTHONUNBUFFERED": "1"}
+    # TEMPORAL_ADDRESS is a free port: nothing answers there, so `make run` starts its server
+    env = worker_env(config, TEMPORAL_DEV_HEADLESS="1")
     state = tmp_path / "state"
     first = MakeRun(env, state)
     await first.start()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 from config import WorkerConfig
-from models import BuildPipelineResult, DecisionInput
+from models import DecisionInput
 from tests.conftest import ScriptedAgent
 from tests.history_support import save_history
 from tests.pipeline_support import (
@@ -18,7 +17,7 @@ from tests.pipeline_support import (
     approve_by_file,
     dispatched,
     originating_task,
-    pipeline_input,
+    start_pipeline,
     summary_of,
     wait_stage,
 )
@@ -34,9 +33,7 @@ async def test_kill_9_while_parked_then_approve(client: Client, config: WorkerCo
     env = worker_env(config, BLOCK_POLL_SECONDS="0.5")
     async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
             config.agent_task_dir, address, script.decide):
-        handle = await client.start_workflow(
-            "BuildPipelineWorkflow", pipeline_input(task_id), id=f"restart-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPipelineResult)
+        handle = await start_pipeline(client, config, task_id)
 
         await wait_stage(handle, "awaiting-approval")
         pid = worker.pid

@@ -13,23 +13,31 @@ from pathlib import Path
 from temporalio.client import Client
 
 from models import BuildPipelineResult, BuildPlanResult
-from tests.conftest import BIN, ROOT, ScriptedAgent, make_config, running_worker, succeed_all
+from tests.conftest import (
+    BIN,
+    ROOT,
+    ScriptedAgent,
+    cli_env,
+    make_config,
+    running_worker,
+    succeed_all,
+)
 from tests.pipeline_support import PipelineScript, originating_task, summary_of, wait_stage
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def readme_block(name: str, readme: str = README) -> str:
+def readme_block(name: str) -> str:
     """The ```sh block right after the line `<!-- operator: NAME -->`."""
     marker = f"<!-- operator: {name} -->"
-    lines = [line.strip() for line in readme.splitlines()]
+    lines = [line.strip() for line in README.splitlines()]
     assert marker in lines, f"README has no {marker}"
     start = lines.index(marker) + 1
     while start < len(lines) and not lines[start]:
         start += 1
     assert lines[start] == "```sh", f"README: {marker} must be followed by a ```sh block"
     end = lines.index("```", start + 1)
-    return "\n".join(readme.splitlines()[start + 1 : end]) + "\n"
+    return "\n".join(README.splitlines()[start + 1 : end]) + "\n"
 
 
 def option(argv: list[str], name: str) -> str:
@@ -37,8 +45,7 @@ def option(argv: list[str], name: str) -> str:
 
 
 async def run_block(name: str, address: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "default"}
+    env = cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = await asyncio.create_subprocess_exec(
         "bash", "-euo", "pipefail", "-c", readme_block(name), env=env, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from activities import task_files
 from exceptions import TaskFileError
 from tests.conftest import ROOT
+from tests.reliability_support import leftovers
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TASK_ID = "3f2a9c1b-7d4e-4c1a-9b2f-0e8d7c6b5a49"
@@ -56,10 +57,6 @@ def make_task(
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 # --- Building the task mapping (spec 4.4) ----------------------------------------------------
@@ -158,7 +155,6 @@ import sys
 from pathlib import Path
 from activities import task_files
 from exceptions import TaskFileError
-from tests.conftest import ROOT
 from tests.test_task_files import NOW, make_task
 try:
     task_files.write_task(Path(sys.argv[1]), make_task(), NOW)
