@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
+from models import BuildPlanInput, PhaseSpec
 from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,12 +197,22 @@ def succeed_all(task: dict[str, Any]) -> Decision:
 
 
 async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "the condition",
 ) -> None:
+    """Poll `predicate` (a function or a coroutine function) until it is true; fails naming
+    `what` after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met within timeout")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -209,12 +220,23 @@ def task_files_in(queue_dir: Path) -> list[Path]:
     return list(task_files.iter_task_files(queue_dir, archive=False))
 
 
-def closed_address() -> str:
-    """A local host:port where nothing listens: bound to learn a free port, then closed."""
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound and released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+        return int(sock.getsockname()[1])
+
+
+def closed_address() -> str:
+    """A local host:port where nothing listens."""
+    return f"127.0.0.1:{free_port()}"
+
+
+def build_plan_input(name: str, phases: int = 1) -> BuildPlanInput:
+    """A BuildPlan of `phases` dev phases, `phase 1` to `phase <n>`."""
+    return BuildPlanInput(plan_name=name, phases=[
+        PhaseSpec(number=n, agent_type="dev", description=f"phase {n}")
+        for n in range(1, phases + 1)])
 
 
 def stderr_line(stderr: str) -> str:

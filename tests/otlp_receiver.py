@@ -124,10 +124,6 @@ class OtlpReceiver:
     def stop(self) -> None:
         self._server.stop(grace=None).wait(5)
 
-    def clear(self) -> None:
-        with self.lock:
-            self.received = Received()
-
     def spans(self) -> list[Span]:
         with self.lock:
             requests = list(self.received.traces)

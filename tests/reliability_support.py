@@ -14,7 +14,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
-from tests.conftest import TEMPORAL_BIN, new_tasks, run_cli
+from tests.conftest import DEV_SERVER_ARGS, TEMPORAL_BIN, new_tasks, run_cli
 from tests.worker_process import read_if_exists
 
 # --- A dev server of our own, for stopping and restarting -------------------------------------
@@ -49,8 +49,7 @@ class DevServer:
 
     def command(self) -> list[str]:
         return [TEMPORAL_BIN, "server", "start-dev", "--db-filename", str(self.db),
-                "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-                "--search-attribute", "BuildStage=Keyword", "--ip", "127.0.0.1",
+                *DEV_SERVER_ARGS, "--search-attribute", "BuildStage=Keyword", "--ip", "127.0.0.1",
                 "--port", str(self.port), "--headless", "--log-level", "error",
                 *(arg for ns in self.namespaces for arg in ("--namespace", ns))]
 
@@ -177,11 +176,12 @@ class QueueAgent:
         """As docs/AGENTS.md tells agents: exit 3 (Temporal unreachable) is retried with a
         growing pause; a server outage must not strand a task an agent already finished."""
         async with self.gate:
-            for pause in (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8):
+            for pause in (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8):
                 if await self.complete_now(path, status, message) != EXIT_UNREACHABLE:
                     return
                 self.errors.pop()  # not final: retried below
                 await asyncio.sleep(pause)
+            await self.complete_now(path, status, message)  # final: a failure stays in errors
 
 
 class ClientAgent:
@@ -242,21 +242,6 @@ async def client_agent(client: Client, queue_dir: Path,
             await loop
         if agent.pending:
             await asyncio.wait(agent.pending, timeout=30)
-
-
-async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float,
-                     what: str, interval: float = 0.1) -> float:
-    """Poll `predicate` until true; returns the seconds waited, fails naming `what`."""
-    started = time.monotonic()
-    while True:
-        result = predicate()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def worker_tasks(queue_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

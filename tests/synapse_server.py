@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import socket
 import subprocess
 import time
 import uuid
@@ -25,16 +24,11 @@ import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, free_port
+
 SYNAPSE_PYTHON = ROOT / ".test-tools" / "synapse" / "bin" / "python"
 SERVER_NAME = "tbw.test"  # deliberately not the URL's host: bare room names need the real one
 UNLIMITED = {"per_second": 10000, "burst_count": 10000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Synapse:
     url: str
     server_name: str
     shared_secret: str
-    log_file: Path
+    port: int
 
     def api(self, token: str) -> httpx.Client:
         return httpx.Client(
@@ -173,7 +167,7 @@ def running_synapse(directory: Path) -> Iterator[Synapse]:
                     f"and {directory}/homeserver.log"
                 )
             time.sleep(0.2)
-        yield Synapse(url, SERVER_NAME, shared_secret, directory / "homeserver.log")
+        yield Synapse(url, SERVER_NAME, shared_secret, port)
     finally:
         proc.terminate()
         try:

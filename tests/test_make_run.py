@@ -15,14 +15,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, ScriptedAgent, make_config, succeed_all, wait_for
+from tests.conftest import ROOT, ScriptedAgent, free_port, make_config, succeed_all, wait_for
 from tests.worker_process import worker_env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(port: int) -> bool:

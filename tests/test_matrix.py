@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from activities import notify as notify_module
 from activities.notify import MAX_BODY_CHARS, ZWJ, notify, send_matrix_api
+from activities.task_files import write_text_atomic
 from config import WorkerConfig, load_config
 from exceptions import ConfigError
 from models import DecisionInput
@@ -76,16 +77,14 @@ def room(synapse: Synapse, notifier: MatrixUser, bob: MatrixUser) -> Room:
 
 
 def token_file(directory: Path, token: str) -> Path:
-    path = directory / "matrix-token"
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return path
+    return write_text_atomic(directory / "matrix-token", token + "\n")
 
 
-def matrix_config(tmp: Path, synapse: Synapse, token: str, room: str) -> WorkerConfig:
+def matrix_config(tmp: Path, synapse: Synapse, token: str, room: str,
+                  address: str = "localhost:7233") -> WorkerConfig:
     return make_config(
-        tmp, matrix_homeserver=synapse.url, matrix_access_token_file=token_file(tmp, token),
-        matrix_room=room,
+        tmp, address, matrix_homeserver=synapse.url,
+        matrix_access_token_file=token_file(tmp, token), matrix_room=room,
     )
 
 
@@ -275,9 +274,7 @@ async def test_unreachable_and_silent_homeserver_time_out_without_blocking(
         server.close()
         await server.wait_closed()
 
-    config = make_config(tmp_path, matrix_access_token_file=token_file(tmp_path, "t"),
-                         matrix_homeserver=f"http://127.0.0.1:{port}",  # nothing listens now
-                         matrix_room="!room:tbw.test")
+    # the same settings, but nothing listens at the homeserver's port now
     with capture_logs() as logs:
         assert await notify(config, "hello", key="k") is False
     [warning] = [e for e in logs if e["event"] == "matrix_send_failed"]
@@ -288,7 +285,6 @@ async def test_transient_error_is_retried_with_the_same_transaction(
     tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
 ) -> None:
     """A 502 from a proxy in front of Synapse: the retry posts, once."""
-    upstream_port = int(synapse.url.rsplit(":", 1)[1])
     request_lines: list[bytes] = []
     connections = 0
 
@@ -313,7 +309,7 @@ async def test_transient_error_is_retried_with_the_same_transaction(
             await writer.drain()
             writer.close()
             return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", synapse.port)
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
                              return_exceptions=True)
 
@@ -444,15 +440,12 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
     but its answer was lost (the worker is shut down while waiting for it)."""
     blocks = ["hard-coded @room password", {"description": "bucket open to the world"}]
     script = PipelineScript(blocks=blocks)
-    token = token_file(tmp_path, notifier.access_token)
-    upstream_port = int(synapse.url.rsplit(":", 1)[1])
-    direct = make_config(tmp_path, address, matrix_homeserver=synapse.url,
-                         matrix_access_token_file=token, matrix_room=room.name)
+    direct = matrix_config(tmp_path, synapse, notifier.access_token, room.name, address)
     task_id, _ = originating_task(direct)
 
     async with (
         ScriptedAgent(direct.agent_task_dir, address, script.decide),
-        AnswerLosingProxy(upstream_port, lose_after=1) as proxy,
+        AnswerLosingProxy(synapse.port, lose_after=1) as proxy,
     ):
         via_proxy = replace(direct, matrix_homeserver=proxy.url)
         with capture_logs() as logs:
@@ -495,8 +488,7 @@ async def test_pipeline_carries_on_with_a_wrong_token(
     client: Client, address: str,
 ) -> None:
     wrong = "syt_" + uuid.uuid4().hex
-    config = matrix_config(tmp_path, synapse, wrong, room.room_id)
-    config = replace(config, temporal_address=address)
+    config = matrix_config(tmp_path, synapse, wrong, room.room_id, address)
     task_id, _ = originating_task(config)
     script = PipelineScript(blocks=["root login enabled", "telnet open"])
     with capture_logs() as logs:

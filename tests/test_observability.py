@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import gc
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,19 @@ from temporalio.worker import Worker
 import observability
 from activities import task_files
 from config import WorkerConfig
-from models import BuildPipelineResult, BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import CLI, ROOT, ScriptedAgent, cli_env, run_cli, succeed_all, wait_for
+from models import BuildPipelineResult, BuildPlanResult
+from tests.conftest import (
+    CLI,
+    ROOT,
+    ScriptedAgent,
+    build_plan_input,
+    cli_env,
+    closed_address,
+    run_cli,
+    succeed_all,
+    task_files_in,
+    wait_for,
+)
 from tests.metrics_workflow import MetricsWorkflow, record_from_activity
 from tests.otlp_receiver import OtlpReceiver, Point, Span
 from tests.pipeline_support import (
@@ -53,6 +64,7 @@ from tests.pipeline_support import (
     originating_task,
     pipeline_input,
 )
+from tests.reliability_support import STAGE_OF_TYPE, worker_tasks
 from tests.worker_process import WorkerProcess, worker_env
 
 PLAN = "otel-plan"
@@ -70,32 +82,17 @@ def receiver() -> Iterator[OtlpReceiver]:
         server.stop()
 
 
-def plan(phases: int, name: str = PLAN) -> BuildPlanInput:
-    return BuildPlanInput(
-        plan_name=name,
-        phases=[PhaseSpec(number=i + 1, agent_type="dev", description=f"phase {i + 1}")
-                for i in range(phases)],
-    )
-
-
 async def one_phase_dispatched(
     client: Client, config: WorkerConfig
 ) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:
     """Start a one-phase BuildPlan and wait for its task file: an agent's view of a task."""
     handle = await client.start_workflow(
-        "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
-        result_type=BuildPlanResult,
+        "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
+        task_queue=config.task_queue, result_type=BuildPlanResult,
     )
-    await wait_for(lambda: bool(list(task_files.iter_task_files(config.agent_task_dir))))
-    [path] = task_files.iter_task_files(config.agent_task_dir)
+    await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
+    [path] = task_files_in(config.agent_task_dir)
     return handle, path
-
-
-def closed_endpoint() -> str:
-    """An endpoint on a loopback port nothing listens on: a collector that is down."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def otel_env(config: WorkerConfig, receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
@@ -136,9 +133,7 @@ def latest(points: list[Point], metric: str, **labels: Any) -> Point | None:
 
 def tokens_of(queue_dir: Path) -> list[str]:
     """The tokens of every task file the worker wrote (the dispatcher's own file has none)."""
-    tasks = [task_files.load_task(p) for p in task_files.iter_task_files(queue_dir)]
-    return [t["payload"]["task_token"] for t in tasks
-            if t.get("source_agent") == task_files.SOURCE_AGENT]
+    return [task["payload"]["task_token"] for _, task in worker_tasks(queue_dir)]
 
 
 def assert_no_secret(receiver: OtlpReceiver, secrets: list[str]) -> None:
@@ -168,8 +163,8 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
             config.agent_task_dir, address, succeed_all, env=agent_env
         ) as agent:
             result = await client.execute_workflow(
-                "BuildPlanWorkflow", plan(2), id=workflow_id, task_queue=config.task_queue,
-                result_type=BuildPlanResult,
+                "BuildPlanWorkflow", build_plan_input(PLAN, 2), id=workflow_id,
+                task_queue=config.task_queue, result_type=BuildPlanResult,
             )
             assert result == BuildPlanResult(status="complete", phases_run=2)
             await wait_for(lambda: len(agent.results) == 2)  # the CLI exits after completing
@@ -238,8 +233,9 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
     # Logs: every stdout line is JSON; activity lines carry the activity's identity and trace;
     # the SDK's stdlib logging comes through the same renderer.
     events = worker.events()
-    assert one_event(events, "otel_enabled")["service_name"] == "temporal-build-worker"
-    dispatched = [e for e in events if e.get("event") == "phase_dispatched"]
+    [enabled] = worker.events("otel_enabled")
+    assert enabled["service_name"] == "temporal-build-worker"
+    dispatched = worker.events("phase_dispatched")
     assert len(dispatched) == 2
     for event, run in zip(dispatched, runs, strict=True):
         assert event["workflow_id"] == workflow_id
@@ -255,9 +251,6 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
 PIPELINE_ACTIVITIES = ("prefab_scaffolding", "implement_build", "request_security_audit",
                        "process_triage_output", "apply_flag_fixes", "notify_blocks",
                        "wait_for_block_resolution", "close_build", "summarize_workflow")
-PIPELINE_DISPATCHES = {"build_prefab": "prefab", "build_plan": "implement",
-                       "security_audit": "audit", "security_fix": "fixes",
-                       "build_closeout": "close"}
 
 
 async def test_pipeline_is_one_trace(
@@ -287,23 +280,23 @@ async def test_pipeline_is_one_trace(
             await wait_for(lambda: "input-required" in origin.read_text())
             approve_by_file(origin)
             assert (await handle.result()).status == "complete"
-            await wait_for(lambda: len(agent.results) == len(PIPELINE_DISPATCHES))
+            await wait_for(lambda: len(agent.results) == len(STAGE_OF_TYPE))
     assert all(code == 0 for _, code, _ in agent.results), agent.results
 
     start = one(receiver.spans(), "StartWorkflow:BuildPipelineWorkflow")
     wanted = {"RunWorkflow:BuildPipelineWorkflow", "CompleteWorkflow:BuildPipelineWorkflow"}
     wanted |= {f"{kind}:{a}" for a in PIPELINE_ACTIVITIES for kind in ("StartActivity",
                                                                        "RunActivity")}
-    wanted |= {f"DispatchTask:{t}" for t in PIPELINE_DISPATCHES}
+    wanted |= {f"DispatchTask:{t}" for t in STAGE_OF_TYPE}
 
     def trace_complete() -> list[Span]:
         spans = [s for s in receiver.spans() if s.trace_id == start.trace_id]
-        done = len(named(spans, "CompleteActivity")) == len(PIPELINE_DISPATCHES)
+        done = len(named(spans, "CompleteActivity")) == len(STAGE_OF_TYPE)
         return spans if done and wanted <= {s.name for s in spans} else []
 
     spans = await receiver.wait(trace_complete)
     by_id = {s.span_id: s for s in spans}
-    for task_type, stage in PIPELINE_DISPATCHES.items():
+    for task_type, stage in STAGE_OF_TYPE.items():
         dispatch = one(spans, f"DispatchTask:{task_type}")
         assert (dispatch.attributes["build"], dispatch.attributes["stage"],
                 dispatch.attributes["task_type"]) == (build, stage, task_type)
@@ -320,7 +313,7 @@ async def test_pipeline_is_one_trace(
     def all_counted() -> list[Point]:
         points = receiver.points()
         counts = [latest(points, observability.TASKS_DISPATCHED, task_type=t)
-                  for t in PIPELINE_DISPATCHES]
+                  for t in STAGE_OF_TYPE]
         stages = [latest(points, observability.STAGE_DURATION, stage=s, outcome="success")
                   for s in ("prefab", "implement", "audit", "triage", "fixes", "notify",
                             "close", "summary")]
@@ -334,12 +327,6 @@ async def test_pipeline_is_one_trace(
     assert_no_secret(receiver, tokens_of(config.agent_task_dir))
 
 
-def one_event(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    found = [e for e in events if e.get("event") == name]
-    assert len(found) == 1, (name, found)
-    return found[0]
-
-
 async def test_untraced_start_is_one_trace_named_by_run_id(
     client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
@@ -350,8 +337,8 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
         config.agent_task_dir, address, succeed_all, env=agent_env
     ) as agent:
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan(2), id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue,
-            result_type=BuildPlanResult,
+            "BuildPlanWorkflow", build_plan_input(PLAN, 2), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult,
         )
         assert (await handle.result()).phases_run == 2
         await wait_for(lambda: len(agent.results) == 2)
@@ -402,7 +389,7 @@ async def test_cli_with_collector_down_still_completes(
 ) -> None:
     """Telemetry never costs a completion: with nothing listening at the endpoint the CLI
     delivers, exits 0, says so in one JSON warning line, and keeps stderr for its own errors."""
-    closed = closed_endpoint()
+    closed = f"http://{closed_address()}"  # a collector that is down
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
         env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=closed)
@@ -420,14 +407,14 @@ async def test_worker_with_collector_down_runs_and_says_so(
 ) -> None:
     """An unreachable collector costs nothing but warnings, and those come from the SDK's Rust
     core through the same JSON log."""
-    closed = closed_endpoint()
+    closed = f"http://{closed_address()}"  # a collector that is down
     # the standard timeout bounds the futile flush at shutdown (10 s by default)
     env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=closed, OTEL_EXPORTER_OTLP_TIMEOUT="1")
     async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
         config.agent_task_dir, address, succeed_all
     ) as agent:
         result = await client.execute_workflow(
-            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}",
+            "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
             task_queue=config.task_queue, result_type=BuildPlanResult,
         )
         await wait_for(lambda: len(agent.results) == 1)
@@ -446,13 +433,13 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
     span is an error, and the stage counts as a failure."""
     not_a_dir = tmp_path / "queue-is-a-file"
     not_a_dir.write_text("x")
-    config = WorkerConfig(**{**config.__dict__, "agent_task_dir": not_a_dir})
+    config = replace(config, agent_task_dir=not_a_dir)
     workflow_id = f"plan-{uuid.uuid4()}"
     async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs") as worker:
         with pytest.raises(WorkflowFailureError):
             await client.execute_workflow(
-                "BuildPlanWorkflow", plan(1), id=workflow_id, task_queue=config.task_queue,
-                result_type=BuildPlanResult,
+                "BuildPlanWorkflow", build_plan_input(PLAN), id=workflow_id,
+                task_queue=config.task_queue, result_type=BuildPlanResult,
             )
     failure = await receiver.wait(
         lambda: latest(receiver.points(), observability.STAGE_FAILURES, stage="phase"))
@@ -621,13 +608,13 @@ async def test_missing_packages_warn_once_and_the_worker_runs(
         env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]
     ) as worker, ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent:
         result = await client.execute_workflow(
-            "BuildPlanWorkflow", plan(1), id=f"plan-{uuid.uuid4()}",
+            "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
             task_queue=config.task_queue, result_type=BuildPlanResult,
         )
         await wait_for(lambda: len(agent.results) == 1)
     assert result == BuildPlanResult(status="complete", phases_run=1)
     assert worker.returncode == 0, worker.stderr
-    warning = one_event(worker.events(), "otel_unavailable")
+    [warning] = worker.events("otel_unavailable")
     assert warning["level"] == "warning"
     assert "missing opentelemetry" in warning["reason"]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning["reason"]

@@ -34,7 +34,6 @@ from tests.pipeline_support import (
     summary_of,
     wait_stage,
 )
-from tests.reliability_support import wait_until
 
 AGENT_STAGES = [
     ("build_prefab", "prefab"),
@@ -119,7 +118,7 @@ async def test_blocks_approved_by_file(client: Client, config: WorkerConfig,
             return [w.id async for w in client.list_workflows(
                 f"BuildStage='awaiting-approval' AND WorkflowId='{handle.id}'")] == [handle.id]
 
-        await wait_until(listed, 10, "the pipeline listed as awaiting approval")
+        await wait_for(listed, 10, what="the pipeline listed as awaiting approval")
         approve_by_file(origin, actor="alice", note="accepted risk")
         result = await handle.result()
         await save_history(handle, "pipeline_blocks_file_approval")

@@ -29,15 +29,15 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
-from models import (
-    BuildPipelineResult,
-    BuildPlanInput,
-    BuildPlanResult,
-    DecisionInput,
-    PhaseSpec,
-    PipelineStatus,
+from models import BuildPipelineResult, BuildPlanResult, DecisionInput
+from tests.conftest import (
+    build_plan_input,
+    free_port,
+    make_config,
+    run_cli,
+    stderr_line,
+    wait_for,
 )
-from tests.conftest import make_config, run_cli, stderr_line
 from tests.figures import Figures
 from tests.pipeline_support import (
     PipelineScript,
@@ -46,9 +46,12 @@ from tests.pipeline_support import (
     matrix_messages,
     originating_task,
     pipeline_input,
+    status_of,
     summary_of,
+    wait_stage,
 )
 from tests.reliability_support import (
+    STAGE_OF_TYPE,
     DevServer,
     QueueAgent,
     dispatch_counts,
@@ -56,12 +59,10 @@ from tests.reliability_support import (
     leftovers,
     scan_for_secrets,
     stage_of,
-    wait_until,
 )
-from tests.tls_support import free_port
 from tests.worker_process import WorkerProcess, WorkerRun, debug_env
 
-PIPELINE_STAGES = ["prefab", "implement", "audit", "fixes", "close"]
+PIPELINE_STAGES = list(STAGE_OF_TYPE.values())
 # The worker's log event that says a stage began, for each of the nine stages (and phases).
 BEGIN_EVENTS = {"prefab_dispatched": "prefab", "build_dispatched": "implement",
                 "audit_dispatched": "audit", "triage_processed": "triage",
@@ -69,10 +70,6 @@ BEGIN_EVENTS = {"prefab_dispatched": "prefab", "build_dispatched": "implement",
                 "waiting_for_resolution": "awaiting-approval", "closeout_dispatched": "close",
                 "summary_written": "summary", "phase_dispatched": "phase"}
 GATE_FILE, GATE_UPDATE = "gate-file", "gate-update"
-
-
-async def stage_now(handle: WorkflowHandle) -> str:
-    return (await handle.query("status", result_type=PipelineStatus)).stage
 
 
 async def is_closed(handle: WorkflowHandle) -> bool:
@@ -123,11 +120,6 @@ class Track:
         return answer
 
 
-def plan_input() -> BuildPlanInput:
-    return BuildPlanInput(plan_name="kill-plan", phases=[
-        PhaseSpec(number=n, agent_type="dev", description=f"phase {n}") for n in (1, 2, 3)])
-
-
 @pytest.mark.slow
 async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_path: Path,
                                              figures: Figures) -> None:
@@ -165,7 +157,8 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
         by_id[wf_id] = track
         if track.script is None:
             track.handle = await client.start_workflow(
-                "BuildPlanWorkflow", plan_input(), id=wf_id, task_queue=config.task_queue,
+                "BuildPlanWorkflow", build_plan_input("kill-plan", 3), id=wf_id,
+                task_queue=config.task_queue,
                 result_type=BuildPlanResult)
         else:
             track.task_id, track.origin = originating_task(config)
@@ -181,7 +174,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
         if hold is None:
             return await is_closed(track.handle)
         if hold in (GATE_FILE, GATE_UPDATE):
-            return await stage_now(track.handle) == "awaiting-approval"
+            return (await status_of(track.handle)).stage == "awaiting-approval"
         return hold in track.held
 
     worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
@@ -197,8 +190,8 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
                     await start(track)
             for rnd in range(3):
                 live = [t for t in tracks if t.handle is not None]
-                await wait_until(partial(_all_parked, parked, live), 90,
-                                 f"every workflow parked for kill round {rnd}")
+                await wait_for(partial(_all_parked, parked, live), 90,
+                               what=f"every workflow parked for kill round {rnd}")
                 await worker.kill9()
                 # --- no worker runs: answers, approvals, a new workflow ---
                 releases = []
@@ -281,10 +274,8 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     first: list[dict[str, str]] = []
     for run in worker.runs[1:]:
         begun: dict[str, str] = {}
-        for event in run.events():
-            stage = BEGIN_EVENTS.get(event.get("event", ""))
-            if stage and event.get("workflow_id") in names:
-                begun.setdefault(names[event["workflow_id"]], stage)
+        for name, stage in _begun(run, names):
+            begun.setdefault(name, stage)
         first.append(begun)
     # at the gate, a restarted worker's first stage is its next check (logged only on the
     # gate's first check) or, once that check saw the approval, the close-out
@@ -297,8 +288,8 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
          "plan": "phase"},
         {"flags": "summary"},
     ], first
-    begun_after_kill = {e: s for run in worker.runs[1:] for e, s in _begun(run, names)}
-    assert set(begun_after_kill.values()) >= set(BEGIN_EVENTS.values())
+    begun_after_kill = {stage for run in worker.runs[1:] for _, stage in _begun(run, names)}
+    assert begun_after_kill >= set(BEGIN_EVENTS.values())
 
     figures.record("kill -9", "kills / workflows / stages held at a kill",
                    f"3 / {len(tracks)} / {sum(len(t.holds) for t in tracks)}")
@@ -311,12 +302,12 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
 
 
 def _begun(run: WorkerRun, names: dict[str, str]) -> list[tuple[str, str]]:
-    """(workflow name + stage, stage) for every stage this run began."""
+    """(workflow name, stage) for every stage this run began, in order."""
     found = []
     for event in run.events():
         stage = BEGIN_EVENTS.get(event.get("event", ""))
         if stage and event.get("workflow_id") in names:
-            found.append((f"{names[event['workflow_id']]}:{stage}", stage))
+            found.append((names[event["workflow_id"]], stage))
     return found
 
 
@@ -387,13 +378,11 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                     "BuildPipelineWorkflow", pipeline_input(task_id, build_name=name), id=wf_id,
                     task_queue=config.task_queue, result_type=BuildPipelineResult)
 
-            async def at_gate() -> bool:
-                return await stage_now(handles["gate"]) == "awaiting-approval"
-
             for round_, how in enumerate(("stop", "kill")):
-                await wait_until(partial(_more_than, held["agent"], round_), 60, "a held task")
+                await wait_for(partial(_more_than, held["agent"], round_), 60,
+                               what="a held task")
                 if round_ == 0:
-                    await wait_until(at_gate, 60, "the gate")
+                    await wait_stage(handles["gate"], "awaiting-approval", 60)
                 if how == "stop":
                     await server.stop()
                 else:
@@ -411,8 +400,8 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                 answer = scripts["agent"].decide(task)
                 assert answer is not None
                 assert await agent.complete_now(path, *answer) == 0
-                await wait_until(partial(_began_since, worker, len(worker.events())), 60,
-                                 "the worker's next stage")
+                await wait_for(partial(_began_since, worker, len(worker.events())), 60,
+                               what="the worker's next stage")
                 reconnect.append(time.monotonic() - back)
             results = {name: await asyncio.wait_for(h.result(), 90) for name, h in handles.items()}
     finally:
@@ -477,11 +466,12 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
                     "BuildPipelineWorkflow", pipeline_input(task_id, build_name=f"two-{i}"),
                     id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult))
             handles.append(await client.start_workflow(
-                "BuildPlanWorkflow", plan_input(), id=f"two-plan-{uuid.uuid4().hex[:8]}",
+                "BuildPlanWorkflow", build_plan_input("kill-plan", 3),
+                id=f"two-plan-{uuid.uuid4().hex[:8]}",
                 task_queue=config.task_queue, result_type=BuildPlanResult))
 
             async def approve_when_parked(handle: WorkflowHandle) -> None:
-                await wait_until(lambda: _at_gate(handle), 60, "the gate")
+                await wait_stage(handle, "awaiting-approval", 60)
                 t0 = time.monotonic()
                 await handle.execute_update("approve", DecisionInput(by="carol"))
                 update_latency.append(time.monotonic() - t0)
@@ -516,10 +506,6 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
     figures.record("two workers", "update approval, workers alive, max (s)", max(update_latency))
 
 
-async def _at_gate(handle: WorkflowHandle) -> bool:
-    return await stage_now(handle) == "awaiting-approval"
-
-
 # --- Directories the worker cannot write: read-only, full disk, file size limit ----------------
 
 # The longest plan path the input allows: a task file of ~9.5 KB, a summary of ~4.5 KB, so a
@@ -543,8 +529,8 @@ def _limit_file_size() -> None:  # runs in the child, before exec
 
 
 @contextlib.contextmanager
-def full_tmpfs(path: Path, free_pages: int = 1) -> Iterator[Path]:
-    """A 64 KiB tmpfs at `path`, filled to `free_pages` free pages; unmounted afterwards."""
+def full_tmpfs(path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted at `path` (`fill` fills it), unmounted afterwards."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
                               str(path)], capture_output=True, text=True)

