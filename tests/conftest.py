@@ -35,7 +35,7 @@ TEMPORAL_BIN = str(BIN / "temporal")
 TEST_SERVER_BIN = str(BIN / "temporal-test-server")
 CLI = str(ROOT / "complete_activity.py")
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
-DEV_SERVER_ARGS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+DEV_SERVER_ARGS = list(worker_module.SQLITE_PRAGMAS)
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
-from tests.conftest import DEV_SERVER_ARGS, TEMPORAL_BIN, new_tasks, run_cli
+from tests.conftest import new_tasks, run_cli
 from tests.worker_process import read_if_exists
+from worker import dev_server_command
 
 # --- A dev server of our own, for stopping and restarting -------------------------------------
 
@@ -48,9 +49,8 @@ class DevServer:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [TEMPORAL_BIN, "server", "start-dev", "--db-filename", str(self.db),
-                *DEV_SERVER_ARGS, "--search-attribute", "BuildStage=Keyword", "--ip", "127.0.0.1",
-                "--port", str(self.port), "--headless", "--log-level", "error",
+        return [*dev_server_command(self.address, "default", self.db, headless=True,
+                                    log_level="error"),
                 *(arg for ns in self.namespaces for arg in ("--namespace", ns))]
 
     async def start(self, timeout: float = 60.0) -> float:
