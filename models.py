@@ -140,7 +140,19 @@ class Features:
     """Switches the worker sets once at start, before any workflow runs.
 
     `stage_search_attribute` is False when the server has no `BuildStage` search attribute;
-    the pipeline then leaves it out instead of failing its workflow tasks.
+    the pipeline then leaves it out instead of failing its workflow tasks. Workflow code never
+    reads it: the `pipeline_settings` local activity hands it over as `PipelineSettings`.
+    """
+
+    stage_search_attribute: bool = True
+
+
+class PipelineSettings(BaseModel):
+    """The worker's settings one pipeline runs by, fixed in its history when it starts.
+
+    The pipeline reads them once through the `pipeline_settings` local activity, whose result
+    is recorded: a replay, or a worker restarted with other settings, sees the values the run
+    started with. Each field's default is the behaviour of a worker that predates it.
     """
 
     stage_search_attribute: bool = True

@@ -65,6 +65,7 @@ def activities(config: WorkerConfig) -> list[Any]:
     pipeline = PipelineActivities(config)
     return [
         phase.execute_build_phase,
+        pipeline.pipeline_settings,
         pipeline.prefab_scaffolding,
         pipeline.implement_build,
         pipeline.request_security_audit,

@@ -31,7 +31,7 @@ from activities.triage import (
 )
 from config import WorkerConfig
 from exceptions import TASK_FILE_ERROR, TRIAGE_MALFORMED, TaskFileError, TriageError
-from models import BuildPhaseResult, PipelineOutcome, TriageOutput
+from models import BuildPhaseResult, Features, PipelineOutcome, PipelineSettings, TriageOutput
 
 TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
@@ -92,6 +92,13 @@ class PipelineActivities:
             await dispatch_to_agent(self.config.agent_task_dir, **kwargs)
         except TaskFileError as err:
             raise _task_file_failure(err) from None
+
+    # 0 ---------------------------------------------------------------------------------------
+    @activity.defn(name="pipeline_settings")
+    async def pipeline_settings(self) -> PipelineSettings:
+        """The settings a pipeline starts with; it runs as a local activity, so its result is
+        recorded in the history and a replay never asks this worker's process again."""
+        return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
 
     # 1 ---------------------------------------------------------------------------------------
     @activity.defn(name="prefab_scaffolding")

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Features,
         Outcome,
         PipelineOutcome,
+        PipelineSettings,
         PipelineStatus,
         Resolution,
         TriageOutput,
@@ -63,6 +64,11 @@ NOTIFY_HEARTBEAT = timedelta(minutes=1)
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
+
+# Pipelines started before this patch read the worker's process state for their settings; later
+# ones record them once, from the `pipeline_settings` local activity.
+SETTINGS_PATCH = "pipeline-settings"
+SETTINGS_TIMEOUT = timedelta(seconds=10)
 
 METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out"}
 
@@ -104,6 +110,7 @@ class BuildPipelineWorkflow:
         self._decision: Resolution | None = None
         self._awaiting = False
         self._phases: list[str] = []
+        self._settings = PipelineSettings()
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -149,6 +156,7 @@ class BuildPipelineWorkflow:
             workflow_id=info.workflow_id, build_name=build.build_name, stage="start",
             stages_done=[], started_at=self._now(), updated_at=self._now(),
         )
+        self._settings = await self._load_settings()
         try:
             return await self._pipeline(build)
         except StageFailed as failure:
@@ -280,6 +288,15 @@ class BuildPipelineWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    @staticmethod
+    async def _load_settings() -> PipelineSettings:
+        if not workflow.patched(SETTINGS_PATCH):
+            return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
+        settings: PipelineSettings = await workflow.execute_local_activity(
+            "pipeline_settings", result_type=PipelineSettings,
+            start_to_close_timeout=SETTINGS_TIMEOUT)
+        return settings
+
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
         info = workflow.info()
         assert self._status is not None
@@ -309,7 +326,7 @@ class BuildPipelineWorkflow:
         self._status.updated_at = self._now()
         self._status.stage_times[stage] = self._status.updated_at
         self._status.awaiting_approval = stage == "awaiting-approval"
-        if Features.stage_search_attribute:
+        if self._settings.stage_search_attribute:
             workflow.upsert_search_attributes([BUILD_STAGE.value_set(stage)])
 
     def _mark_done(self, stage: str) -> None:

@@ -1,0 +1,44 @@
+"""The settings a pipeline runs by are fixed in its history when it starts: a replay on a worker
+whose process state differs (here: no `BuildStage` search attribute) still replays."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from config import WorkerConfig
+from models import Features
+from tests.conftest import ScriptedAgent, running_worker
+from tests.pipeline_support import PipelineScript, originating_task, start_pipeline
+from workflows.build_pipeline_workflow import BuildPipelineWorkflow
+
+
+async def test_replay_ignores_the_replaying_workers_features(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
+    task_id, _ = originating_task(config)
+    script = PipelineScript(fail_task_type="build_prefab")
+    assert Features.stage_search_attribute
+    async with running_worker(client, config), ScriptedAgent(
+        config.agent_task_dir, address, script.decide
+    ):
+        handle = await start_pipeline(client, config, task_id)
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
+    history = await handle.fetch_history()
+    kinds = [event.event_type for event in history.events]
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds  # the settings, as a local activity
+    upserts = kinds.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+    assert upserts >= 3  # prefab, summary, failed
+
+    replayer = Replayer(workflows=[BuildPipelineWorkflow], data_converter=pydantic_data_converter)
+    Features.stage_search_attribute = False
+    try:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    finally:
+        Features.stage_search_attribute = True
+    assert result.replay_failure is None, result.replay_failure
