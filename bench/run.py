@@ -38,9 +38,9 @@ from activities import task_files
 from bench.agent import RESULT, Agent
 from bench.server import PYTHON, start_worker, stop_process, wait_polling
 from config import WorkerConfig
-from tests.conftest import ROOT, cli_env, free_port
-from tests.pipeline_support import originating_task, pipeline_input
-from tests.reliability_support import DevServer
+from harness.env import ROOT, cli_env, free_port
+from harness.pipelines import originating_task, pipeline_input
+from harness.temporal_server import DevServer
 
 SIDES = ("worker", "bare")
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")

@@ -18,8 +18,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from tests.conftest import ROOT, cli_env, make_config
-from tests.worker_process import worker_env
+from harness.env import ROOT, cli_env, make_config
+from harness.worker_process import worker_env
 
 PYTHON = sys.executable
 NAMESPACE = "default"

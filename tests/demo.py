@@ -19,10 +19,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import observability
-from models import BuildPipelineResult, DecisionInput
-from tests.conftest import BUILD_STAGE, DEV_SERVER_ARGS, TEMPORAL_BIN, ScriptedAgent, make_config
-from tests.conftest import running_worker as run_worker
-from tests.pipeline_support import (
+from harness.agents import ScriptedAgent
+from harness.env import DEV_SERVER_ARGS, TEMPORAL_BIN, make_config
+from harness.env import running_worker as run_worker
+from harness.pipelines import (
     PipelineScript,
     install_matrix_recorder,
     matrix_messages,
@@ -30,6 +30,8 @@ from tests.pipeline_support import (
     pipeline_input,
     status_of,
 )
+from models import BuildPipelineResult, DecisionInput
+from workflows.build_pipeline_workflow import BUILD_STAGE
 
 
 async def main() -> None:

@@ -21,8 +21,9 @@ import complete_activity
 from activities import task_files
 from activities.triage import parse_triage
 from config import WorkerConfig
+from harness.env import ROOT, cli_env, running_worker
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, cli_env, running_worker, task_files_in, wait_for
+from tests.helpers.checks import task_files_in, wait_for
 
 DOC = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
 DOC_PYTHON = "/srv/temporal-build-worker/.venv/bin/python"

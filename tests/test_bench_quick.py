@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from harness.env import ROOT
 
 FIGURES = ("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6")
 

@@ -9,9 +9,11 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from config import WorkerConfig
+from harness.agents import ScriptedAgent, succeed_all
+from harness.env import running_worker
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ScriptedAgent, running_worker, succeed_all, task_files_in
-from tests.history_support import save_history
+from tests.helpers.checks import task_files_in
+from tests.helpers.histories import save_history
 
 
 def plan(*agents: str) -> BuildPlanInput:

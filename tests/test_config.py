@@ -20,7 +20,8 @@ import pytest
 
 from config import WorkerConfig, load_client_settings, load_config
 from exceptions import ConfigError
-from tests.conftest import ROOT, closed_address, stderr_line
+from harness.env import ROOT, closed_address
+from tests.helpers.checks import stderr_line
 
 HOME = "/home/agent"
 

@@ -13,14 +13,16 @@ import asyncio
 from temporalio.client import Client
 
 from config import WorkerConfig
-from tests.conftest import ScriptedAgent, running_worker, wait_for
-from tests.pipeline_support import (
+from harness.agents import ScriptedAgent
+from harness.env import running_worker
+from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     originating_task,
     start_pipeline,
     wait_stage,
 )
+from tests.helpers.checks import wait_for
 
 PARKED = 3
 SLOTS = 2

@@ -49,12 +49,15 @@ from activities.triage import (
     sanitize_finding,
 )
 from exceptions import TriageError
+from harness.agents import client_agent
+from harness.cli import run_cli
+from harness.env import cli_env, free_port, make_config, running_worker
+from harness.pipelines import PipelineScript, pipeline_input
+from harness.temporal_server import DevServer
 from models import BuildPhaseResult, BuildPipelineResult, BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import cli_env, free_port, make_config, run_cli, running_worker, stderr_line
-from tests.figures import Figures
-from tests.pipeline_support import PipelineScript, pipeline_input
-from tests.reliability_support import DevServer, client_agent
-from tests.test_cli import dispatch, probe_worker
+from tests.helpers.checks import stderr_line
+from tests.helpers.cli import dispatch, probe_worker
+from tests.helpers.figures import Figures
 
 # Every way text can end a line or hide itself, and the tags a finding must not forge.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"

@@ -20,18 +20,14 @@ import psutil
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from harness.agents import client_agent
+from harness.env import make_config
+from harness.pipelines import PipelineScript, pipeline_input, summary_of
+from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPipelineResult
-from tests.conftest import make_config
-from tests.figures import Figures
-from tests.pipeline_support import PipelineScript, pipeline_input, summary_of
-from tests.reliability_support import (
-    client_agent,
-    dispatch_counts,
-    harvest_tokens,
-    leftovers,
-    scan_for_secrets,
-)
-from tests.worker_process import WorkerProcess, worker_env
+from tests.helpers.figures import Figures
+from tests.helpers.queue import dispatch_counts, leftovers
+from tests.helpers.secrets import harvest_tokens, scan_for_secrets
 
 PIPELINES = 300
 STAGES = 5  # prefab, implement, audit, fixes, close: every pipeline has a flag

@@ -14,9 +14,11 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from harness.agents import ScriptedAgent, succeed_all
+from harness.env import ROOT, free_port, make_config
+from harness.worker_process import worker_env
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, ScriptedAgent, free_port, make_config, succeed_all, wait_for
-from tests.worker_process import worker_env
+from tests.helpers.checks import wait_for
 
 
 def answers(port: int) -> bool:

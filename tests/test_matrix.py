@@ -25,15 +25,12 @@ from activities.notify import MAX_BODY_CHARS, ZWJ, notify, send_matrix_api
 from activities.task_files import write_text_atomic
 from config import WorkerConfig, load_config
 from exceptions import ConfigError
+from harness.agents import ScriptedAgent
+from harness.env import make_config, running_worker
+from harness.pipelines import PipelineScript, originating_task, start_pipeline, wait_stage
 from models import DecisionInput
-from tests.conftest import ScriptedAgent, make_config, running_worker, wait_for
-from tests.pipeline_support import (
-    PipelineScript,
-    originating_task,
-    start_pipeline,
-    wait_stage,
-)
-from tests.synapse_server import MatrixUser, Synapse, running_synapse
+from tests.helpers.checks import wait_for
+from tests.servers.synapse import MatrixUser, Synapse, running_synapse
 
 
 @pytest.fixture(scope="session")

@@ -42,30 +42,22 @@ from temporalio.worker import Worker
 import observability
 from activities import task_files
 from config import WorkerConfig
-from models import BuildPipelineResult, BuildPlanResult
-from tests.conftest import (
-    CLI,
-    ROOT,
-    ScriptedAgent,
-    build_plan_input,
-    cli_env,
-    closed_address,
-    run_cli,
-    succeed_all,
-    task_files_in,
-    wait_for,
-)
-from tests.metrics_workflow import MetricsWorkflow, record_from_activity
-from tests.otlp_receiver import OtlpReceiver, Point, Span
-from tests.pipeline_support import (
+from harness.agents import ScriptedAgent, succeed_all
+from harness.cli import run_cli
+from harness.env import CLI, ROOT, build_plan_input, cli_env, closed_address
+from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     install_matrix_recorder,
     originating_task,
     pipeline_input,
 )
-from tests.reliability_support import STAGE_OF_TYPE, worker_tasks
-from tests.worker_process import WorkerProcess, worker_env
+from harness.worker_process import WorkerProcess, worker_env
+from models import BuildPipelineResult, BuildPlanResult
+from tests.helpers.checks import task_files_in, wait_for
+from tests.helpers.metrics_workflow import MetricsWorkflow, record_from_activity
+from tests.helpers.queue import STAGE_OF_TYPE, worker_tasks
+from tests.servers.otlp import OtlpReceiver, Point, Span
 
 PLAN = "otel-plan"
 SDK_METRICS = ("temporal_request", "temporal_workflow_completed")

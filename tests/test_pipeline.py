@@ -18,10 +18,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities import task_files
 from config import WorkerConfig
-from models import BuildPipelineResult, DecisionInput
-from tests.conftest import ScriptedAgent, run_cli, running_worker, wait_for
-from tests.history_support import save_history
-from tests.pipeline_support import (
+from harness.agents import ScriptedAgent
+from harness.cli import run_cli
+from harness.env import running_worker
+from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     dispatched,
@@ -34,6 +34,9 @@ from tests.pipeline_support import (
     summary_of,
     wait_stage,
 )
+from models import BuildPipelineResult, DecisionInput
+from tests.helpers.checks import wait_for
+from tests.helpers.histories import save_history
 
 AGENT_STAGES = [
     ("build_prefab", "prefab"),

@@ -9,10 +9,8 @@ import pytest
 from temporalio.client import Client
 
 from config import WorkerConfig
-from models import DecisionInput
-from tests.conftest import ScriptedAgent
-from tests.history_support import save_history
-from tests.pipeline_support import (
+from harness.agents import ScriptedAgent
+from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     dispatched,
@@ -21,7 +19,9 @@ from tests.pipeline_support import (
     summary_of,
     wait_stage,
 )
-from tests.worker_process import WorkerProcess, worker_env
+from harness.worker_process import WorkerProcess, worker_env
+from models import DecisionInput
+from tests.helpers.histories import save_history
 
 
 @pytest.mark.parametrize("approval", ["update", "task-file"])

@@ -9,9 +9,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from config import WorkerConfig
+from harness.agents import ScriptedAgent
+from harness.env import running_worker
+from harness.pipelines import PipelineScript, originating_task, start_pipeline
 from models import Features
-from tests.conftest import ScriptedAgent, running_worker
-from tests.pipeline_support import PipelineScript, originating_task, start_pipeline
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 
 

@@ -24,15 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 
 import worker
 from config import WorkerConfig
+from harness.agents import ScriptedAgent
+from harness.env import TEST_SERVER_BIN, make_config, running_worker
+from harness.pipelines import PipelineScript, originating_task, start_pipeline, summary_of
 from models import Features
-from tests.conftest import (
-    TEST_SERVER_BIN,
-    ScriptedAgent,
-    make_config,
-    running_worker,
-    wait_for,
-)
-from tests.pipeline_support import PipelineScript, originating_task, start_pipeline, summary_of
+from tests.helpers.checks import wait_for
 
 
 @pytest.fixture(scope="module")

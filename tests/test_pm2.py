@@ -24,8 +24,10 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 
 import worker as worker_module
+from harness.cli import run_cli
+from harness.env import ROOT
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, run_cli, task_files_in, wait_for
+from tests.helpers.checks import task_files_in, wait_for
 
 PM2 = ROOT / ".test-tools" / "pm2" / "node_modules" / ".bin" / "pm2"
 ECOSYSTEM = ROOT / "ecosystem.config.js"

@@ -12,17 +12,10 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from harness.agents import ScriptedAgent, succeed_all
+from harness.env import BIN, ROOT, cli_env, make_config, running_worker
+from harness.pipelines import PipelineScript, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
-from tests.conftest import (
-    BIN,
-    ROOT,
-    ScriptedAgent,
-    cli_env,
-    make_config,
-    running_worker,
-    succeed_all,
-)
-from tests.pipeline_support import PipelineScript, originating_task, summary_of, wait_stage
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

@@ -29,17 +29,10 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
-from models import BuildPipelineResult, BuildPlanResult, DecisionInput
-from tests.conftest import (
-    build_plan_input,
-    free_port,
-    make_config,
-    run_cli,
-    stderr_line,
-    wait_for,
-)
-from tests.figures import Figures
-from tests.pipeline_support import (
+from harness.agents import QueueAgent
+from harness.cli import run_cli
+from harness.env import build_plan_input, free_port, make_config
+from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     install_matrix_recorder,
@@ -50,17 +43,13 @@ from tests.pipeline_support import (
     summary_of,
     wait_stage,
 )
-from tests.reliability_support import (
-    STAGE_OF_TYPE,
-    DevServer,
-    QueueAgent,
-    dispatch_counts,
-    harvest_tokens,
-    leftovers,
-    scan_for_secrets,
-    stage_of,
-)
-from tests.worker_process import WorkerProcess, WorkerRun, debug_env
+from harness.temporal_server import DevServer
+from harness.worker_process import WorkerProcess, WorkerRun, debug_env
+from models import BuildPipelineResult, BuildPlanResult, DecisionInput
+from tests.helpers.checks import stderr_line, wait_for
+from tests.helpers.figures import Figures
+from tests.helpers.queue import STAGE_OF_TYPE, dispatch_counts, leftovers, stage_of
+from tests.helpers.secrets import harvest_tokens, scan_for_secrets
 
 PIPELINE_STAGES = list(STAGE_OF_TYPE.values())
 # The worker's log event that says a stage began, for each of the nine stages (and phases).

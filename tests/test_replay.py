@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.history_support import HISTORIES
+from tests.helpers.histories import HISTORIES
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
 

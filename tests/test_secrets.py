@@ -29,23 +29,16 @@ from temporalio.client import Client, WorkflowHandle
 
 import worker as worker_module
 from config import load_client_settings
+from harness.agents import QueueAgent
+from harness.env import ROOT, build_plan_input, make_config
+from harness.pipelines import PipelineScript, pipeline_input, summary_of, wait_stage
+from harness.worker_process import WorkerProcess, debug_env
 from models import BuildPipelineResult, BuildPlanResult, DecisionInput
 from observability import REDACTED, redact_tokens
-from tests.conftest import ROOT, build_plan_input, make_config
-from tests.figures import Figures
-from tests.pipeline_support import PipelineScript, pipeline_input, summary_of, wait_stage
-from tests.reliability_support import QueueAgent, harvest_tokens, scan_for_secrets, token_forms
-from tests.test_vault_tls import (  # noqa: F401 - fixtures, registered for this module
-    Pki,
-    TlsRelay,
-    VaultSetup,
-    pki,
-    relay,
-    secrets_to_hide,
-    vault,
-    vault_env,
-)
-from tests.worker_process import WorkerProcess, debug_env
+from tests.helpers.figures import Figures
+from tests.helpers.secrets import harvest_tokens, scan_for_secrets, token_forms
+from tests.servers.tls import TlsRelay
+from tests.servers.vault import Pki, VaultSetup, secrets_to_hide, vault_env
 
 # --- The redaction, as a function ----------------------------------------------------------------
 
@@ -155,7 +148,7 @@ def _no_umask() -> None:  # runs in the worker's process before exec
 
 
 async def test_debug_logs_over_mtls_hold_no_secret(
-    vault: VaultSetup, pki: Pki, relay: TlsRelay, tmp_path: Path, figures: Figures  # noqa: F811
+    vault: VaultSetup, pki: Pki, relay: TlsRelay, tmp_path: Path, figures: Figures
 ) -> None:
     home = tmp_path / "home"
     base = make_config(tmp_path, relay.address, block_poll_seconds=0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
-from tests.conftest import ROOT
+from harness.env import ROOT
 
 NAMED = re.compile(r"`(test_\w+\.py)::(test_\w+)`")
 

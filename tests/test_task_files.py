@@ -11,7 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,9 @@ from hypothesis import strategies as st
 
 from activities import task_files
 from exceptions import TaskFileError
-from tests.conftest import ROOT
-from tests.reliability_support import leftovers
-
-NOW = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
-TASK_ID = "3f2a9c1b-7d4e-4c1a-9b2f-0e8d7c6b5a49"
-TOKEN = "Q2lRd1pXeHNiM2M9"
+from harness.env import ROOT
+from tests.helpers.queue import leftovers
+from tests.helpers.tasks import NOW, TASK_ID, TOKEN, make_task
 
 SPEC_KEYS = {
     "id", "created", "source_agent", "target_agent", "task_type", "risk_level",
@@ -35,24 +32,6 @@ SPEC_KEYS = {
 }
 
 
-def make_task(
-    task_id: str = TASK_ID,
-    *,
-    summary: str = "Build phase 1: scaffold",
-    payload: dict[str, Any] | None = None,
-    history_note: str | None = None,
-    token: str = TOKEN,
-) -> dict[str, Any]:
-    return task_files.build_task(
-        task_id=task_id,
-        created=NOW,
-        target_agent="dev",
-        task_type="build_phase",
-        summary=summary,
-        payload={"plan_name": "demo"} if payload is None else payload,
-        task_token=token,
-        history_note=history_note,
-    )
 
 
 def mode_of(path: Path) -> int:
@@ -155,7 +134,7 @@ import sys
 from pathlib import Path
 from activities import task_files
 from exceptions import TaskFileError
-from tests.test_task_files import NOW, make_task
+from tests.helpers.tasks import NOW, make_task
 try:
     task_files.write_task(Path(sys.argv[1]), make_task(), NOW)
 except TaskFileError as err:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import hvac
@@ -25,153 +23,24 @@ import worker as worker_module
 from activities.task_files import write_text_atomic
 from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
+from harness.cli import run_cli
+from harness.env import build_plan_input, cli_env, closed_address
+from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
-from tests.conftest import (
-    build_plan_input,
-    cli_env,
-    closed_address,
-    make_config,
-    run_cli,
-    stderr_line,
-    task_files_in,
-    wait_for,
-)
-from tests.reliability_support import scan_for_secrets
-from tests.tls_support import (
-    CertificateAuthority,
-    Issued,
-    OpenBao,
+from tests.helpers.checks import stderr_line, task_files_in, wait_for
+from tests.servers.tls import (
     TlsRelay,
-    pem_body_lines,
-    run_readme_setup,
 )
-from tests.worker_process import WorkerProcess, debug_env
-
-CLIENT_CN = "temporal-build-worker"
-SERVER_DNS_NAME = "temporal.build.test"
-# Well-formed base64 but no task token: the CLI goes on to Vault and Temporal, and a server
-# reached over TLS answers "cannot decode it" (the check docs/OPERATIONS.md suggests).
-SOME_TOKEN = "AAAA"
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: CertificateAuthority
-    other_ca: CertificateAuthority
-    server: Issued  # for 127.0.0.1 and localhost
-    named_server: Issued  # for SERVER_DNS_NAME only
-    client: Issued
-    foreign_client: Issued  # issued by other_ca
-
-
-@dataclass(frozen=True)
-class VaultSetup:
-    bao: OpenBao
-    role_id: str
-    secret_id_file: Path
-    secret_id: str = field(repr=False)  # kept out of failure reports
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    ca = CertificateAuthority("temporal-build-worker test CA")
-    other = CertificateAuthority("some other CA")
-    return Pki(
-        ca=ca,
-        other_ca=other,
-        server=ca.issue("temporal-frontend", dns=["localhost"], ips=["127.0.0.1"], server=True),
-        named_server=ca.issue(SERVER_DNS_NAME, dns=[SERVER_DNS_NAME], server=True),
-        client=ca.issue(CLIENT_CN, client=True),
-        foreign_client=other.issue(CLIENT_CN, client=True),
-    )
-
-
-@pytest.fixture(scope="module")
-def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultSetup]:
-    """OpenBao dev server, configured by the commands in README's Vault mTLS section."""
-    work = tmp_path_factory.mktemp("vault")
-    bao = OpenBao(work)
-    bao.start()
-    try:
-        ops = work / "operator"
-        ops.mkdir(mode=0o700)
-        (ops / "ca.pem").write_bytes(pki.ca.cert_pem)
-        (ops / "client.pem").write_bytes(pki.client.cert_pem)
-        write_text_atomic(ops / "client-key.pem", pki.client.key_pem.decode())
-        run_readme_setup(bao, ops)
-        secret_file = ops / "secret-id"
-        yield VaultSetup(
-            bao=bao,
-            role_id=(ops / "role-id").read_text().strip(),
-            secret_id_file=secret_file,
-            secret_id=secret_file.read_text().strip(),
-        )
-    finally:
-        bao.stop()
-
-
-@pytest.fixture(scope="module")
-def relay(address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRelay]:
-    """mTLS front door whose certificate names 127.0.0.1 and localhost."""
-    with TlsRelay(address, pki.server, pki.ca.cert_pem, tmp_path_factory.mktemp("relay")) as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def named_relay(
-    address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TlsRelay]:
-    """mTLS front door whose certificate names only SERVER_DNS_NAME, reached by IP."""
-    with TlsRelay(
-        address, pki.named_server, pki.ca.cert_pem, tmp_path_factory.mktemp("named-relay")
-    ) as r:
-        yield r
-
-
-def vault_env(v: VaultSetup, address: str, home: Path, **extra: str) -> dict[str, str]:
-    """What an operator puts in the environment (README): Vault, required TLS, an own HOME."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = cli_env(
-        address,
-        VAULT_ADDR=v.bao.addr,
-        VAULT_ROLE_ID=v.role_id,
-        VAULT_SECRET_ID_FILE=str(v.secret_id_file),
-        TEMPORAL_REQUIRE_TLS="1",
-        HOME=str(home),
-        TMPDIR=str(home),
-    )
-    env.update(extra)
-    return env
-
-
-def vault_worker_env(env: dict[str, str], tmp: Path) -> dict[str, str]:
-    """The worker's own settings on top of an operator's `env`: a queue and directories under
-    `tmp`, DEBUG logs in `tmp`/logs."""
-    return debug_env(make_config(tmp, env["TEMPORAL_ADDRESS"]), tmp / "logs", env)
-
-
-def secrets_to_hide(v: VaultSetup, pki: Pki) -> list[str]:
-    """Everything that must never appear in a log: PEM text, secret id, every Vault token."""
-    needles = ["-----BEGIN", "PRIVATE KEY", v.secret_id, v.bao.root_token]
-    needles += v.bao.issued_tokens()
-    for pem in (
-        pki.ca.cert_pem,
-        pki.client.cert_pem,
-        pki.client.key_pem,
-        pki.foreign_client.cert_pem,
-        pki.foreign_client.key_pem,
-        pki.other_ca.cert_pem,
-    ):
-        needles += pem_body_lines(pem)
-    return needles
-
-
-def assert_no_secrets(texts: Iterable[str], v: VaultSetup, pki: Pki) -> None:
-    needles = secrets_to_hide(v, pki)
-    assert len(needles) > 10
-    scan = scan_for_secrets(texts, [], needles)
-    assert scan.hits == [], scan.hits[:5]
-
+from tests.servers.vault import (
+    CLIENT_CN,
+    SERVER_DNS_NAME,
+    SOME_TOKEN,
+    Pki,
+    VaultSetup,
+    assert_no_secrets,
+    vault_env,
+    vault_worker_env,
+)
 
 # --- The README's set-up -----------------------------------------------------------------------
 

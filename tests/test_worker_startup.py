@@ -7,7 +7,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import worker
-from tests.conftest import TEMPORAL_BIN, TEST_SERVER_BIN
+from harness.env import TEMPORAL_BIN, TEST_SERVER_BIN
 
 
 async def test_registers_build_stage_where_missing() -> None:

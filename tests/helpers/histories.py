@@ -7,7 +7,7 @@ from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 
-HISTORIES = Path(__file__).resolve().parent / "histories"
+HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 
 
 async def save_history(handle: WorkflowHandle, name: str) -> None:

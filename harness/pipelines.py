@@ -15,8 +15,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from config import WorkerConfig
+from harness.agents import new_tasks
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
-from tests.conftest import new_tasks
 
 TRIAGE_FILE = "triage-output.yml"
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from harness.env import ROOT, free_port
 
 SYNAPSE_PYTHON = ROOT / ".test-tools" / "synapse" / "bin" / "python"
 SERVER_NAME = "tbw.test"  # deliberately not the URL's host: bare room names need the real one

