@@ -16,7 +16,6 @@ from temporalio.client import Client
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
 from harness.cli import run_cli
-from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401
 
 
 def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str, Any]]]:
