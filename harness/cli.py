@@ -6,7 +6,6 @@ import asyncio
 import sys
 
 from harness.env import CLI, cli_env
-from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401
 
 
 async def run_cli(

@@ -18,7 +18,6 @@ from temporalio.client import Client
 import worker as worker_module
 from config import WorkerConfig
 from models import BuildPlanInput, PhaseSpec
-from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

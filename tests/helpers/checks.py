@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from activities import task_files
-from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401
 
 
 async def wait_for(
