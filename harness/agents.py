@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
+from exceptions import PHASE_FAILED
 from harness.cli import run_cli
 
 
@@ -31,200 +32,144 @@ def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str,
         yield path, task
 
 
+# ("success" | "failed", message), or None to leave the task alone (a test may answer it later)
 Decision = tuple[str, str] | None
-
-
 Decide = Callable[[dict[str, Any]], Decision | Awaitable[Decision]]
+# complete_activity.py's exit 3 (Temporal unreachable) is retried with these pauses, as
+# docs/AGENTS.md tells agents: a server outage must not strand a task an agent has finished.
+UNREACHABLE_PAUSES = (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8)
 
 
 class ScriptedAgent:
-    """Watches a task directory and completes each new task with complete_activity.py.
+    """The one fake agent: watches a task directory and answers each new task file of the
+    worker's as `decide(task)` says.
 
-    `decide(task)` returns ("success" | "failed", message), or None to leave the task alone.
+    It answers through the real complete_activity.py (`--task-file`), or, given `client`, by
+    the task token through that client: the very call the CLI makes, without a process per
+    answer (for load). At most `parallel` answers are under way at once. A task left alone
+    (`decide` returned None) can be answered later with `answer` or `complete_now`, by the
+    path `path_of(task)` gives.
     """
 
     def __init__(
-        self, queue_dir: Path, address: str, decide: Decide, env: dict[str, str] | None = None
+        self, queue_dir: Path, address: str, decide: Decide, env: dict[str, str] | None = None,
+        *, client: Client | None = None, parallel: int = 1,
     ) -> None:
         self.queue_dir = queue_dir
         self.address = address
         self.decide = decide
-        self.env = env
+        self.env = env  # the CLI's environment (e.g. Vault for mTLS); default: plain cli_env
+        self.client = client
+        self.gate = asyncio.Semaphore(parallel)
         self.seen: set[str] = set()
-        self.handled: list[dict[str, Any]] = []
-        self.results: list[tuple[str, int, str]] = []
-        self.ignored: list[str] = []
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self.paths: dict[str, Path] = {}
+        self.handled: list[dict[str, Any]] = []  # tasks answered, in the order they were
+        self.results: list[tuple[str, int, str]] = []  # (task_type, exit code, stderr)
+        self.ignored: list[str] = []  # task types left alone
+        self.codes: Counter[int] = Counter()
+        self.errors: list[str] = []  # answers that did not go through
+        self.outputs: list[str] = []  # every stdout and stderr of the CLI
+        self._pending: set[asyncio.Task[None]] = set()
+        self._scan_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ScriptedAgent:
-        self._task = asyncio.create_task(self._loop())
+        self._scan_task = asyncio.create_task(self._scan())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Let a completion in flight finish and be recorded: the workflow can end (and the test
-        # leave this block) before the CLI that ended it has exited. Cancelling it then would
+        # Let answers in flight finish and be recorded: the workflow can end (and the test
+        # leave this block) before the CLI that ended it has exited. Cancelling one then would
         # orphan the subprocess and drop the task from `handled`.
-        assert self._task is not None
-        self._stopping = True
-        try:
-            await asyncio.wait_for(self._task, 90)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        assert self._scan_task is not None
+        self._scan_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._scan_task
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=90)
+        for task in self._pending:
+            task.cancel()
 
-    async def _loop(self) -> None:
-        while not self._stopping:
-            for path, task in new_tasks(self.queue_dir, self.seen):
-                if self._stopping:
-                    return
+    @property
+    def answered(self) -> int:
+        """How many answers went through."""
+        return self.codes[0]
+
+    def path_of(self, task: dict[str, Any]) -> Path:
+        return self.paths[str(task["id"])]
+
+    async def _scan(self) -> None:
+        while True:
+            found = await asyncio.to_thread(lambda: list(new_tasks(self.queue_dir, self.seen)))
+            for path, task in found:
+                self.paths[str(task["id"])] = path
                 outcome = self.decide(task)
-                decision: Decision = (
-                    await outcome if isinstance(outcome, Awaitable) else outcome
-                )
+                decision = await outcome if isinstance(outcome, Awaitable) else outcome
                 if decision is None:
                     self.ignored.append(task["task_type"])
-                    continue
-                status, message = decision
-                code, _, err = await run_cli(
-                    ["--task-file", str(path), status, message], self.address, env=self.env
-                )
-                self.handled.append(task)
-                self.results.append((task["task_type"], code, err))
+                else:
+                    self.answer(path, *decision)
             await asyncio.sleep(0.05)
+
+    def answer(self, path: Path, status: str, message: str) -> asyncio.Task[None]:
+        """Answer one task in the background, retrying while Temporal is unreachable."""
+        task = asyncio.create_task(self._answer(path, status, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _answer(self, path: Path, status: str, message: str) -> None:
+        async with self.gate:
+            await self.complete_now(path, status, message, retry_unreachable=True)
+
+    async def complete_now(self, path: Path, status: str = "success", message: str = "done",
+                           *, retry_unreachable: bool = False) -> int:
+        """Answer one task now and wait for it; returns the CLI's exit code (by client: 0, or
+        1 when the call failed). Each answer is recorded once, with its final exit code."""
+        task = await asyncio.to_thread(task_files.load_task, path)
+        pauses = iter(UNREACHABLE_PAUSES if retry_unreachable else ())
+        while True:
+            if self.client is not None:
+                code, out, err = await self._by_client(task, status, message)
+            else:
+                code, out, err = await run_cli(["--task-file", str(path), status, message],
+                                               self.address, env=self.env)
+            self.outputs += [out, err]
+            pause = next(pauses, None)
+            if code != EXIT_UNREACHABLE or pause is None:
+                break
+            await asyncio.sleep(pause)
+        self.codes[code] += 1
+        self.handled.append(task)
+        self.results.append((task["task_type"], code, err))
+        if code != 0:
+            self.errors.append(f"{path.name}: exit {code}: {err.strip()}")
+        return code
+
+    async def _by_client(self, task: dict[str, Any], status: str, message: str
+                         ) -> tuple[int, str, str]:
+        from models import BuildPhaseResult
+
+        assert self.client is not None
+        token = base64.b64decode(task["payload"]["task_token"], validate=True)
+        handle = self.client.get_async_activity_handle(task_token=token)
+        try:
+            if status == "success":
+                await handle.complete(BuildPhaseResult(status="success", output=message))
+            else:
+                await handle.fail(ApplicationError(message, type=PHASE_FAILED,
+                                                   non_retryable=True))
+        except Exception as err:  # noqa: BLE001 - recorded in errors, reported by the test
+            return 1, "", f"{type(err).__name__}: {err}"
+        return 0, "", ""
 
 
 def succeed_all(task: dict[str, Any]) -> Decision:
     return ("success", f"{task['task_type']}-done")
 
 
-class QueueAgent:
-    """Answers every new task file the worker writes, through the real complete_activity.py.
-
-    `decide(path, task)` returns the answer, or None to hold the task (the test answers it
-    later, e.g. while no worker runs). Answers run concurrently, at most `parallel` at a time.
-    """
-
-    def __init__(self, queue_dir: Path, address: str,
-                 decide: Callable[[Path, dict[str, Any]], Decision], parallel: int = 4,
-                 env: dict[str, str] | None = None) -> None:
-        self.queue_dir = queue_dir
-        self.address = address
-        self.decide = decide
-        self.env = env  # the CLI's environment (e.g. Vault for mTLS); default: plain cli_env
-        self.gate = asyncio.Semaphore(parallel)
-        self.seen: set[str] = set()
-        self.codes: Counter[int] = Counter()
-        self.errors: list[str] = []
-        self.outputs: list[str] = []
-        self._pending: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> QueueAgent:
-        self._loop_task = asyncio.create_task(self._loop())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._loop_task is not None
-        self._loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._loop_task
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=90)
-
-    async def _loop(self) -> None:
-        while True:
-            for path, task in new_tasks(self.queue_dir, self.seen):
-                answer = self.decide(path, task)
-                if answer is not None:
-                    self.answer(path, *answer)
-            await asyncio.sleep(0.05)
-
-    def answer(self, path: Path, status: str, message: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run(path, status, message))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        return task
-
-    async def complete_now(self, path: Path, status: str = "success", message: str = "done"
-                           ) -> int:
-        """Complete one task through the CLI and wait for it; returns the exit code."""
-        code, out, err = await run_cli(["--task-file", str(path), status, message],
-                                       self.address, env=self.env)
-        self.codes[code] += 1
-        self.outputs += [out, err]
-        if code != 0:
-            self.errors.append(f"{path.name}: exit {code}: {err.strip()}")
-        return code
-
-    async def _run(self, path: Path, status: str, message: str) -> None:
-        """As docs/AGENTS.md tells agents: exit 3 (Temporal unreachable) is retried with a
-        growing pause; a server outage must not strand a task an agent already finished."""
-        async with self.gate:
-            for pause in (0.5, 1, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8):
-                if await self.complete_now(path, status, message) != EXIT_UNREACHABLE:
-                    return
-                self.errors.pop()  # not final: retried below
-                await asyncio.sleep(pause)
-            await self.complete_now(path, status, message)  # final: a failure stays in errors
-
-
-class ClientAgent:
-    """Answers every new task file through the Temporal client in this process, by its token:
-    the very call complete_activity.py makes, without a process per answer. For load."""
-
-    def __init__(self, client: Client, queue_dir: Path,
-                 decide: Callable[[dict[str, Any]], Decision], parallel: int = 32) -> None:
-        self.client = client
-        self.queue_dir = queue_dir
-        self.decide = decide
-        self.seen: set[str] = set()
-        self.answered = 0
-        self.failures: list[str] = []
-        self.gate = asyncio.Semaphore(parallel)
-        self.pending: set[asyncio.Task[None]] = set()
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(self.queue_dir):
-                    if entry.name.endswith(".yml") and entry.name not in self.seen:
-                        self.seen.add(entry.name)
-                        task = asyncio.create_task(self.answer(Path(entry.path)))
-                        self.pending.add(task)
-                        task.add_done_callback(self.pending.discard)
-            await asyncio.sleep(0.05)
-
-    async def answer(self, path: Path) -> None:
-        from models import BuildPhaseResult
-
-        async with self.gate:
-            try:
-                task = await asyncio.to_thread(task_files.load_task, path)
-                if task.get("source_agent") != task_files.SOURCE_AGENT:
-                    return
-                answer = await asyncio.to_thread(self.decide, task)
-                assert answer is not None and answer[0] == "success", answer
-                token = base64.b64decode(task["payload"]["task_token"], validate=True)
-                await self.client.get_async_activity_handle(task_token=token).complete(
-                    BuildPhaseResult(status="success", output=answer[1]))
-                self.answered += 1
-            except Exception as err:  # noqa: BLE001 - counted and reported by the test
-                self.failures.append(f"{path.name}: {type(err).__name__}: {err}")
-
-
 @contextlib.asynccontextmanager
-async def client_agent(client: Client, queue_dir: Path,
-                       decide: Callable[[dict[str, Any]], Decision], parallel: int = 32
-                       ) -> AsyncIterator[ClientAgent]:
-    agent = ClientAgent(client, queue_dir, decide, parallel)
-    loop = asyncio.create_task(agent.run())
-    try:
+async def client_agent(client: Client, queue_dir: Path, decide: Decide, parallel: int = 32
+                       ) -> AsyncIterator[ScriptedAgent]:
+    """The agent answering by the client, `parallel` at a time: for load."""
+    async with ScriptedAgent(queue_dir, "", decide, client=client, parallel=parallel) as agent:
         yield agent
-    finally:
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
-        if agent.pending:
-            await asyncio.wait(agent.pending, timeout=30)

@@ -432,7 +432,7 @@ async def test_nothing_is_written_outside_the_configured_directories(
             result_type=BuildPlanResult)
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
         assert await asyncio.wait_for(plan.result(), 30) == BuildPlanResult("complete", 1)
-    assert agent.failures == []
+    assert agent.errors == []
     allowed = (config.agent_task_dir, config.audit_dir, config.summary_dir)
     created = [p for p in tmp_path.rglob("*") if p.is_file()]  # tmp_path starts empty
     outside = [p for p in created if not any(p.is_relative_to(d) for d in allowed)]

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
-from harness.agents import QueueAgent
+from harness.agents import ScriptedAgent
 from harness.cli import run_cli
 from harness.env import build_plan_input, free_port, make_config
 from harness.pipelines import (
@@ -133,11 +133,11 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     ]
     by_id: dict[str, Track] = {}
 
-    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+    def decide(task: dict[str, Any]) -> tuple[str, str] | None:
         track = by_id[task["payload"]["workflow_id"]]
         stage = stage_of(task)
         if track.next_hold() == stage:
-            track.held[stage] = (path, task)
+            track.held[stage] = (agent.path_of(task), task)
             return None
         return track.answer(task)
 
@@ -173,7 +173,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     update_latency = gate_file_wait = 0.0
     try:
         await worker.start()
-        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+        async with ScriptedAgent(config.agent_task_dir, address, decide, parallel=4) as agent:
             for track in tracks:
                 if track.start_round is None:
                     await start(track)
@@ -338,11 +338,11 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
     held: dict[str, list[tuple[Path, dict[str, Any]]]] = {"agent": [], "gate": []}
     names: dict[str, str] = {}
 
-    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+    def decide(task: dict[str, Any]) -> tuple[str, str] | None:
         name = names[task["payload"]["workflow_id"]]
         if holds[name] and holds[name][0] == stage_of(task):
             holds[name].pop(0)
-            held[name].append((path, task))
+            held[name].append((agent.path_of(task), task))
             return None
         return scripts[name].decide(task)
 
@@ -355,7 +355,8 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
         client = await server.connect()
         await worker.start()
         pid = worker.pid
-        async with QueueAgent(config.agent_task_dir, server.address, decide) as agent:
+        async with ScriptedAgent(config.agent_task_dir, server.address, decide,
+                                 parallel=4) as agent:
             handles: dict[str, WorkflowHandle] = {}
             for name in scripts:
                 task_id, origin = originating_task(config)
@@ -434,7 +435,7 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
               for i in range(pipelines)}
     names: dict[str, int] = {}
 
-    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+    def decide(task: dict[str, Any]) -> tuple[str, str] | None:
         index = names.get(task["payload"]["workflow_id"])
         if index is None:  # a BuildPlan phase
             return ("success", "phase-done")
@@ -445,7 +446,7 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
     update_latency: list[float] = []
     try:
         await asyncio.gather(*(w.start() for w in workers))
-        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+        async with ScriptedAgent(config.agent_task_dir, address, decide, parallel=4) as agent:
             handles: list[WorkflowHandle] = []
             for i in range(pipelines):
                 task_id, _ = originating_task(config)
@@ -586,8 +587,8 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     try:
         with stack:
             await worker.start()
-            async with QueueAgent(config.agent_task_dir, address,
-                                  lambda _, task: script.decide(task)) as agent:
+            async with ScriptedAgent(config.agent_task_dir, address,
+                                  script.decide, parallel=4) as agent:
                 handle = await client.start_workflow(
                     "BuildPipelineWorkflow",
                     pipeline_input("t-1", build_name="nowrite", plan_path=LONG_PLAN),

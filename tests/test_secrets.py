@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowHandle
 
 import worker as worker_module
 from config import load_client_settings
-from harness.agents import QueueAgent
+from harness.agents import ScriptedAgent
 from harness.env import ROOT, build_plan_input, make_config
 from harness.pipelines import PipelineScript, pipeline_input, summary_of, wait_stage
 from harness.worker_process import WorkerProcess, debug_env
@@ -158,7 +158,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
                "rejected": PipelineScript(blocks=["secrets in the image"])}
     names: dict[str, str] = {}
 
-    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str]:
+    def decide(task: dict[str, Any]) -> tuple[str, str]:
         name = names.get(task["payload"]["workflow_id"])
         if name is None:
             return ("success", "phase-done")
@@ -170,8 +170,8 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     try:
         await worker.start()
         client: Client = await worker_module.connect(load_client_settings(env))
-        async with QueueAgent(base.agent_task_dir, relay.address, decide,
-                              env=agent_env) as agent:
+        async with ScriptedAgent(base.agent_task_dir, relay.address, decide,
+                              env=agent_env, parallel=4) as agent:
             handles: dict[str, WorkflowHandle] = {}
             for name in scripts:
                 wf_id = f"secrets-{name}-{uuid.uuid4().hex[:8]}"
