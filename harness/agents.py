@@ -107,25 +107,29 @@ class ScriptedAgent:
                 if decision is None:
                     self.ignored.append(task["task_type"])
                 else:
-                    self.answer(path, *decision)
+                    self.answer(path, *decision, task=task)
             await asyncio.sleep(0.05)
 
-    def answer(self, path: Path, status: str, message: str) -> asyncio.Task[None]:
+    def answer(self, path: Path, status: str, message: str,
+               task: dict[str, Any] | None = None) -> asyncio.Task[None]:
         """Answer one task in the background, retrying while Temporal is unreachable."""
-        task = asyncio.create_task(self._answer(path, status, message))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        return task
+        job = asyncio.create_task(self._answer(path, status, message, task))
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+        return job
 
-    async def _answer(self, path: Path, status: str, message: str) -> None:
+    async def _answer(self, path: Path, status: str, message: str,
+                      task: dict[str, Any] | None) -> None:
         async with self.gate:
-            await self.complete_now(path, status, message, retry_unreachable=True)
+            await self.complete_now(path, status, message, task=task, retry_unreachable=True)
 
     async def complete_now(self, path: Path, status: str = "success", message: str = "done",
-                           *, retry_unreachable: bool = False) -> int:
+                           *, task: dict[str, Any] | None = None,
+                           retry_unreachable: bool = False) -> int:
         """Answer one task now and wait for it; returns the CLI's exit code (by client: 0, or
         1 when the call failed). Each answer is recorded once, with its final exit code."""
-        task = await asyncio.to_thread(task_files.load_task, path)
+        if task is None:
+            task = await asyncio.to_thread(task_files.load_task, path)
         pauses = iter(UNREACHABLE_PAUSES if retry_unreachable else ())
         while True:
             if self.client is not None:
