@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,3 +97,13 @@ async def temporal_cli(args: list[str], address: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, (args, err.decode())
     return out.decode()
+
+
+async def heartbeat_details(workflow_id: str, address: str) -> list[Any]:
+    """The pending activity's heartbeat details, as `temporal workflow describe` shows them."""
+    described = json.loads(await temporal_cli(
+        ["workflow", "describe", "--workflow-id", workflow_id, "--output", "json"], address))
+    [pending] = described["pendingActivities"]
+    details = pending.get("heartbeatDetails", [])
+    assert isinstance(details, list), details  # the CLI shows decoded JSON payloads
+    return details

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -23,6 +22,7 @@ from tests.cli_support import (
     assert_clean_error,
     dispatch,
     files_of,
+    heartbeat_details,
     probe_worker,
     temporal_cli,
 )
@@ -30,16 +30,6 @@ from tests.conftest import ScriptedAgent, run_cli, running_worker, wait_for
 from tests.pipeline_support import PipelineScript, dispatched, originating_task, start_pipeline
 
 STOP = "stop: the stage or its pipeline was cancelled"
-
-
-async def heartbeat_details(task: Dispatched, address: str) -> list[Any]:
-    """The pending activity's heartbeat details, as `temporal workflow describe` shows them."""
-    described = json.loads(await temporal_cli(
-        ["workflow", "describe", "--workflow-id", task.handle.id, "--output", "json"], address))
-    [pending] = described["pendingActivities"]
-    details = pending.get("heartbeatDetails", [])
-    assert isinstance(details, list), details  # the CLI shows decoded JSON payloads
-    return details
 
 
 def recorded(out: str) -> str:
@@ -56,12 +46,12 @@ async def test_heartbeat_progress_shows_in_describe(client: Client, config: Work
         assert code == 0, err
         assert err == "" and task.token not in out
         assert recorded(out) == "compiling 3/7"
-        assert await heartbeat_details(task, address) == ["compiling 3/7"]
+        assert await heartbeat_details(task.handle.id, address) == ["compiling 3/7"]
 
         # the last heartbeat wins; one without progress is recorded too
         code, out, err = await run_cli([task.token, "heartbeat", "linking"], address)
         assert code == 0, err
-        assert await heartbeat_details(task, address) == ["linking"]
+        assert await heartbeat_details(task.handle.id, address) == ["linking"]
         code, out, err = await run_cli([task.token, "heartbeat"], address)
         assert code == 0, err
         assert recorded(out) == ""
@@ -82,7 +72,7 @@ async def test_progress_arrives_as_one_capped_line(client: Client, config: Worke
         code, out, err = await run_cli(["-", "heartbeat", noisy], address, stdin=task.token)
         assert code == 0, err
         assert task.token not in out + err
-        [details] = await heartbeat_details(task, address)
+        [details] = await heartbeat_details(task.handle.id, address)
         await task.handle.terminate("test over")
     assert details == recorded(out) == clean_progress(noisy)
     assert len(details) == MAX_PROGRESS_LEN and details.endswith("\u2026")
@@ -102,8 +92,8 @@ async def test_heartbeat_from_task_file_and_stdin(client: Client, config: Worker
                                        stdin=by_stdin.token + "\n")
         assert code == 0, err
         assert by_stdin.token not in out + err
-        assert await heartbeat_details(by_file, address) == ["from file"]
-        assert await heartbeat_details(by_stdin, address) == ["from stdin"]
+        assert await heartbeat_details(by_file.handle.id, address) == ["from file"]
+        assert await heartbeat_details(by_stdin.handle.id, address) == ["from stdin"]
         for task in (by_file, by_stdin):
             await task.handle.terminate("test over")
 
