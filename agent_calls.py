@@ -82,9 +82,10 @@ async def heartbeat(
 ) -> str:
     """Record a heartbeat whose details are the cleaned `progress`; returns what was recorded.
 
-    EXIT_STOP when the agent should stop: the server asks for cancellation while the activity is
-    open, or the activity is gone because its workflow was cancelled, or `task_file` (re-read
-    now) is marked cancelled or superseded. Otherwise a gone activity is EXIT_TOKEN.
+    EXIT_STOP when the agent should stop: the server asks for cancellation (or reports a pause
+    or reset) while the activity is open; or the activity is gone and `task_file` (re-read now)
+    is marked cancelled or superseded, its workflow was cancelled, or a newer attempt of it is
+    pending. Otherwise a gone activity is EXIT_TOKEN.
     """
     from temporalio.client import AsyncActivityCancelledError
     from temporalio.service import RPCError, RPCStatusCode
@@ -93,13 +94,24 @@ async def heartbeat(
     handle = client.get_async_activity_handle(task_token=token)
     try:
         await handle.heartbeat(*([details] if details else []), rpc_timeout=RPC_TIMEOUT)
-    except AsyncActivityCancelledError:
-        raise AgentCallError(EXIT_STOP, STOP) from None
+    except AsyncActivityCancelledError as err:
+        raise AgentCallError(EXIT_STOP, _why_cancelled(err.details)) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND and await _told_to_stop(client, token, task_file):
             raise AgentCallError(EXIT_STOP, STOP) from None
         raise rpc_error(err) from None
     return details
+
+
+def _why_cancelled(details: Any) -> str:
+    """The server also flags an operator's `temporal activity pause` or `reset` this way; the
+    attempt is to stop then too, and the line says which."""
+    if details is not None and not details.cancel_requested:
+        if details.paused:
+            return "stop: an operator paused this activity"
+        if details.reset:
+            return "stop: an operator reset this activity"
+    return STOP
 
 
 async def _call(call: Any) -> None:

@@ -25,8 +25,8 @@ Exit codes:
   3  Temporal could not be reached
   4  the token is unknown, already used, or its attempt timed out
   5  TLS or Vault credentials could not be set up
-  6  heartbeat only: the stage or its pipeline was cancelled, or a newer attempt replaced this
-     task; stop working on it
+  6  heartbeat only: the stage or its pipeline was cancelled, a newer attempt replaced this
+     task, or an operator paused or reset it; stop working on it
 """
 
 from __future__ import annotations

@@ -131,6 +131,19 @@ async def test_cancel_while_the_activity_is_open_exits_6(client: Client, config:
         await task.handle.terminate("test over")
 
 
+async def test_paused_activity_exits_6(client: Client, config: WorkerConfig,
+                                       address: str) -> None:
+    """`temporal activity pause` asks the running attempt to stop; the line says it was a pause."""
+    async with probe_worker(client, config):
+        (task,) = await dispatch(client, config)
+        await temporal_cli(["activity", "pause", "--workflow-id", task.handle.id,
+                            "--activity-id", "1"], address)
+        code, out, err = await run_cli([task.token, "heartbeat", "working"], address)
+        line = assert_clean_error(code, out, err, 6, task.token)
+        assert "stop: an operator paused this activity" in line
+        await task.handle.terminate("test over")
+
+
 async def test_cancel_of_a_closed_workflow_exits_6(client: Client, config: WorkerConfig,
                                                    address: str) -> None:
     """Once the workflow is closed the server only says NOT_FOUND; the CLI finds out why."""
