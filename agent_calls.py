@@ -52,11 +52,15 @@ def decode_token(text: str) -> bytes:
     return token
 
 
-def clean_progress(text: str) -> str:
+def clean_progress(text: str, token: bytes = b"") -> str:
     """An agent's progress as the heartbeat records it: one inert line of at most
-    MAX_PROGRESS_LEN characters, sanitised like security findings, since operators read it."""
+    MAX_PROGRESS_LEN characters, sanitised like security findings, since operators read it.
+    The token itself, pasted in by mistake, becomes `[task token]`: details are stored in the
+    history and printed by `temporal workflow describe`, where a token must never appear."""
     from activities.triage import sanitize_finding
 
+    if token:
+        text = text.replace(base64.b64encode(token).decode(), "[task token]")
     return sanitize_finding(text, MAX_PROGRESS_LEN)
 
 
@@ -90,7 +94,7 @@ async def heartbeat(
     from temporalio.client import AsyncActivityCancelledError
     from temporalio.service import RPCError, RPCStatusCode
 
-    details = clean_progress(progress)
+    details = clean_progress(progress, token)
     handle = client.get_async_activity_handle(task_token=token)
     try:
         await handle.heartbeat(*([details] if details else []), rpc_timeout=RPC_TIMEOUT)

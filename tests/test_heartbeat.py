@@ -80,6 +80,19 @@ async def test_progress_arrives_as_one_capped_line(client: Client, config: Worke
     assert not any(ch in details for ch in "\n\r\x1b\x07\u202e<>")
 
 
+async def test_a_token_in_the_progress_is_never_recorded(client: Client, config: WorkerConfig,
+                                                         address: str) -> None:
+    async with probe_worker(client, config):
+        (task,) = await dispatch(client, config)
+        code, out, err = await run_cli(
+            ["--task-file", str(task.path), "heartbeat", f"my token is {task.token}!"], address)
+        assert code == 0, err
+        details = await heartbeat_details(task.handle.id, address)
+        await task.handle.terminate("test over")
+    assert details == ["my token is [task token]!"] == [recorded(out)]
+    assert task.token not in out + err
+
+
 async def test_heartbeat_from_task_file_and_stdin(client: Client, config: WorkerConfig,
                                                   address: str) -> None:
     async with probe_worker(client, config):
