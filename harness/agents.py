@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -11,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+import agent_calls
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
-from exceptions import PHASE_FAILED
 from harness.cli import run_cli
 
 
@@ -151,19 +149,16 @@ class ScriptedAgent:
 
     async def _by_client(self, task: dict[str, Any], status: str, message: str
                          ) -> tuple[int, str, str]:
-        from models import BuildPhaseResult
-
+        """agent_calls' complete or fail: the very call complete_activity.py makes."""
         assert self.client is not None
-        token = base64.b64decode(task["payload"]["task_token"], validate=True)
-        handle = self.client.get_async_activity_handle(task_token=token)
         try:
+            token = agent_calls.decode_token(task["payload"]["task_token"])
             if status == "success":
-                await handle.complete(BuildPhaseResult(status="success", output=message))
+                await agent_calls.complete(self.client, token, message)
             else:
-                await handle.fail(ApplicationError(message, type=PHASE_FAILED,
-                                                   non_retryable=True))
-        except Exception as err:  # noqa: BLE001 - recorded in errors, reported by the test
-            return 1, "", f"{type(err).__name__}: {err}"
+                await agent_calls.fail(self.client, token, message)
+        except agent_calls.AgentCallError as err:
+            return err.code, "", str(err)
         return 0, "", ""
 
 

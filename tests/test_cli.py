@@ -8,11 +8,9 @@ traceback, and never the token.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,27 +24,14 @@ from harness.cli import run_cli
 from harness.env import closed_address
 from models import BuildPhaseResult
 from tests.helpers.checks import stderr_line
-from tests.helpers.cli import Dispatched, dispatch, files_of, probe_worker
-
-# A well-formed token that no server issued: for paths that must fail before the network.
-FAKE_TOKEN = base64.b64encode(b"fake-task-token-" + uuid.uuid4().bytes).decode()
-
-
-
-
-
-
-
-
-
-
-def assert_clean_error(code: int, out: str, err: str, expected: int, *secrets: str) -> str:
-    assert code == expected, (code, out, err)
-    line = stderr_line(err)
-    assert line.startswith("complete_activity: "), line
-    for secret in secrets:
-        assert secret not in out and secret not in err
-    return line
+from tests.helpers.cli import (
+    FAKE_TOKEN,
+    Dispatched,
+    assert_clean_error,
+    dispatch,
+    files_of,
+    probe_worker,
+)
 
 
 def activity_failure(err: WorkflowFailureError) -> BaseException | None:

@@ -1,8 +1,12 @@
-"""Probe workflows that dispatch one task file each, for the CLI's tests."""
+"""Shared by the tests that run complete_activity.py: probe workflows that dispatch one real
+`execute_build_phase` task each, and the check every error path of the CLI must pass."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +19,13 @@ import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
 from harness.agents import new_tasks
+from harness.env import TEMPORAL_BIN
 from models import BuildPhaseInput, BuildPhaseResult
-from tests.helpers.checks import wait_for
+from tests.helpers.checks import stderr_line, wait_for
 from tests.helpers.phase_probe import PhaseProbeWorkflow, ProbeInput
+
+# A well-formed token that no server issued: for paths that must fail before the network.
+FAKE_TOKEN = base64.b64encode(b"fake-task-token-" + uuid.uuid4().bytes).decode()
 
 
 @contextlib.asynccontextmanager
@@ -72,3 +80,32 @@ async def dispatch(
 
     await wait_for(all_written, timeout=60, interval=0.1)
     return [Dispatched(h, found[h.id]) for h in handles]
+
+
+def assert_clean_error(code: int, out: str, err: str, expected: int, *secrets: str) -> str:
+    assert code == expected, (code, out, err)
+    line = stderr_line(err)
+    assert line.startswith("complete_activity: "), line
+    for secret in secrets:
+        assert secret not in out and secret not in err
+    return line
+
+
+async def temporal_cli(args: list[str], address: str) -> str:
+    """Run the real `temporal` CLI as an operator would; its stdout, or a failure naming why."""
+    proc = await asyncio.create_subprocess_exec(
+        TEMPORAL_BIN, *args, "--address", address, "--namespace", "default",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (args, err.decode())
+    return out.decode()
+
+
+async def heartbeat_details(workflow_id: str, address: str) -> list[Any]:
+    """The pending activity's heartbeat details, as `temporal workflow describe` shows them."""
+    described = json.loads(await temporal_cli(
+        ["workflow", "describe", "--workflow-id", workflow_id, "--output", "json"], address))
+    [pending] = described["pendingActivities"]
+    details = pending.get("heartbeatDetails", [])
+    assert isinstance(details, list), details  # the CLI shows decoded JSON payloads
+    return details
