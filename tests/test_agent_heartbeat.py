@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,14 @@ from temporalio.exceptions import ApplicationError
 from activities import instructions, task_files
 from config import load_config
 from exceptions import ConfigError
-from tests.conftest import ScriptedAgent, make_config, running_worker, wait_for
+from models import BuildPlanResult
+from tests.conftest import (
+    ScriptedAgent,
+    build_plan_input,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from tests.history_support import save_history
 from tests.pipeline_support import (
     PipelineScript,
@@ -196,3 +204,32 @@ async def test_setting_off_keeps_task_files_as_they_were(
     timeouts = [e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
                 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert timeouts and set(timeouts) <= {timedelta(0), timedelta(minutes=1)}  # notify's own
+
+
+async def test_silent_phase_is_dispatched_again_then_fails_the_plan(
+    client: Client, address: str, tmp_path: Any
+) -> None:
+    """A BuildPlan phase has two attempts: a silent agent gets a second task file (the first
+    is superseded), and after the second silence the plan fails saying why."""
+    config = make_config(tmp_path, address, heartbeat_timeout_seconds=TIMEOUT)
+    async with running_worker(client, config), ScriptedAgent(
+        config.agent_task_dir, address, lambda task: None
+    ) as agent:
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", build_plan_input("silent-plan"), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await asyncio.wait_for(handle.result(), 60)
+        await save_history(handle, "plan_heartbeat_timeout")
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "StageTimedOutError"
+    assert cause.message == f"Phase 1 failed: no heartbeat from the dev agent within {TIMEOUT} s"
+    assert agent.ignored == ["build_phase", "build_phase"]
+    first, second = dispatched(config)
+    assert (first["payload"]["attempt"], second["payload"]["attempt"]) == (1, 2)
+    assert first["payload"]["activity_id"] == second["payload"]["activity_id"] == "1"
+    assert first["status"] == task_files.SUPERSEDED
+    assert second["payload"]["heartbeat_seconds"] == 1
+    assert second["payload"]["instruction"] == instructions.with_heartbeat(
+        instructions.phase(1, "silent-plan"), timedelta(seconds=TIMEOUT))

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
+    from exceptions import PHASE_FAILED, STAGE_TIMED_OUT, TRIAGE_MALFORMED
     from models import (
         AUDIT_AGENT,
         PREFAB_AGENT,
@@ -53,7 +53,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows import operator_view
 
 STAGE_FAILED = "StageFailedError"
-STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
