@@ -31,7 +31,15 @@ from activities.triage import (
 )
 from config import WorkerConfig
 from exceptions import TASK_FILE_ERROR, TRIAGE_MALFORMED, TaskFileError, TriageError
-from models import BuildPhaseResult, Features, PipelineOutcome, PipelineSettings, TriageOutput
+from models import (
+    AUDIT_AGENT,
+    PREFAB_AGENT,
+    BuildPhaseResult,
+    Features,
+    PipelineOutcome,
+    PipelineSettings,
+    TriageOutput,
+)
 
 TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
@@ -98,14 +106,16 @@ class PipelineActivities:
     async def pipeline_settings(self) -> PipelineSettings:
         """The settings a pipeline starts with; it runs as a local activity, so its result is
         recorded in the history and a replay never asks this worker's process again."""
-        return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
+        return PipelineSettings(stage_search_attribute=Features.stage_search_attribute,
+                                agent_hosts=dict(self.config.agent_hosts),
+                                host_wait_seconds=self.config.host_wait_seconds)
 
     # 1 ---------------------------------------------------------------------------------------
     @activity.defn(name="prefab_scaffolding")
     async def prefab_scaffolding(self, build_name: str, plan_path: str) -> BuildPhaseResult:
         done = task_files.completion_command("success", "'prefab-complete'")
         return await self._dispatch(
-            stage="prefab", target_agent="claudebox", task_type="build_prefab",
+            stage="prefab", target_agent=PREFAB_AGENT, task_type="build_prefab",
             summary=f"Prefab scaffolding for build '{build_name}'",
             payload={
                 "build_name": build_name,
@@ -163,7 +173,7 @@ class PipelineActivities:
         if moved is not None:
             observability.activity_logger().info("stale_triage_moved", file=moved.name)
         return await self._dispatch(
-            stage="audit", target_agent="security-agent", task_type="security_audit",
+            stage="audit", target_agent=AUDIT_AGENT, task_type="security_audit",
             summary=f"Security audit for build '{build_name}'",
             payload={
                 "build_name": build_name,
@@ -406,16 +416,28 @@ class PipelineActivities:
                            message: str) -> int:
         """Close the run's open task files (their tokens are dead) and tell the operator once."""
         log = observability.activity_logger(build=build_name)
+        closed = await self._close_open_tasks(workflow_id, outcome)
+        log.info("pipeline_ended", outcome=outcome, tasks_closed=closed)
+        text = f"[{outcome.upper()}] {build_name}: {sanitize_finding(message, 1000)}"
+        await notify_once(self.config, text, key=f"{activity.info().workflow_run_id}:end")
+        return closed
+
+    @activity.defn(name="close_pipeline_tasks")
+    async def close_pipeline_tasks(self, workflow_id: str, outcome: str) -> int:
+        """end_pipeline's clean-up on another host: the run's open task files there."""
+        closed = await self._close_open_tasks(workflow_id, outcome)
+        observability.activity_logger().info("pipeline_tasks_closed", outcome=outcome,
+                                             tasks_closed=closed)
+        return closed
+
+    async def _close_open_tasks(self, workflow_id: str, outcome: str) -> int:
         note = f"BuildPipelineWorkflow ended ({outcome}); this task's token is no longer valid"
         try:
             closed = await asyncio.to_thread(
                 task_files.close_open_tasks, self.config.agent_task_dir, workflow_id, note)
         except TaskFileError as err:
-            log.warning("task_close_failed", error=str(err))
-            closed = []
-        log.info("pipeline_ended", outcome=outcome, tasks_closed=len(closed))
-        text = f"[{outcome.upper()}] {build_name}: {sanitize_finding(message, 1000)}"
-        await notify_once(self.config, text, key=f"{activity.info().workflow_run_id}:end")
+            observability.activity_logger().warning("task_close_failed", error=str(err))
+            return 0
         return len(closed)
 
 

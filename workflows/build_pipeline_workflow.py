@@ -15,6 +15,12 @@
 Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py.
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
 task files closed, then the workflow ends (failed, or completed with status `rejected`).
+
+Hosts (AGENT_HOSTS, recorded in the settings): each stage runs on the host of the agent whose
+files it writes or reads: prefab on claudebox's, implement/fixes/close on the target agent's,
+audit and triage on security-agent's; notify, the gate's poll, the summary and the failure
+path's notification on the dispatcher's (the originating task file lives there). An unmapped
+agent's stage runs on any worker of the pipeline's queue, as on a single host.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
     from models import (
+        AUDIT_AGENT,
+        DISPATCHER,
+        PREFAB_AGENT,
         BuildPhaseResult,
         BuildPipelineInput,
         BuildPipelineResult,
@@ -48,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         TriageOutput,
         dispatch_task_id,
     )
+    from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
 
 STAGE_FAILED = "StageFailedError"
 STAGE_TIMED_OUT = "StageTimedOutError"
@@ -70,7 +80,8 @@ SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 SETTINGS_PATCH = "pipeline-settings"
 SETTINGS_TIMEOUT = timedelta(seconds=10)
 
-METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out"}
+METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out",
+                  HOST_UNAVAILABLE: "timed_out"}
 
 AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
 TRIAGE_RETRY = RetryPolicy(
@@ -86,13 +97,16 @@ GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
 class StageFailed(Exception):
     """A stage's activity failed: carries the stage and a one-line reason."""
 
-    def __init__(self, stage: str, error: ActivityError) -> None:
+    def __init__(self, stage: str, error: ActivityError, where: Route | None = None) -> None:
         self.stage = stage
-        self.error_type, self.reason = _describe(stage, error)
+        self.error_type, self.reason = _describe(stage, error, where or Route())
         super().__init__(f"{stage}: {self.reason}")
 
 
-def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
+def _describe(stage: str, error: ActivityError, where: Route) -> tuple[str, str]:
+    missing = unplaced(error, where, f"{stage} stage")
+    if missing:
+        return HOST_UNAVAILABLE, missing
     cause = error.cause
     if isinstance(cause, ApplicationError):
         kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
@@ -111,6 +125,8 @@ class BuildPipelineWorkflow:
         self._awaiting = False
         self._phases: list[str] = []
         self._settings = PipelineSettings()
+        self._route = Route()
+        self._hosts_used: set[str] = set()
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -169,29 +185,33 @@ class BuildPipelineWorkflow:
 
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
         name, plan = build.build_name, build.plan_path
-        await self._agent("prefab", "prefab_scaffolding", name, plan, hours=2)
+        agent = build.target_agent
+        await self._agent("prefab", "prefab_scaffolding", name, plan, hours=2, agent=PREFAB_AGENT)
         await self._agent("implement", "implement_build", name, build.task_id,
-                          build.target_agent, plan, hours=4)
-        await self._agent("audit", "request_security_audit", name, plan, hours=4)
+                          build.target_agent, plan, hours=4, agent=agent)
+        await self._agent("audit", "request_security_audit", name, plan, hours=4,
+                          agent=AUDIT_AGENT)
         triage: TriageOutput = await self._stage(
             "triage", "process_triage_output", name, result_type=TriageOutput,
-            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY)
+            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY,
+            **self._on(AUDIT_AGENT))
         assert self._status is not None
         self._status.blocks, self._status.flags = triage.blocks, triage.flags
 
         if triage.flags:
             await self._agent("fixes", "apply_flag_fixes", name, triage.flags,
-                              build.target_agent, hours=2)
+                              build.target_agent, hours=2, agent=agent)
         if triage.blocks:
             task_path: str = await self._stage(
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
                 return await self._stop(build, resolution)
 
-        closed = await self._agent("close", "close_build", name, build.target_agent, hours=2)
+        closed = await self._agent("close", "close_build", name, build.target_agent, hours=2,
+                                   agent=agent)
         done = PipelineOutcome(outcome="partial" if triage.blocks else "success",
                                resolution=self._decision)
         summary = await self._summarize(build, closed.output or "", done)
@@ -208,6 +228,7 @@ class BuildPipelineWorkflow:
             "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
             start_to_close_timeout=GATE_CHECK_TIMEOUT, retry_policy=GATE_RETRY,
+            **self._on(DISPATCHER, bounded=False),
         )
         try:
             await workflow.wait_condition(
@@ -268,7 +289,8 @@ class BuildPipelineWorkflow:
                 "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
                                       outcome.outcome, message],
                 start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
+        await self._close_elsewhere(outcome.outcome)
         self._set_stage(outcome.outcome.replace("_", "-"))
         return summary
 
@@ -283,7 +305,7 @@ class BuildPipelineWorkflow:
             self._status.started_at, completed_at, list(self._phases),
             len(self._status.blocks), self._flags_applied(), build.plan_path, report_path,
             outcome, result_type=str, start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=3))
+            retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
         return path
 
     # --- helpers ---------------------------------------------------------------------------
@@ -297,14 +319,37 @@ class BuildPipelineWorkflow:
             start_to_close_timeout=SETTINGS_TIMEOUT)
         return settings
 
-    async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
+    async def _agent(self, stage: str, activity: str, *args: Any, hours: int,
+                     agent: str) -> BuildPhaseResult:
         info = workflow.info()
         assert self._status is not None
         self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
+        options = self._on(agent)
+        if self._route.host:
+            self._hosts_used.add(self._route.host)
         result: BuildPhaseResult = await self._stage(
             stage, activity, *args, result_type=BuildPhaseResult,
-            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY)
+            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY, **options)
         return result
+
+    def _on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
+        """Options that run the next activity on `agent`'s host; the status names that host."""
+        assert self._status is not None
+        self._route = route(self._settings, workflow.info().task_queue, agent, bounded=bounded)
+        self._status.host, self._status.host_queue = self._route.host, self._route.queue
+        return dict(self._route.options)
+
+    async def _close_elsewhere(self, outcome: str) -> None:
+        """The failure path's task-file clean-up on each other host an agent stage ran on:
+        `end_pipeline` closes only the files of its own host."""
+        here = self._route.host
+        for host in sorted(self._hosts_used - {here} if here else self._hosts_used):
+            where = on_host(self._settings, workflow.info().task_queue, host)
+            with contextlib.suppress(ActivityError):
+                await workflow.execute_activity(
+                    "close_pipeline_tasks", args=[workflow.info().workflow_id, outcome],
+                    start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=3), **where.options)
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
         self._set_stage(stage)
@@ -312,7 +357,7 @@ class BuildPipelineWorkflow:
         try:
             result = await workflow.execute_activity(activity, args=list(args), **options)
         except ActivityError as err:
-            failure = StageFailed(stage, err)
+            failure = StageFailed(stage, err, self._route)
             observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
                 failure.error_type, "error"))
             raise failure from None

@@ -1,4 +1,8 @@
-"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2)."""
+"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2).
+
+Each phase runs on the host AGENT_HOSTS maps its `agent_type` to, as a pipeline's agent stages
+do: the settings are read once (patch `plan-agent-hosts`) and recorded in the history.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +24,28 @@ with workflow.unsafe.imports_passed_through():
         BuildPhaseResult,
         BuildPlanInput,
         BuildPlanResult,
+        PipelineSettings,
     )
+    from workflows.hosts import HOST_UNAVAILABLE, route, unplaced
+
+# Plans started before this patch run every phase on the workflow's own queue.
+HOSTS_PATCH = "plan-agent-hosts"
+SETTINGS_TIMEOUT = timedelta(seconds=10)
 
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
 class BuildPlanWorkflow:
+    def __init__(self) -> None:
+        self._settings = PipelineSettings()
+
     @workflow.run
     async def run(self, plan: BuildPlanInput) -> BuildPlanResult:
         _validate(plan)
+        if workflow.patched(HOSTS_PATCH):
+            self._settings = await workflow.execute_local_activity(
+                "pipeline_settings", result_type=PipelineSettings,
+                start_to_close_timeout=SETTINGS_TIMEOUT)
         for phase in plan.phases:
             result = await self._run_phase(
                 plan, phase.number, phase.agent_type, phase.description, list(phase.context_refs)
@@ -50,6 +67,7 @@ class BuildPlanWorkflow:
         context_refs: list[str],
     ) -> BuildPhaseResult:
         started = workflow.now()
+        where = route(self._settings, workflow.info().task_queue, agent_type)
         try:
             result: BuildPhaseResult = await workflow.execute_activity(
                 "execute_build_phase",
@@ -66,8 +84,13 @@ class BuildPlanWorkflow:
                 retry_policy=RetryPolicy(
                     maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
                 ),
+                **where.options,
             )
         except ActivityError as err:
+            missing = unplaced(err, where, f"phase {number}")
+            if missing:
+                _record_phase(started, "timed_out")
+                raise ApplicationError(missing, type=HOST_UNAVAILABLE, non_retryable=True) from err
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == PHASE_FAILED:
                 _record_phase(started, "failed")
