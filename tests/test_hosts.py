@@ -6,11 +6,13 @@ agent sees only its own task directory, as agents on two machines would.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -20,12 +22,14 @@ from activities import task_files
 from config import WorkerConfig
 from models import BuildPlanResult, PipelineSettings, host_queue
 from tests.conftest import (
+    TEMPORAL_BIN,
     ScriptedAgent,
     build_plan_input,
     make_config,
     new_tasks,
     succeed_all,
 )
+from tests.history_support import save_history
 from tests.pipeline_support import (
     PipelineScript,
     approve_by_file,
@@ -50,6 +54,16 @@ def host_env(config: WorkerConfig, host: str, **extra: str) -> dict[str, str]:
     home = config.agent_task_dir.parent / "home"
     home.mkdir(parents=True, exist_ok=True)
     return worker_env(config, HOME=str(home), WORKER_HOST=host, AGENT_HOSTS=AGENT_HOSTS, **extra)
+
+
+async def pollers(address: str, queue: str) -> list[dict[str, Any]]:
+    """`temporal task-queue describe` of a host queue: the workers polling it for activities."""
+    proc = await asyncio.create_subprocess_exec(
+        TEMPORAL_BIN, "task-queue", "describe", "--task-queue", queue, "--task-queue-type",
+        "activity", "--address", address, "-o", "json", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return list(json.loads(out)["pollers"] or [])
 
 
 def our_task_types(config: WorkerConfig) -> list[str]:
@@ -90,6 +104,7 @@ async def test_each_stage_runs_on_its_agents_host(client: Client, address: str,
 
         await beta_worker.start()
         result = await asyncio.wait_for(handle.result(), 60)
+        await save_history(handle, "pipeline_two_hosts")
 
     assert result.status == "complete"
     assert our_task_types(alpha) == ["build_prefab", "security_audit"]
@@ -121,9 +136,11 @@ async def test_plan_phases_run_on_their_agents_hosts(client: Client, address: st
         ScriptedAgent(alpha.agent_task_dir, address, succeed_all) as on_alpha,
         ScriptedAgent(beta.agent_task_dir, address, succeed_all) as on_beta,
     ):
-        result = await client.execute_workflow(
+        handle = await client.start_workflow(
             "BuildPlanWorkflow", plan, id=f"plan-{uuid.uuid4()}", task_queue=queue,
             result_type=BuildPlanResult, execution_timeout=timedelta(seconds=90))
+        result = await handle.result()
+        await save_history(handle, "plan_two_hosts")
     assert result == BuildPlanResult(status="complete", phases_run=2)
     assert [t["target_agent"] for t in on_beta.handled] == ["dev"]
     assert [t["target_agent"] for t in on_alpha.handled] == ["claudebox"]
@@ -149,6 +166,9 @@ async def test_stage_for_a_host_that_never_polls_fails_naming_it(
             await asyncio.wait_for(handle.result(), 60)
         took = time.monotonic() - began
         status = await status_of(handle)
+        # what OPERATIONS.md has the operator run: gamma's queue has no poller, alpha's has one
+        assert await pollers(address, f"{config.task_queue}@gamma") == []
+        assert len(await pollers(address, f"{config.task_queue}@alpha")) == 1
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == HOST_UNAVAILABLE
