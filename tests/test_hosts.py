@@ -123,6 +123,31 @@ async def test_each_stage_runs_on_its_agents_host(client: Client, address: str,
                                            "close"]
 
 
+async def test_failure_path_closes_task_files_on_every_host(client: Client, address: str,
+                                                            tmp_path: Path) -> None:
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    alpha = host_config(tmp_path, address, queue, "alpha")
+    beta = host_config(tmp_path, address, queue, "beta")
+    task_id, _ = originating_task(alpha)
+    script = PipelineScript(fail_task_type="build_plan")  # dev, on beta, fails implement
+    async with (
+        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha"),
+        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta"),
+        ScriptedAgent(alpha.agent_task_dir, address, script.decide),
+        ScriptedAgent(beta.agent_task_dir, address, script.decide),
+    ):
+        handle = await start_pipeline(client, alpha, task_id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "implement failed: build_plan could not be done" in str(failed.value.cause)
+    statuses = {host: {task["task_type"]: task["status"]
+                       for _, task in new_tasks(config.agent_task_dir, set())}
+                for host, config in (("alpha", alpha), ("beta", beta))}
+    # end_pipeline closed alpha's (the dispatcher's host), close_pipeline_tasks beta's
+    assert statuses == {"alpha": {"build_prefab": task_files.CANCELLED},
+                        "beta": {"build_plan": task_files.CANCELLED}}
+
+
 async def test_plan_phases_run_on_their_agents_hosts(client: Client, address: str,
                                                      tmp_path: Path) -> None:
     queue = f"test-{uuid.uuid4().hex[:12]}"

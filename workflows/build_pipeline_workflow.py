@@ -342,8 +342,8 @@ class BuildPipelineWorkflow:
     async def _close_elsewhere(self, outcome: str) -> None:
         """The failure path's task-file clean-up on each other host an agent stage ran on:
         `end_pipeline` closes only the files of its own host."""
-        here = self._route.host
-        for host in sorted(self._hosts_used - {here} if here else self._hosts_used):
+        here = route(self._settings, workflow.info().task_queue, DISPATCHER).host
+        for host in sorted(self._hosts_used - {here}):
             where = on_host(self._settings, workflow.info().task_queue, host)
             with contextlib.suppress(ActivityError):
                 await workflow.execute_activity(
