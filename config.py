@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exceptions import ConfigError
-from models import AGENT_PATTERN, HOST_PATTERN
 
+# A host name as WORKER_HOST and AGENT_HOSTS give it: safe inside a task-queue name, no `@`.
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -213,6 +214,8 @@ def parse_agent_hosts(text: str) -> dict[str, str]:
     Blanks around names are ignored; an empty entry, a missing `=`, a name that is not an agent
     or host name, or an agent given twice is refused, naming the entry.
     """
+    from models import AGENT_PATTERN  # here: complete_activity.py imports config, not pydantic
+
     hosts: dict[str, str] = {}
     if not text.strip():
         return hosts

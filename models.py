@@ -59,8 +59,6 @@ class BuildPlanResult:
 BUILD_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 # Agent names route task files; keep them to a plain identifier so they cannot smuggle text.
 AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-# A host name as WORKER_HOST and AGENT_HOSTS give it: safe inside a task-queue name.
-HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 # Any printable text without whitespace or path separators.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # A path on one line: no control characters (they would break the agent's instruction).
@@ -177,7 +175,7 @@ class PipelineSettings(BaseModel):
 def host_queue(task_queue: str, host: str) -> str:
     """The activity-only queue of the workers on `host`: `<TASK_QUEUE>@<host>`.
 
-    A host name never holds `@` (HOST_PATTERN), so the host is what follows the last `@`:
+    A host name never holds `@` (config.HOST_PATTERN), so the host is what follows the last `@`:
     `helm-build@alpha` is host alpha's queue of the `helm-build` fleet.
     """
     return f"{task_queue}@{host}"
