@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exceptions import ConfigError
 
+# A host name as WORKER_HOST and AGENT_HOSTS give it: safe inside a task-queue name, no `@`.
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -101,6 +105,9 @@ class WorkerConfig(ClientSettings):
     matrix_homeserver: str | None = None
     matrix_access_token_file: Path | None = None
     heartbeat_timeout_seconds: int = 0  # 0: agent stages carry no heartbeat timeout
+    worker_host: str = "localhost"
+    agent_hosts: dict[str, str] = field(default_factory=dict)
+    host_wait_seconds: float = 900.0
 
     def public_fields(self) -> dict[str, object]:
         """What `config_loaded` logs: no secret, no path to one."""
@@ -119,6 +126,9 @@ class WorkerConfig(ClientSettings):
             "summary_dir": str(self.summary_dir),
             "matrix_api": bool(self.matrix_homeserver and self.matrix_access_token_file),
             "heartbeat_timeout_seconds": self.heartbeat_timeout_seconds,
+            "worker_host": self.worker_host,
+            "agent_hosts": dict(self.agent_hosts),
+            "host_wait_seconds": self.host_wait_seconds,
         }
 
 
@@ -131,13 +141,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
 
-    poll_text = _get(env, "BLOCK_POLL_SECONDS") or "30"
-    try:
-        poll = float(poll_text)
-    except ValueError:
-        raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} is not a number") from None
-    if not 0.05 <= poll <= 3600:
-        raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} must be between 0.05 and 3600")
+    poll = _seconds(env, "BLOCK_POLL_SECONDS", "30", 0.05, 3600)
 
     heartbeat = _heartbeat_timeout(env)
 
@@ -179,6 +183,9 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         send_matrix_script=_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
         matrix_homeserver=homeserver.rstrip("/") if homeserver else None,
         matrix_access_token_file=token_file,
+        worker_host=parse_worker_host(_get(env, "WORKER_HOST")),
+        agent_hosts=parse_agent_hosts(_get(env, "AGENT_HOSTS") or ""),
+        host_wait_seconds=_seconds(env, "HOST_WAIT_SECONDS", "900", 1, 86400),
         heartbeat_timeout_seconds=heartbeat,
     )
 
@@ -199,6 +206,57 @@ def _heartbeat_timeout(env: Mapping[str, str]) -> int:
             f"{MIN_HEARTBEAT_TIMEOUT} and {MAX_HEARTBEAT_TIMEOUT} seconds"
         )
     return seconds
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str, low: float, high: float) -> float:
+    text = _get(env, name) or default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={text!r} must be between {low:g} and {high:g}")
+    return value
+
+
+def parse_worker_host(value: str | None) -> str:
+    """WORKER_HOST, or this machine's host name; it becomes part of a task-queue name."""
+    host = value or socket.gethostname()
+    if re.fullmatch(HOST_PATTERN, host):
+        return host
+    rule = "letters, digits, '.', '_' or '-', at most 63 characters"
+    if value:
+        raise ConfigError(f"WORKER_HOST={host!r} is not a host name ({rule})")
+    raise ConfigError(f"WORKER_HOST is unset and the machine's name {host!r} is not a host name "
+                      f"({rule}): set WORKER_HOST")
+
+
+def parse_agent_hosts(text: str) -> dict[str, str]:
+    """AGENT_HOSTS: `agent=host` entries separated by commas, e.g. `claudebox=alpha,dev=beta`.
+
+    Blanks around names are ignored; an empty entry, a missing `=`, a name that is not an agent
+    or host name, or an agent given twice is refused, naming the entry.
+    """
+    from models import AGENT_PATTERN  # here: complete_activity.py imports config, not pydantic
+
+    hosts: dict[str, str] = {}
+    if not text.strip():
+        return hosts
+    for entry in text.split(","):
+        agent, sep, host = (part.strip() for part in entry.partition("="))
+        where = f"AGENT_HOSTS entry {entry.strip()!r}"
+        if not entry.strip():
+            raise ConfigError(f"AGENT_HOSTS={text!r} has an empty entry (a stray comma?)")
+        if not sep:
+            raise ConfigError(f"{where} is not agent=host")
+        if not re.fullmatch(AGENT_PATTERN, agent) or len(agent) > 100:
+            raise ConfigError(f"{where}: {agent!r} is not an agent name")
+        if not re.fullmatch(HOST_PATTERN, host):
+            raise ConfigError(f"{where}: {host!r} is not a host name")
+        if agent in hosts:
+            raise ConfigError(f"{where}: agent {agent!r} is mapped twice")
+        hosts[agent] = host
+    return hosts
 
 
 def _check_secret_file(path: Path) -> None:

@@ -36,6 +36,10 @@ module.exports = {
         //   VAULT_ROLE_ID: '<role id>',
         //   VAULT_SECRET_ID_FILE: '/path/to/secret-id',
         //   TEMPORAL_REQUIRE_TLS: 'true',
+        // Agents on several hosts (docs/OPERATIONS.md): this host's name, and the one mapping
+        // of agents to hosts that every host's worker gets:
+        //   WORKER_HOST: 'alpha',
+        //   AGENT_HOSTS: 'claudebox=alpha,security-agent=alpha,dispatcher=alpha,dev=beta',
       },
     },
   ],

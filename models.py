@@ -64,9 +64,11 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # A path on one line: no control characters (they would break the agent's instruction).
 PLAN_PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
-# The agents of the stages whose agent is fixed (the others go to the pipeline's target_agent).
+# The agents that do fixed stages, and the AGENT_HOSTS name of the host that holds the
+# dispatcher's task files (the originating task the gate watches) and the summaries.
 PREFAB_AGENT = "claudebox"
 AUDIT_AGENT = "security-agent"
+DISPATCHER = "dispatcher"
 
 BuildName = Annotated[str, Field(min_length=1, max_length=100, pattern=BUILD_NAME_PATTERN)]
 
@@ -130,6 +132,10 @@ class PipelineStatus(BaseModel):
     resolution: Resolution | None = None
     outcome: str = ""
     error: str = ""
+    # The host the current stage runs on (AGENT_HOSTS) and the queue it waits in there; both
+    # empty while it runs on any worker of TASK_QUEUE.
+    host: str = ""
+    host_queue: str = ""
 
 
 class DecisionInput(BaseModel):
@@ -162,6 +168,19 @@ class PipelineSettings(BaseModel):
     stage_search_attribute: bool = True
     # AGENT_HEARTBEAT_TIMEOUT: the heartbeat timeout of each agent stage; 0 is none.
     heartbeat_timeout_seconds: int = 0
+    # AGENT_HOSTS (agent -> host): an agent's stages run on `host_queue(<queue>, host)`.
+    agent_hosts: dict[str, str] = {}
+    # HOST_WAIT_SECONDS: how long a stage may wait for its host's worker to take it.
+    host_wait_seconds: float = 900.0
+
+
+def host_queue(task_queue: str, host: str) -> str:
+    """The activity-only queue of the workers on `host`: `<TASK_QUEUE>@<host>`.
+
+    A host name never holds `@` (config.HOST_PATTERN), so the host is what follows the last `@`:
+    `helm-build@alpha` is host alpha's queue of the `helm-build` fleet.
+    """
+    return f"{task_queue}@{host}"
 
 
 TASK_ID_NAMESPACE = uuid.UUID("6f1c2a53-3d0e-4a8e-9a57-1b7c5e0d2f10")

@@ -1,5 +1,8 @@
 """temporal-build-worker: hosts BuildPipelineWorkflow and BuildPlanWorkflow on one task queue.
 
+It also polls its host's queue (`<TASK_QUEUE>@<WORKER_HOST>`) for activities only: the stages
+that AGENT_HOSTS sends to an agent on this host.
+
 Start-up order: config -> logging -> observability -> TLS -> client -> Worker. `--dev-server`
 (what `make run` uses) first starts an embedded Temporal dev server when nothing answers at
 TEMPORAL_ADDRESS, and stops it again on exit.
@@ -34,7 +37,7 @@ from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from config import ClientSettings, WorkerConfig, load_config
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
-from models import Features
+from models import Features, host_queue
 from workflows.build_pipeline_workflow import BUILD_STAGE, BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
 
@@ -76,6 +79,7 @@ def activities(config: WorkerConfig) -> list[Any]:
         pipeline.close_build,
         pipeline.summarize_workflow,
         pipeline.end_pipeline,
+        pipeline.close_pipeline_tasks,
     ]
 
 
@@ -114,6 +118,23 @@ def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker
         identity=options.pop("identity", worker_identity()),
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
         max_cached_workflows=options.pop("max_cached_workflows", MAX_CACHED_WORKFLOWS),
+        **options,
+    )
+
+
+def build_host_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker:
+    """The second poller: activities only, on this host's queue (`<TASK_QUEUE>@<WORKER_HOST>`).
+
+    Stages of agents that AGENT_HOSTS maps to this host are scheduled there, so their files are
+    written and read in this worker's directories. It shares the client and the activities'
+    configuration with the main worker; workflows never run here.
+    """
+    return Worker(
+        client,
+        task_queue=host_queue(config.task_queue, config.worker_host),
+        activities=activities(config),
+        identity=options.pop("identity", worker_identity()),
+        graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
         **options,
     )
 
@@ -171,16 +192,21 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
     Features.stage_search_attribute = await check_search_attribute(
         client, config.temporal_namespace)
     worker = build_worker(client, config, **observability.worker_options())
+    host_worker = build_host_worker(client, config, **observability.worker_options())
     try:
-        async with worker:
+        async with worker, host_worker:
             log.info(
                 "worker_started",
                 task_queue=config.task_queue,
+                host_queue=host_queue(config.task_queue, config.worker_host),
                 address=config.temporal_address,
                 identity=worker_identity(),
             )
             await stop.wait()
             log.info("worker_stopping", graceful_timeout_s=GRACEFUL_SHUTDOWN.total_seconds())
+            # Both drain at once, so a stop still ends within one GRACEFUL_SHUTDOWN (PM2's
+            # kill_timeout); leaving the `async with` then finds them already shut down.
+            await asyncio.gather(worker.shutdown(), host_worker.shutdown())
     finally:
         await asyncio.to_thread(observability.shutdown)  # flushing blocks; the loop must not
     log.info("worker_stopped")

@@ -97,6 +97,8 @@ class PipelineActivities:
         return PipelineSettings(
             stage_search_attribute=Features.stage_search_attribute,
             heartbeat_timeout_seconds=self.config.heartbeat_timeout_seconds,
+            agent_hosts=dict(self.config.agent_hosts),
+            host_wait_seconds=self.config.host_wait_seconds,
         )
 
     # 1 ---------------------------------------------------------------------------------------
@@ -359,16 +361,28 @@ class PipelineActivities:
                            message: str) -> int:
         """Close the run's open task files (their tokens are dead) and tell the operator once."""
         log = observability.activity_logger(build=build_name)
+        closed = await self._close_open_tasks(workflow_id, outcome)
+        log.info("pipeline_ended", outcome=outcome, tasks_closed=closed)
+        text = f"[{outcome.upper()}] {build_name}: {sanitize_finding(message, 1000)}"
+        await notify_once(self.config, text, key=f"{activity.info().workflow_run_id}:end")
+        return closed
+
+    @activity.defn(name="close_pipeline_tasks")
+    async def close_pipeline_tasks(self, workflow_id: str, outcome: str) -> int:
+        """end_pipeline's clean-up on another host: the run's open task files there."""
+        closed = await self._close_open_tasks(workflow_id, outcome)
+        observability.activity_logger().info("pipeline_tasks_closed", outcome=outcome,
+                                             tasks_closed=closed)
+        return closed
+
+    async def _close_open_tasks(self, workflow_id: str, outcome: str) -> int:
         note = f"BuildPipelineWorkflow ended ({outcome}); this task's token is no longer valid"
         try:
             closed = await asyncio.to_thread(
                 task_files.close_open_tasks, self.config.agent_task_dir, workflow_id, note)
         except TaskFileError as err:
-            log.warning("task_close_failed", error=str(err))
-            closed = []
-        log.info("pipeline_ended", outcome=outcome, tasks_closed=len(closed))
-        text = f"[{outcome.upper()}] {build_name}: {sanitize_finding(message, 1000)}"
-        await notify_once(self.config, text, key=f"{activity.info().workflow_run_id}:end")
+            observability.activity_logger().warning("task_close_failed", error=str(err))
+            return 0
         return len(closed)
 
 

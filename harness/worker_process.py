@@ -27,7 +27,8 @@ from harness.env import ROOT
 WORKER = ROOT / "worker.py"
 # Settings of the test process that must not reach a worker started here.
 FOREIGN_VARS = ("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "TASK_QUEUE",
-                "AGENT_TASK_DIR", "BLOCK_POLL_SECONDS", "SEND_MATRIX_SCRIPT")
+                "AGENT_TASK_DIR", "BLOCK_POLL_SECONDS", "SEND_MATRIX_SCRIPT", "WORKER_HOST",
+                "AGENT_HOSTS", "HOST_WAIT_SECONDS")
 
 
 def worker_env(config: WorkerConfig, base: Mapping[str, str] | None = None, /,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from config import WorkerConfig, load_client_settings, load_config
+from config import (
+    WorkerConfig,
+    load_client_settings,
+    load_config,
+    parse_agent_hosts,
+    parse_worker_host,
+)
 from exceptions import ConfigError
 from harness.env import ROOT, closed_address
 from tests.helpers.checks import stderr_line
@@ -50,6 +57,9 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "MATRIX_HOMESERVER": ("matrix_homeserver", None),
     "MATRIX_ACCESS_TOKEN_FILE": ("matrix_access_token_file", None),
     "AGENT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_seconds", 0),
+    "WORKER_HOST": ("worker_host", socket.gethostname()),
+    "AGENT_HOSTS": ("agent_hosts", {}),
+    "HOST_WAIT_SECONDS": ("host_wait_seconds", 900.0),
 }
 
 
@@ -99,6 +109,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MATRIX_HOMESERVER": "https://matrix.example/",
         "MATRIX_ACCESS_TOKEN_FILE": str(token),
         "AGENT_HEARTBEAT_TIMEOUT": "600",
+        "WORKER_HOST": "alpha.lan",
+        "AGENT_HOSTS": "claudebox=alpha.lan, dev = beta",
+        "HOST_WAIT_SECONDS": "60",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -122,9 +135,60 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "matrix_homeserver": "https://matrix.example",
         "matrix_access_token_file": token,
         "heartbeat_timeout_seconds": 600,
+        "worker_host": "alpha.lan",
+        "agent_hosts": {"claudebox": "alpha.lan", "dev": "beta"},
+        "host_wait_seconds": 60.0,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("claudebox=alpha", {"claudebox": "alpha"}),
+    (" claudebox = alpha , security-agent=alpha,dev=beta.lan ",
+     {"claudebox": "alpha", "security-agent": "alpha", "dev": "beta.lan"}),
+    ("dispatcher=alpha,dev=alpha", {"dispatcher": "alpha", "dev": "alpha"}),
+])
+def test_agent_hosts_parse(text: str, expected: dict[str, str]) -> None:
+    assert parse_agent_hosts(text) == expected
+    assert load_config({"HOME": HOME, "AGENT_HOSTS": text}).agent_hosts == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("claudebox", "AGENT_HOSTS entry 'claudebox' is not agent=host"),
+    ("claudebox:alpha", "AGENT_HOSTS entry 'claudebox:alpha' is not agent=host"),
+    ("claudebox=", "AGENT_HOSTS entry 'claudebox=': '' is not a host name"),
+    ("=alpha", "AGENT_HOSTS entry '=alpha': '' is not an agent name"),
+    ("dev=alpha,,claudebox=beta", "AGENT_HOSTS='dev=alpha,,claudebox=beta' has an empty entry"),
+    ("dev=alpha,", "AGENT_HOSTS='dev=alpha,' has an empty entry"),
+    ("dev=al@pha", "AGENT_HOSTS entry 'dev=al@pha': 'al@pha' is not a host name"),
+    ("dev=a/b", "AGENT_HOSTS entry 'dev=a/b': 'a/b' is not a host name"),
+    ("my agent=alpha", "AGENT_HOSTS entry 'my agent=alpha': 'my agent' is not an agent name"),
+    ("dev=alpha=beta", "AGENT_HOSTS entry 'dev=alpha=beta': 'alpha=beta' is not a host name"),
+    ("dev=alpha,dev=beta", "AGENT_HOSTS entry 'dev=beta': agent 'dev' is mapped twice"),
+    ("dev=alpha,dev=alpha", "AGENT_HOSTS entry 'dev=alpha': agent 'dev' is mapped twice"),
+    (f"dev={'h' * 64}", "is not a host name"),
+])
+def test_agent_hosts_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({"HOME": HOME, "AGENT_HOSTS": text})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("host", ["alpha", "beta.lan", "host_2", "A-1", "h" * 63])
+def test_worker_host_accepted(host: str) -> None:
+    assert parse_worker_host(host) == host
+
+
+@pytest.mark.parametrize("host", ["alpha@b", "-alpha", "a b", "a/b", "h" * 64, "ä"])
+def test_worker_host_refused(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"^WORKER_HOST="):
+        parse_worker_host(host)
+
+
+def test_worker_host_defaults_to_the_machine_name() -> None:
+    assert parse_worker_host(None) == socket.gethostname()
 
 
 def test_home_is_the_root_of_the_default_paths() -> None:
@@ -274,6 +338,9 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
     ("VAULT_SECRET_ID_FILE", "{tmp}/shared-secret-id"),
     ("LOG_FILE", "{tmp}/shared-secret-id/worker.log"),  # a directory that is a file
     ("MATRIX_HOMESERVER", "https://matrix.example"),
+    ("WORKER_HOST", "alpha/beta"),
+    ("AGENT_HOSTS", "claudebox"),
+    ("HOST_WAIT_SECONDS", "0"),
 ])
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
     private_file(tmp_path / "shared-secret-id", mode=0o644)

@@ -167,7 +167,9 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
 
     # Traces: the starter's span is the root; everything else is in its trace.
     start = one(receiver.spans(), "StartWorkflow:BuildPlanWorkflow")
-    wanted = {"RunWorkflow:BuildPlanWorkflow": 1, "StartActivity:execute_build_phase": 2,
+    # the plan reads its settings (AGENT_HOSTS) once, as a local activity, then runs its phases
+    wanted = {"RunWorkflow:BuildPlanWorkflow": 1, "StartActivity:pipeline_settings": 1,
+              "RunActivity:pipeline_settings": 1, "StartActivity:execute_build_phase": 2,
               "RunActivity:execute_build_phase": 2, "DispatchTask:build_phase": 2,
               "CompleteActivity": 2, "CompleteWorkflow:BuildPlanWorkflow": 1}
 
@@ -338,11 +340,12 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
 
     def all_spans() -> list[Span]:
         spans = [s for s in receiver.spans() if s.trace_id == trace_id]
-        return spans if len(spans) >= 10 else []
+        return spans if len(spans) >= 12 else []
 
     spans = await receiver.wait(all_spans)
     assert sorted(s.name for s in spans) == sorted(
-        ["RunWorkflow:BuildPlanWorkflow", "CompleteWorkflow:BuildPlanWorkflow"]
+        ["RunWorkflow:BuildPlanWorkflow", "CompleteWorkflow:BuildPlanWorkflow",
+         "StartActivity:pipeline_settings", "RunActivity:pipeline_settings"]
         + ["StartActivity:execute_build_phase", "RunActivity:execute_build_phase",
            "DispatchTask:build_phase", "CompleteActivity"] * 2
     )

@@ -17,6 +17,12 @@ with AGENT_HEARTBEAT_TIMEOUT they also carry that heartbeat timeout. Each activi
 summary, and the current details follow the stages (workflows/operator_view.py).
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
 task files closed, then the workflow ends (failed, or completed with status `rejected`).
+
+Hosts (AGENT_HOSTS, recorded in the settings): each stage runs on the host of the agent whose
+files it writes or reads: prefab on claudebox's, implement/fixes/close on the target agent's,
+audit and triage on security-agent's; notify, the gate's poll, the summary and the failure
+path's notification on the dispatcher's (the originating task file lives there). An unmapped
+agent's stage runs on any worker of the pipeline's queue, as on a single host.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT, TRIAGE_MALFORMED
     from models import (
         AUDIT_AGENT,
+        DISPATCHER,
         PREFAB_AGENT,
         BuildPhaseResult,
         BuildPipelineInput,
@@ -53,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         dispatch_task_id,
     )
     from workflows import operator_view
+    from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
 
 STAGE_FAILED = "StageFailedError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
@@ -74,7 +82,8 @@ SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 SETTINGS_PATCH = "pipeline-settings"
 SETTINGS_TIMEOUT = timedelta(seconds=10)
 
-METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out"}
+METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out",
+                  HOST_UNAVAILABLE: "timed_out"}
 
 AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
 TRIAGE_RETRY = RetryPolicy(
@@ -91,16 +100,20 @@ class StageFailed(Exception):
     """A stage's activity failed: carries the stage and a one-line reason."""
 
     def __init__(self, stage: str, error: ActivityError, agent: str = "",
-                 heartbeat_seconds: int = 0) -> None:
+                 heartbeat_seconds: int = 0, where: Route | None = None) -> None:
         self.stage = stage
-        self.error_type, self.reason = _describe(stage, error, agent, heartbeat_seconds)
+        self.error_type, self.reason = _describe(stage, error, agent, heartbeat_seconds,
+                                                 where or Route())
         super().__init__(f"{stage}: {self.reason}")
 
 
-def _describe(stage: str, error: ActivityError, agent: str = "",
-              heartbeat_seconds: int = 0) -> tuple[str, str]:
+def _describe(stage: str, error: ActivityError, agent: str = "", heartbeat_seconds: int = 0,
+              where: Route | None = None) -> tuple[str, str]:
     """The error type and one-line reason; `agent` and `heartbeat_seconds` name who fell
-    silent when an agent stage's heartbeat timeout fired."""
+    silent when an agent stage's heartbeat timeout fired, `where` the host a stage waited for."""
+    missing = unplaced(error, where or Route(), f"{stage} stage")
+    if missing:
+        return HOST_UNAVAILABLE, missing
     cause = error.cause
     if isinstance(cause, ApplicationError):
         kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
@@ -129,6 +142,8 @@ class BuildPipelineWorkflow:
         self._phases: list[str] = []
         self._settings = PipelineSettings()
         self._origin_path = ""  # the originating task file, once the notify stage found it
+        self._route = Route()
+        self._hosts_used: set[str] = set()
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -186,7 +201,8 @@ class BuildPipelineWorkflow:
         await self._agent("audit", "request_security_audit", name, plan, hours=4)
         triage: TriageOutput = await self._stage(
             "triage", "process_triage_output", name, result_type=TriageOutput,
-            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY)
+            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY,
+            **self._on(AUDIT_AGENT))
         self._status.blocks, self._status.flags = triage.blocks, triage.flags
 
         if triage.flags:
@@ -196,7 +212,7 @@ class BuildPipelineWorkflow:
             task_path: str = await self._stage(
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
             self._origin_path = task_path
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
@@ -220,6 +236,7 @@ class BuildPipelineWorkflow:
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
             summary=self._summary("awaiting-approval"),
             start_to_close_timeout=GATE_CHECK_TIMEOUT, retry_policy=GATE_RETRY,
+            **self._on(DISPATCHER, bounded=False),
         )
         try:
             await workflow.wait_condition(
@@ -278,7 +295,8 @@ class BuildPipelineWorkflow:
                 "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
                                       outcome.outcome, message],
                 start_to_close_timeout=LOCAL_STAGE_TIMEOUT, summary=self._summary("end"),
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
+        await self._close_elsewhere(outcome.outcome)
         self._set_stage(outcome.outcome.replace("_", "-"))
         return summary
 
@@ -292,7 +310,7 @@ class BuildPipelineWorkflow:
             self._status.started_at, completed_at, list(self._phases),
             len(self._status.blocks), self._flags_applied(), build.plan_path, report_path,
             outcome, result_type=str, start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=3))
+            retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
         return path
 
     # --- helpers ---------------------------------------------------------------------------
@@ -308,11 +326,32 @@ class BuildPipelineWorkflow:
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
         info = workflow.info()
         self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
+        options = self._on(self._agent_of(stage))
+        if self._route.host:
+            self._hosts_used.add(self._route.host)
         result: BuildPhaseResult = await self._stage(
             stage, activity, *args, result_type=BuildPhaseResult,
             start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY,
-            heartbeat_timeout=self._heartbeat_timeout())
+            heartbeat_timeout=self._heartbeat_timeout(), **options)
         return result
+
+    def _on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
+        """Options that run the next activity on `agent`'s host; the status names that host."""
+        self._route = route(self._settings, workflow.info().task_queue, agent, bounded=bounded)
+        self._status.host, self._status.host_queue = self._route.host, self._route.queue
+        return dict(self._route.options)
+
+    async def _close_elsewhere(self, outcome: str) -> None:
+        """The failure path's task-file clean-up on each other host an agent stage ran on:
+        `end_pipeline` closes only the files of its own host."""
+        here = route(self._settings, workflow.info().task_queue, DISPATCHER).host
+        for host in sorted(self._hosts_used - {here}):
+            where = on_host(self._settings, workflow.info().task_queue, host)
+            with contextlib.suppress(ActivityError):
+                await workflow.execute_activity(
+                    "close_pipeline_tasks", args=[workflow.info().workflow_id, outcome],
+                    start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=3), **where.options)
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
         self._set_stage(stage)
@@ -378,7 +417,7 @@ class BuildPipelineWorkflow:
 
     def _failed(self, stage: str, err: ActivityError) -> StageFailed:
         return StageFailed(stage, err, self._agent_of(stage),
-                           self._settings.heartbeat_timeout_seconds)
+                           self._settings.heartbeat_timeout_seconds, self._route)
 
     def _mark_done(self, stage: str) -> None:
         self._status.stages_done.append(stage)

@@ -1,9 +1,11 @@
 """BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2).
 
-Each phase is one `execute_build_phase` activity: up to two attempts of 24 h. With
-AGENT_HEARTBEAT_TIMEOUT set (fixed in the plan's history by the `pipeline_settings` local
-activity, behind the `plan-settings` patch), a phase whose agent falls silent for that long is
-dispatched again, and after two silent attempts the plan fails saying so.
+Each phase is one `execute_build_phase` activity: up to two attempts of 24 h. The worker's
+settings are read once, by the `pipeline_settings` local activity behind the `plan-settings`
+patch, and recorded in the history. With AGENT_HEARTBEAT_TIMEOUT set, a phase whose agent falls
+silent for that long is dispatched again, and after two silent attempts the plan fails saying
+so. Each phase runs on the host AGENT_HOSTS maps its `agent_type` to, as a pipeline's agent
+stages do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         PipelineSettings,
     )
     from workflows import operator_view
+    from workflows.hosts import HOST_UNAVAILABLE, route, unplaced
 
 # Plans started before this patch ran without settings; later ones record them once.
 SETTINGS_PATCH = "plan-settings"
@@ -39,7 +42,7 @@ SETTINGS_TIMEOUT = timedelta(seconds=10)
 @workflow.defn(failure_exception_types=[ValidationError])
 class BuildPlanWorkflow:
     def __init__(self) -> None:
-        self._heartbeat: timedelta | None = None
+        self._settings = PipelineSettings()
         # Under the patch the settings' local activity takes the first activity sequence
         # number; phases then get their ids explicitly, the ones they had before ("1", "2"...).
         self._phase_ids = False
@@ -50,7 +53,7 @@ class BuildPlanWorkflow:
         _validate(plan)
         self._phase_ids = workflow.patched(SETTINGS_PATCH)
         if self._phase_ids:
-            self._heartbeat = await _heartbeat_timeout()
+            self._settings = await _settings()
         for phase in plan.phases:
             result = await self._run_phase(
                 plan, phase.number, phase.agent_type, phase.description, list(phase.context_refs)
@@ -73,6 +76,7 @@ class BuildPlanWorkflow:
     ) -> BuildPhaseResult:
         started = workflow.now()
         self._scheduled += 1
+        where = route(self._settings, workflow.info().task_queue, agent_type)
         try:
             result: BuildPhaseResult = await workflow.execute_activity(
                 "execute_build_phase",
@@ -86,15 +90,20 @@ class BuildPlanWorkflow:
                 ),
                 result_type=BuildPhaseResult,
                 start_to_close_timeout=timedelta(hours=24),
-                heartbeat_timeout=self._heartbeat,
+                heartbeat_timeout=self._heartbeat(),
                 activity_id=str(self._scheduled) if self._phase_ids else None,
                 summary=operator_view.SEP.join(
                     [f"phase {number}", agent_type, " ".join(description.split())[:80]]),
                 retry_policy=RetryPolicy(
                     maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
                 ),
+                **where.options,
             )
         except ActivityError as err:
+            missing = unplaced(err, where, f"phase {number}")
+            if missing:
+                _record_phase(started, "timed_out")
+                raise ApplicationError(missing, type=HOST_UNAVAILABLE, non_retryable=True) from err
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == PHASE_FAILED:
                 _record_phase(started, "failed")
@@ -103,7 +112,7 @@ class BuildPlanWorkflow:
                 ) from err
             _record_phase(started, "error")
             if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.HEARTBEAT:
-                seconds = int(self._heartbeat.total_seconds()) if self._heartbeat else 0
+                seconds = self._settings.heartbeat_timeout_seconds
                 raise ApplicationError(
                     f"Phase {number} failed: no heartbeat from the {agent_type} agent within "
                     f"{seconds} s", type=STAGE_TIMED_OUT, non_retryable=True) from err
@@ -111,15 +120,19 @@ class BuildPlanWorkflow:
         _record_phase(started, "success" if result.status == "success" else "failed")
         return result
 
+    def _heartbeat(self) -> timedelta | None:
+        """The heartbeat timeout of this plan's phases, as its history recorded it."""
+        seconds = self._settings.heartbeat_timeout_seconds
+        return timedelta(seconds=seconds) if seconds else None
 
-async def _heartbeat_timeout() -> timedelta | None:
-    """The heartbeat timeout of this plan's phases, as its history recorded it; None is off."""
+
+async def _settings() -> PipelineSettings:
+    """The worker's settings, recorded once in this plan's history."""
     settings: PipelineSettings = await workflow.execute_local_activity(
         "pipeline_settings", result_type=PipelineSettings,
         start_to_close_timeout=SETTINGS_TIMEOUT,
         summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]))
-    seconds = settings.heartbeat_timeout_seconds
-    return timedelta(seconds=seconds) if seconds else None
+    return settings
 
 
 def _record_phase(started: datetime, outcome: str) -> None:

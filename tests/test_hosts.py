@@ -1,0 +1,269 @@
+"""Agents on several hosts: two worker.py processes, each with its own WORKER_HOST, HOME and
+directories and one shared AGENT_HOSTS, against the session dev server; each host's scripted
+agent sees only its own task directory, as agents on two machines would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+from activities import task_files
+from config import WorkerConfig
+from harness.agents import ScriptedAgent, new_tasks, succeed_all
+from harness.env import TEMPORAL_BIN, build_plan_input, make_config
+from harness.pipelines import (
+    PipelineScript,
+    approve_by_file,
+    originating_task,
+    start_pipeline,
+    status_of,
+    summary_of,
+    wait_stage,
+)
+from harness.worker_process import WorkerProcess, worker_env
+from models import BuildPlanResult, PipelineSettings, host_queue
+from tests.helpers.histories import save_history
+from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
+
+AGENT_HOSTS = "dispatcher=alpha,claudebox=alpha,security-agent=alpha,dev=beta"
+
+
+def host_config(tmp: Path, address: str, task_queue: str, host: str) -> WorkerConfig:
+    """One host's worker: its own directories under `tmp/<host>`, the fleet's task queue."""
+    return replace(make_config(tmp / host, address), task_queue=task_queue)
+
+
+def host_env(config: WorkerConfig, host: str, **extra: str) -> dict[str, str]:
+    home = config.agent_task_dir.parent / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return worker_env(config, HOME=str(home), WORKER_HOST=host, AGENT_HOSTS=AGENT_HOSTS, **extra)
+
+
+async def pollers(address: str, queue: str) -> list[dict[str, Any]]:
+    """`temporal task-queue describe` of a host queue: the workers polling it for activities."""
+    proc = await asyncio.create_subprocess_exec(
+        TEMPORAL_BIN, "task-queue", "describe", "--task-queue", queue, "--task-queue-type",
+        "activity", "--address", address, "-o", "json", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return list(json.loads(out)["pollers"] or [])
+
+
+def our_task_types(config: WorkerConfig) -> list[str]:
+    return sorted(task["task_type"] for _, task in new_tasks(config.agent_task_dir, set()))
+
+
+async def test_each_stage_runs_on_its_agents_host(client: Client, address: str,
+                                                  tmp_path: Path) -> None:
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    alpha = host_config(tmp_path, address, queue, "alpha")
+    beta = host_config(tmp_path, address, queue, "beta")
+    task_id, origin = originating_task(alpha)  # the dispatcher's file, on the dispatcher's host
+    script = PipelineScript(blocks=["world-writable socket"], flags=["pin the image"])
+    async with (
+        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha") as alpha_worker,
+        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta") as beta_worker,
+        ScriptedAgent(alpha.agent_task_dir, address, script.decide),
+        ScriptedAgent(beta.agent_task_dir, address, script.decide),
+    ):
+        [started] = alpha_worker.events("worker_started")
+        assert started["host_queue"] == f"{queue}@alpha"
+        assert beta_worker.events("worker_started")[0]["host_queue"] == f"{queue}@beta"
+
+        handle = await start_pipeline(client, alpha, task_id)
+        await wait_stage(handle, "awaiting-approval")
+        status = await status_of(handle)
+        assert (status.host, status.host_queue) == ("alpha", f"{queue}@alpha")
+
+        # host beta goes away while the pipeline is parked; close-out is beta's (dev) stage
+        await beta_worker.kill9()
+        approve_by_file(origin, actor="carol")
+        await wait_stage(handle, "close")
+        status = await status_of(handle)
+        assert (status.host, status.host_queue) == ("beta", f"{queue}@beta")
+        await asyncio.sleep(3)  # held: nobody else may take it, on any host
+        assert "build_closeout" not in our_task_types(alpha) + our_task_types(beta)
+        assert (await status_of(handle)).stage == "close"
+
+        await beta_worker.start()
+        result = await asyncio.wait_for(handle.result(), 60)
+        await save_history(handle, "pipeline_two_hosts")
+
+    assert result.status == "complete"
+    assert our_task_types(alpha) == ["build_prefab", "security_audit"]
+    assert our_task_types(beta) == ["build_closeout", "build_plan", "security_fix"]
+    # the audit request and triage file with the security agent, the summary and the gate's
+    # file with the dispatcher: nothing of them on beta
+    assert (alpha.audit_dir / "demo-build" / "request.md").exists()
+    assert (alpha.audit_dir / "demo-build" / "triage-output.yml").exists()
+    assert not beta.audit_dir.exists()
+    assert Path(result.summary_path).is_relative_to(alpha.summary_dir.resolve())
+    assert not beta.summary_dir.exists()
+    assert task_files.load_task(origin)["status"] == task_files.APPROVED
+    summary = summary_of(result.summary_path)
+    assert summary["resolution"]["via"] == "task-file"
+    assert summary["phases_completed"] == ["prefab", "implement", "audit", "triage", "fixes",
+                                           "close"]
+
+
+async def test_failure_path_closes_task_files_on_every_host(client: Client, address: str,
+                                                            tmp_path: Path) -> None:
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    alpha = host_config(tmp_path, address, queue, "alpha")
+    beta = host_config(tmp_path, address, queue, "beta")
+    task_id, _ = originating_task(alpha)
+    script = PipelineScript(fail_task_type="build_plan")  # dev, on beta, fails implement
+    async with (
+        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha"),
+        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta"),
+        ScriptedAgent(alpha.agent_task_dir, address, script.decide),
+        ScriptedAgent(beta.agent_task_dir, address, script.decide),
+    ):
+        handle = await start_pipeline(client, alpha, task_id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "implement failed: build_plan could not be done" in str(failed.value.cause)
+    statuses = {host: {task["task_type"]: task["status"]
+                       for _, task in new_tasks(config.agent_task_dir, set())}
+                for host, config in (("alpha", alpha), ("beta", beta))}
+    # end_pipeline closed alpha's (the dispatcher's host), close_pipeline_tasks beta's
+    assert statuses == {"alpha": {"build_prefab": task_files.CANCELLED},
+                        "beta": {"build_plan": task_files.CANCELLED}}
+
+
+async def test_plan_phases_run_on_their_agents_hosts(client: Client, address: str,
+                                                     tmp_path: Path) -> None:
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    alpha = host_config(tmp_path, address, queue, "alpha")
+    beta = host_config(tmp_path, address, queue, "beta")
+    plan = build_plan_input("two-hosts", phases=2)
+    plan.phases[1].agent_type = "claudebox"
+    async with (
+        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha"),
+        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta"),
+        ScriptedAgent(alpha.agent_task_dir, address, succeed_all) as on_alpha,
+        ScriptedAgent(beta.agent_task_dir, address, succeed_all) as on_beta,
+    ):
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", plan, id=f"plan-{uuid.uuid4()}", task_queue=queue,
+            result_type=BuildPlanResult, execution_timeout=timedelta(seconds=90))
+        result = await handle.result()
+        await save_history(handle, "plan_two_hosts")
+    assert result == BuildPlanResult(status="complete", phases_run=2)
+    assert [t["target_agent"] for t in on_beta.handled] == ["dev"]
+    assert [t["target_agent"] for t in on_alpha.handled] == ["claudebox"]
+
+
+# A host that never polls: HOST_WAIT_SECONDS is the bound (short here, 900 s by default).
+WAIT = 2
+
+
+async def test_stage_for_a_host_that_never_polls_fails_naming_it(
+        client: Client, address: str, tmp_path: Path) -> None:
+    config = make_config(tmp_path, address)
+    task_id, _ = originating_task(config)
+    env = worker_env(config, WORKER_HOST="alpha", AGENT_HOSTS="claudebox=gamma",
+                     HOST_WAIT_SECONDS=str(WAIT))
+    async with WorkerProcess(env, tmp_path / "logs"):
+        handle = await start_pipeline(client, config, task_id)
+        began = time.monotonic()
+        await wait_stage(handle, "prefab")
+        status = await status_of(handle)
+        assert (status.host, status.host_queue) == ("gamma", f"{config.task_queue}@gamma")
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+        took = time.monotonic() - began
+        status = await status_of(handle)
+        # what OPERATIONS.md has the operator run: gamma's queue has no poller, alpha's has one
+        assert await pollers(address, f"{config.task_queue}@gamma") == []
+        assert len(await pollers(address, f"{config.task_queue}@alpha")) == 1
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == HOST_UNAVAILABLE
+    assert cause.message.startswith(
+        f"prefab failed: no worker on host 'gamma' took the prefab stage within {WAIT} s "
+        f"(task queue {config.task_queue}@gamma): start worker.py there with WORKER_HOST=gamma")
+    # the bound, plus a workflow task or two; a dead host is never held for the stage's 2 h
+    assert WAIT <= took < WAIT + 20, took
+    assert our_task_types(config) == []
+    assert (status.outcome, status.stage) == ("failed", "failed")
+    summary = summary_of(cause.message.rsplit("summary: ", 1)[1].rstrip(")"))
+    assert summary["failed_stage"] == "prefab"
+    assert "host 'gamma'" in summary["error"]
+
+
+async def test_plan_phase_for_a_host_that_never_polls_fails_naming_it(
+        client: Client, address: str, tmp_path: Path) -> None:
+    config = make_config(tmp_path, address)
+    env = worker_env(config, WORKER_HOST="alpha", AGENT_HOSTS="dev=gamma",
+                     HOST_WAIT_SECONDS=str(WAIT))
+    async with WorkerProcess(env, tmp_path / "logs"):
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", build_plan_input("lost-host"), id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue, result_type=BuildPlanResult)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == HOST_UNAVAILABLE
+    assert "no worker on host 'gamma' took the phase 1 within 2 s" in cause.message
+    assert our_task_types(config) == []
+
+
+# --- the pure parts ---------------------------------------------------------------------------
+
+SETTINGS = PipelineSettings(agent_hosts={"dev": "beta"}, host_wait_seconds=30)
+
+
+def test_host_queue_form() -> None:
+    assert host_queue("helm-build", "alpha") == "helm-build@alpha"
+
+
+def test_route_of_a_mapped_agent() -> None:
+    where = route(SETTINGS, "helm-build", "dev")
+    assert where == Route(host="beta", queue="helm-build@beta", wait=timedelta(seconds=30),
+                          options={"task_queue": "helm-build@beta",
+                                   "schedule_to_start_timeout": timedelta(seconds=30)})
+    unbounded = route(SETTINGS, "helm-build", "dev", bounded=False)
+    assert unbounded.options == {"task_queue": "helm-build@beta"}
+
+
+def test_unmapped_agent_gets_no_options() -> None:
+    """No options: the activity's command is the one a single-host worker schedules."""
+    assert route(SETTINGS, "helm-build", "claudebox") == Route()
+    assert route(PipelineSettings(), "helm-build", "dev").options == {}
+    assert on_host(SETTINGS, "helm-build", "") == Route()
+
+
+def activity_error(cause: BaseException) -> ActivityError:
+    error = ActivityError("activity failed", scheduled_event_id=1, started_event_id=0,
+                          identity="", activity_type="prefab_scaffolding", activity_id="1",
+                          retry_state=None)
+    error.__cause__ = cause
+    return error
+
+
+def test_unplaced_names_the_host_only_for_schedule_to_start() -> None:
+    where = route(SETTINGS, "helm-build", "dev")
+    lost = activity_error(TimeoutError("timed out", type=TimeoutType.SCHEDULE_TO_START,
+                                       last_heartbeat_details=[]))
+    assert unplaced(lost, where, "close stage") == (
+        "no worker on host 'beta' took the close stage within 30 s (task queue helm-build@beta):"
+        " start worker.py there with WORKER_HOST=beta")
+    slow = activity_error(TimeoutError("timed out", type=TimeoutType.START_TO_CLOSE,
+                                       last_heartbeat_details=[]))
+    assert unplaced(slow, where, "close stage") == ""
+    assert unplaced(lost, Route(), "close stage") == ""
+    assert unplaced(activity_error(ApplicationError("no")), where, "close stage") == ""
+
