@@ -58,7 +58,7 @@ def resolve_format(log_format: str | None, stdout: TextIO) -> str:
     return "console" if isatty is not None and isatty() else "json"
 
 
-# C0 and C1 control characters; a traceback keeps its newlines and tabs, a value does not.
+# C0 and C1 control characters; a traceback keeps its newlines and tabs, the event text does not.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -67,13 +67,29 @@ def _escape(match: re.Match[str]) -> str:
     return repr(match.group())[1:-1]
 
 
-def _printable(_: Any, __: str, event: Event) -> Event:
-    """Control characters in top-level string values shown escaped (`\\x1b`, `\\n`): the
-    ConsoleRenderer prints such values raw, and nested ones through repr, which escapes."""
+class _Quoted:
+    """A string value the ConsoleRenderer must show quoted and escaped, as repr does."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+def _printable(event: Event) -> Event:
+    """Control characters shown escaped (`\\x1b`, `\\n`). The ConsoleRenderer prints the event
+    text and tracebacks raw, and a value raw unless it holds a space, quote or line break; here
+    the first two are escaped in place and any value holding a control character is quoted."""
     for key, value in event.items():
-        if isinstance(value, str):
-            pattern = _CONTROL_BUT_LAYOUT if key in ("exception", "stack") else _CONTROL
-            event[key] = pattern.sub(_escape, value)
+        if not isinstance(value, str) or not _CONTROL.search(value):
+            continue
+        if key == "event":
+            event[key] = _CONTROL.sub(_escape, value)
+        elif key in ("exception", "stack"):
+            event[key] = _CONTROL_BUT_LAYOUT.sub(_escape, value)
+        else:
+            event[key] = _Quoted(value)
     return event
 
 
@@ -84,7 +100,7 @@ def console_renderer(colors: bool = False) -> Renderer:
     console = structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=24)
 
     def render(logger: Any, name: str, event: Event) -> str:
-        return console(logger, name, _printable(logger, name, dict(event)))
+        return console(logger, name, _printable(dict(event)))
 
     return render
 
