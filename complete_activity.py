@@ -159,7 +159,7 @@ async def deliver(token: bytes, status: str, message: str) -> None:
         tls = vault.tls_config(settings, log_event)
     except CredentialError as err:
         raise CliError(EXIT_CREDENTIALS, str(err)) from None
-    if tls is not False:
+    if tls is not None:
         log_event("tls_enabled", vault_addr=settings.vault_addr)
 
     from temporalio.client import Client
@@ -169,7 +169,7 @@ async def deliver(token: bytes, status: str, message: str) -> None:
     try:
         client = await asyncio.wait_for(
             Client.connect(
-                settings.temporal_address, namespace=settings.temporal_namespace, tls=tls
+                settings.temporal_address, namespace=settings.temporal_namespace, tls=tls or False
             ),
             CONNECT_TIMEOUT_SECONDS,
         )
@@ -181,9 +181,11 @@ async def deliver(token: bytes, status: str, message: str) -> None:
             f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f} s",
         ) from None
     except RuntimeError as err:
+        from temporal_connect import describe_connect_error
+
         raise CliError(
             EXIT_UNREACHABLE,
-            vault.describe_connect_error(settings.temporal_address, err, tls is not False),
+            describe_connect_error(settings.temporal_address, err, tls is not None),
         ) from None
     handle = client.get_async_activity_handle(task_token=token)
     try:
