@@ -258,7 +258,7 @@ def main(argv: list[str]) -> int:
 
 
 def _exit(code: int) -> NoReturn:
-    """Leave without interpreter teardown: it can crash after the work is done (design.md)."""
+    """Leave without interpreter teardown: it can crash after the work is done (docs/DESIGN.md)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

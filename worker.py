@@ -231,7 +231,7 @@ def _exit(code: int) -> NoReturn:
 
     Measured: 15 of 100 runs against an unreachable server printed their one line and then
     died in finalization (SIGABRT "PyGILState_Release", or SIGSEGV), so PM2 saw a crash instead
-    of exit 3. complete_activity.py leaves the same way for the same reason (design.md).
+    of exit 3. complete_activity.py leaves the same way (docs/DESIGN.md).
     """
     sys.stdout.flush()
     sys.stderr.flush()

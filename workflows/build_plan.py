@@ -1,4 +1,4 @@
-"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2)."""
+"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent."""
 
 from __future__ import annotations
 
