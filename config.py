@@ -11,18 +11,19 @@ import logging
 import os
 import re
 import socket
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from exceptions import ConfigError
+from secret_files import check_secret_file
 
 # A host name as WORKER_HOST and AGENT_HOSTS give it: safe inside a task-queue name, no `@`.
 HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("console", "json")  # unset: console on a terminal, else json
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -96,6 +97,7 @@ class WorkerConfig(ClientSettings):
     task_queue: str = "helm-build"
     matrix_room: str = "sysadmin"
     log_level: str = "INFO"
+    log_format: str | None = None  # one of LOG_FORMATS; None: decided by stdout
     log_file: Path | None = None
     block_poll_seconds: float = 30.0
     agent_task_dir: Path = Path("~/.claude/task-queue")
@@ -117,6 +119,7 @@ class WorkerConfig(ClientSettings):
             "task_queue": self.task_queue,
             "matrix_room": self.matrix_room,
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "log_file": str(self.log_file) if self.log_file else None,
             "vault_configured": self.vault_configured,
             "require_tls": self.require_tls,
@@ -140,13 +143,16 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     level = (_get(env, "LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+    log_format = (_get(env, "LOG_FORMAT") or "").lower() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
     poll = _seconds(env, "BLOCK_POLL_SECONDS", "30", 0.05, 3600)
 
     heartbeat = _heartbeat_timeout(env)
 
     if client.vault_secret_id_file is not None:
-        _check_secret_file(client.vault_secret_id_file)
+        check_secret_file(client.vault_secret_id_file, "VAULT_SECRET_ID_FILE", ConfigError)
 
     homeserver = _get(env, "MATRIX_HOMESERVER")
     token_file_text = _get(env, "MATRIX_ACCESS_TOKEN_FILE")
@@ -171,6 +177,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         task_queue=_get(env, "TASK_QUEUE") or "helm-build",
         matrix_room=_get(env, "MATRIX_ROOM") or "sysadmin",
         log_level=level,
+        log_format=log_format,
         log_file=Path(log_file).expanduser() if log_file else None,
         block_poll_seconds=poll,
         agent_task_dir=_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue"),
@@ -257,25 +264,6 @@ def parse_agent_hosts(text: str) -> dict[str, str]:
             raise ConfigError(f"{where}: agent {agent!r} is mapped twice")
         hosts[agent] = host
     return hosts
-
-
-def _check_secret_file(path: Path) -> None:
-    """The secret id must exist and be readable by its owner only."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} {_why(err)}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} is not a regular file")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"VAULT_SECRET_ID_FILE={str(path)!r} is readable by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-        )
-
-
-def _why(err: OSError) -> str:
-    return "does not exist" if isinstance(err, FileNotFoundError) else f"cannot be read: {err}"
 
 
 def log_level_number(level: str) -> int:

@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 import worker as worker_module
 from config import WorkerConfig
+from dev_server import SQLITE_PRAGMAS
 from models import BuildPlanInput, PhaseSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ TEST_SERVER_BIN = str(BIN / "temporal-test-server")
 CLI = str(ROOT / "complete_activity.py")
 
 
-DEV_SERVER_ARGS = list(worker_module.SQLITE_PRAGMAS)
+DEV_SERVER_ARGS = list(SQLITE_PRAGMAS)
 
 
 def make_config(tmp: Path, address: str = "localhost:7233", **overrides: Any) -> WorkerConfig:

@@ -13,8 +13,8 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from dev_server import dev_server_command
 from harness.worker_process import read_if_exists
-from worker import dev_server_command
 
 
 class DevServer:

@@ -164,11 +164,12 @@ class WorkerProcess:
         self.runs.append(run)
         return run
 
-    async def start(self, timeout: float = 60.0) -> float:
-        """Start a run and wait for `worker_started`; returns the seconds that took."""
+    async def start(self, timeout: float = 60.0, ready: str = '"worker_started"') -> float:
+        """Start a run and wait for `ready` on its stdout (by default the JSON `worker_started`
+        event); returns the seconds that took."""
         run = await self._launch()
         deadline = run.started + timeout
-        while '"worker_started"' not in read_if_exists(run.out):
+        while ready not in read_if_exists(run.out):
             if run.proc.returncode is not None or time.monotonic() > deadline:
                 await self.kill9()
                 raise AssertionError(

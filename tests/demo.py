@@ -90,4 +90,4 @@ async def main() -> None:
 if __name__ == "__main__":
     asyncio.run(main())
     sys.stdout.flush()
-    os._exit(0)  # interpreter teardown can crash once the Temporal runtime has run (design.md)
+    os._exit(0)  # interpreter teardown can crash once the Temporal runtime has run (docs/DESIGN.md)

@@ -32,7 +32,7 @@ from tests.helpers.checks import stderr_line
 
 HOME = "/home/agent"
 
-# Every variable the worker or complete_activity.py reads (spec 1 and design.md), with the
+# Every variable the worker or complete_activity.py reads, with the
 # WorkerConfig field it sets and that field's default when the variable is unset.
 DEFAULTS: dict[str, tuple[str, Any]] = {
     "TEMPORAL_ADDRESS": ("temporal_address", "localhost:7233"),
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "SEND_MATRIX_SCRIPT": ("send_matrix_script", Path(HOME, "scripts/send-matrix.sh")),
     "TEMPORAL_AUDIT_DIR": ("audit_dir", Path(HOME, ".claude/comms/artifacts")),
     "LOG_LEVEL": ("log_level", "INFO"),
+    "LOG_FORMAT": ("log_format", None),
     "LOG_FILE": ("log_file", None),
     "VAULT_ADDR": ("vault_addr", None),
     "VAULT_ROLE_ID": ("vault_role_id", None),
@@ -97,6 +98,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SEND_MATRIX_SCRIPT": "/opt/bin/send.sh",
         "TEMPORAL_AUDIT_DIR": "/srv/audits",
         "LOG_LEVEL": "debug",
+        "LOG_FORMAT": "Console",
         "LOG_FILE": "/var/log/worker.jsonl",
         "VAULT_ADDR": "http://127.0.0.1:8200",
         "VAULT_ROLE_ID": "role-123",
@@ -123,6 +125,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "send_matrix_script": Path("/opt/bin/send.sh"),
         "audit_dir": Path("/srv/audits"),
         "log_level": "DEBUG",
+        "log_format": "console",
         "log_file": Path("/var/log/worker.jsonl"),
         "vault_addr": "http://127.0.0.1:8200",
         "vault_role_id": "role-123",
@@ -225,6 +228,11 @@ def test_unknown_log_level(value: str) -> None:
     assert refusal({"LOG_LEVEL": value}).startswith("LOG_LEVEL=")
 
 
+@pytest.mark.parametrize("value", ["text", "pretty", "json5"])
+def test_unknown_log_format(value: str) -> None:
+    assert refusal({"LOG_FORMAT": value}) == f"LOG_FORMAT={value!r} is not one of console, json"
+
+
 @pytest.mark.parametrize("value", ["abc", "30s", "nan", "inf", "0", "-1", "3601"])
 def test_bad_block_poll_seconds(value: str) -> None:
     assert refusal({"BLOCK_POLL_SECONDS": value}).startswith(f"BLOCK_POLL_SECONDS={value!r}")
@@ -265,6 +273,19 @@ def test_secret_id_file_owner_only_is_accepted(tmp_path: Path) -> None:
 
 def test_secret_id_path_is_a_directory(tmp_path: Path) -> None:
     assert "not a regular file" in refusal({"VAULT_SECRET_ID_FILE": str(tmp_path)})
+
+
+def test_start_up_and_vault_read_word_a_bad_secret_file_alike(tmp_path: Path) -> None:
+    """config.load_config() (exit 2) and vault.read_secret_id() (the CLI, exit 5) share one
+    check: the same sentence for a missing, a loose and a non-regular file."""
+    import vault
+    from exceptions import CredentialError
+
+    loose = private_file(tmp_path / "loose", mode=0o640)
+    for path in (tmp_path / "missing", loose, tmp_path):
+        with pytest.raises(CredentialError) as caught:
+            vault.read_secret_id(path)
+        assert str(caught.value) == refusal({"VAULT_SECRET_ID_FILE": str(path)})
 
 
 def test_matrix_api_settings(tmp_path: Path) -> None:
