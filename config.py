@@ -93,7 +93,7 @@ class WorkerConfig(ClientSettings):
     matrix_room: str = "sysadmin"
     log_level: str = "INFO"
     log_file: Path | None = None
-    block_poll_seconds: float = 30.0
+    block_poll_seconds: float = 300.0
     agent_task_dir: Path = Path("~/.claude/task-queue")
     audit_dir: Path = Path("~/.claude/comms/artifacts")
     summary_dir: Path = Path("~/repos/personal/agent-activity/workflows")
@@ -129,7 +129,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
 
-    poll_text = _get(env, "BLOCK_POLL_SECONDS") or "30"
+    poll_text = _get(env, "BLOCK_POLL_SECONDS") or "300"
     try:
         poll = float(poll_text)
     except ValueError:

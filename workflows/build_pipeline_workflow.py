@@ -141,10 +141,17 @@ class BuildPipelineWorkflow:
             raise ValueError(f"no block is awaiting approval (stage: {stage})")
 
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
+        # The validator refuses a second decision (two workers' watchers seeing one file write
+        # both send it); should an interceptor ever suspend between a validator and its handler,
+        # the second still fails here as a refusal instead of overwriting the first.
+        if self._decision is not None:
+            raise ApplicationError(
+                f"the blocks are already {self._decision.decision} (via {self._decision.via})",
+                type="AlreadyDecidedError", non_retryable=True)
         given = given or DecisionInput()
+        by = given.by or ("operator" if given.via == "update" else "")
         self._decision = Resolution(decision=decision,  # type: ignore[arg-type]
-                                    via="update", by=given.by or "operator",
-                                    note=given.note, at=self._now())
+                                    via=given.via, by=by, note=given.note, at=self._now())
         return decision
 
     # --- the stages ----------------------------------------------------------------------------
