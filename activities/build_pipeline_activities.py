@@ -37,9 +37,9 @@ from models import BuildPhaseResult, Features, PipelineOutcome, PipelineSettings
 TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
 GATE_WAITING = "AwaitingApprovalError"  # the gate's "not yet": benign, retried by Temporal
-# The gate's check interval for a file the worker's watcher covers: only a safety net for a
-# change the watcher missed, so an hour (BLOCK_POLL_SECONDS when that is longer).
-WATCHED_POLL_SECONDS = 3600.0
+# A file the worker's watcher covers is checked this many times less often: the check is only a
+# safety net there, for a change the watcher missed (hourly at the default BLOCK_POLL_SECONDS).
+WATCHED_POLL_FACTOR = 12
 AUDIT_SCOPE = (
     "credential exposure or hardcoded secrets",
     "privilege escalation vectors",
@@ -310,8 +310,8 @@ class PipelineActivities:
         once; this check is what remains for what it cannot see: a file without this run's mark
         (written by an earlier release, or rewritten without it), a worker without a running
         watcher, a change it missed. Those are checked again in BLOCK_POLL_SECONDS; a file this
-        worker's watcher covers only in WATCHED_POLL_SECONDS, so 2,000 parked pipelines cost
-        0.6 checks a second instead of 6.7 (bench P7).
+        worker's watcher covers only every WATCHED_POLL_FACTOR x BLOCK_POLL_SECONDS (an hour
+        at the default), so 2,000 parked pipelines cost 0.6 checks a second, not 6.7 (bench P7).
 
         Between checks nothing of the gate runs in the worker: the retry timer lives on the
         server (retries are not written to history), so a parked pipeline holds no activity slot
@@ -349,7 +349,7 @@ class PipelineActivities:
         if (path is not None and task is not None and self.watcher is not None
                 and self.watcher.covers(path)
                 and task_files.gate_mark(task) == (info.workflow_id, info.workflow_run_id)):
-            delay = max(delay, WATCHED_POLL_SECONDS)
+            delay *= WATCHED_POLL_FACTOR
         status = str(task.get("status", "")) if task else ""
         raise ApplicationError(
             f"task {task_id} is {status or 'not found'}; checking again in {delay:g}s",
