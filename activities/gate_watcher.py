@@ -136,7 +136,7 @@ class GateWatcher:
                         self.active = True
                         await self._read_all()
                     if changes:
-                        await self._read([Path(p) for _, p in changes])
+                        await self._read({Path(p) for _, p in changes})
             except Exception as err:  # noqa: BLE001 - any failure: say so, the poll covers
                 self.active = False
                 log.warning("gate_watch_failed", dir=str(self.queue_dir),

@@ -25,6 +25,7 @@ from activities import task_files
 from config import WorkerConfig
 from tests.conftest import ScriptedAgent, make_config, wait_for
 from tests.figures import Figures
+from tests.history_support import save_history
 from tests.pipeline_support import (
     PipelineScript,
     dispatched,
@@ -117,6 +118,8 @@ async def test_file_decision_reaches_the_parked_pipeline_at_once(
         decide_in_file(origin, decision, how)
         took = await resolved_within(handle, WATCHER_BOUND)
         result = await asyncio.wait_for(handle.result(), RESULT_BOUND)
+        if how == "rename":
+            await save_history(handle, f"pipeline_watcher_{decision}")
     figures.record("gate watcher", f"file {decision} ({how}) to gate resolved (s)", took)
     delivered = worker.events("file_decision_delivered")
     assert [(e["workflow_id"], e["decision"]) for e in delivered] == [(handle.id, decision)]
