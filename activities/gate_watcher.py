@@ -125,6 +125,7 @@ class GateWatcher:
     async def run(self) -> None:
         """Watch until stopped. A watch that fails (the directory removed, inotify's limits) is
         said once and set up again; meanwhile the gate's fallback check covers."""
+        failing = False
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(task_files.ensure_private_dir, self.queue_dir)
@@ -133,16 +134,18 @@ class GateWatcher:
                         rust_timeout=TICK_MS, yield_on_timeout=True, stop_event=self._stop,
                         ignore_permission_denied=True):
                     if not self.active:
-                        self.active = True
+                        self.active, failing = True, False
                         await self._read_all()
                     if changes:
                         await self._read({Path(p) for _, p in changes})
             except Exception as err:  # noqa: BLE001 - any failure: say so, the poll covers
                 self.active = False
-                log.warning("gate_watch_failed", dir=str(self.queue_dir),
-                            error=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                            effect=f"file decisions wait for the gate's fallback check; "
-                                   f"watching again in {RESTART_DELAY:g} s")
+                (log.debug if failing else log.warning)(
+                    "gate_watch_failed", dir=str(self.queue_dir),
+                    error=str(err).splitlines()[0] if str(err) else type(err).__name__,
+                    effect=f"file decisions wait for the gate's fallback check; "
+                           f"watching again every {RESTART_DELAY:g} s")
+                failing = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), RESTART_DELAY)
         self.active = False

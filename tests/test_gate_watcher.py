@@ -22,6 +22,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
+from activities.gate_watcher import RESTART_DELAY
 from config import WorkerConfig
 from tests.conftest import ScriptedAgent, make_config, wait_for
 from tests.figures import Figures
@@ -227,3 +228,18 @@ async def wait_watching(workers: list[WorkerProcess]) -> None:
 
 async def wait_logged(workers: list[WorkerProcess], name: str, count: int) -> None:
     await wait_for(lambda: len(events(workers, name)) >= count, 30, what=f"{count} x {name}")
+
+
+async def test_a_watch_that_cannot_start_is_said_once(address: str, tmp_path: Path) -> None:
+    """The worker runs on (the fallback check covers); the warning is not repeated at each of
+    the watcher's retries."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = make_config(tmp_path, address, agent_task_dir=blocker / "task-queue")
+    async with WorkerProcess(worker_env(config), tmp_path / "logs") as worker:
+        await wait_for(lambda: worker.events("gate_watch_failed"), 30, what="gate_watch_failed")
+        await asyncio.sleep(RESTART_DELAY + 3)  # at least one retry has failed again
+        assert worker.alive()
+    failed = worker.events("gate_watch_failed")
+    assert [e["level"] for e in failed] == ["warning"]
+    assert str(blocker) in failed[0]["dir"] and failed[0]["error"]
