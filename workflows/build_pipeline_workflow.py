@@ -77,8 +77,9 @@ TRIAGE_RETRY = RetryPolicy(
     maximum_attempts=5, initial_interval=timedelta(minutes=2),
     maximum_interval=timedelta(minutes=15), non_retryable_error_types=[TRIAGE_MALFORMED],
 )
-# The gate's poller checks once per attempt; its activity sets each retry's delay to the
-# worker's BLOCK_POLL_SECONDS, so this interval only applies to unexpected failures.
+# The gate's fallback check reads the file once per attempt; its activity sets each retry's
+# delay (BLOCK_POLL_SECONDS, or 12x that for a file the watcher covers), so this interval only
+# applies to unexpected failures.
 GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
                          maximum_interval=timedelta(minutes=1))
 
@@ -207,7 +208,9 @@ class BuildPipelineWorkflow:
                                    summary_path=summary)
 
     async def _gate(self, build: BuildPipelineInput, task_path: str) -> Resolution:
-        """Park until the task file says approved, an update decides, or 7 days pass."""
+        """Park until an update decides (the operator's, or the worker's watcher delivering a
+        decision written into the task file), the fallback check finds one there, or 7 days
+        pass. Both ways of deciding leave the same commands: nothing here needed a patch."""
         self._set_stage("awaiting-approval")
         self._awaiting = True
         parked = workflow.now()
