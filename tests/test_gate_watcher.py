@@ -237,7 +237,8 @@ async def test_a_watch_that_cannot_start_is_said_once(address: str, tmp_path: Pa
     blocker.write_text("")
     config = make_config(tmp_path, address, agent_task_dir=blocker / "task-queue")
     async with WorkerProcess(worker_env(config), tmp_path / "logs") as worker:
-        await wait_for(lambda: worker.events("gate_watch_failed"), 30, what="gate_watch_failed")
+        await wait_for(lambda: bool(worker.events("gate_watch_failed")), 30,
+                       what="gate_watch_failed")
         await asyncio.sleep(RESTART_DELAY + 3)  # at least one retry has failed again
         assert worker.alive()
     failed = worker.events("gate_watch_failed")
