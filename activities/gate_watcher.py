@@ -14,7 +14,9 @@ A signal would be written into the history each time, and could only be ignored.
 The mark lives in the file, so nothing needs remembering across restarts: when the watch is up,
 the watcher reads every task file changed within the gate's 7 days once and delivers the
 decisions it finds, so a file approved while no worker ran is seen at start. What the watcher
-cannot see (a file without the mark, a change it missed) is left to the gate's fallback check.
+cannot see (a file without the mark, a change it missed) is left to the gate's fallback check,
+and so is a decision written before the gate opened: refused here, it is read by the check that
+runs as the gate opens.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ class GateWatcher:
                 if done:
                     self._remember(found.key)
                     return
-                await asyncio.sleep(2.0**attempt)
+                if attempt < DELIVERY_TRIES:
+                    await asyncio.sleep(2.0**attempt)
             log.warning("file_decision_undelivered", workflow_id=found.workflow_id,
                         file=found.file, decision=found.decision,
                         effect="the gate's fallback check reads the file")
