@@ -99,7 +99,7 @@ class WorkerConfig(ClientSettings):
     log_level: str = "INFO"
     log_format: str | None = None  # one of LOG_FORMATS; None: decided by stdout
     log_file: Path | None = None
-    block_poll_seconds: float = 30.0
+    block_poll_seconds: float = 300.0
     agent_task_dir: Path = Path("~/.claude/task-queue")
     audit_dir: Path = Path("~/.claude/comms/artifacts")
     summary_dir: Path = Path("~/repos/personal/agent-activity/workflows")
@@ -147,7 +147,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     if log_format is not None and log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
-    poll = _seconds(env, "BLOCK_POLL_SECONDS", "30", 0.05, 3600)
+    poll = _seconds(env, "BLOCK_POLL_SECONDS", "300", 0.05, 3600)
 
     heartbeat = _heartbeat_timeout(env)
 

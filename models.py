@@ -139,11 +139,16 @@ class PipelineStatus(BaseModel):
 
 
 class DecisionInput(BaseModel):
-    """Optional argument of the `approve` and `reject` updates."""
+    """Optional argument of the `approve` and `reject` updates.
+
+    `via` is "task-file" when the worker's watcher delivers a decision written into the
+    originating task file, so the summary says where the decision was made.
+    """
 
     model_config = ConfigDict(extra="forbid")
     note: Annotated[str, Field(max_length=2000)] = ""
     by: Annotated[str, Field(max_length=200)] = ""
+    via: Literal["update", "task-file"] = "update"
 
 
 class Features:

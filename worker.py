@@ -32,6 +32,7 @@ import observability
 import vault
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
+from activities.gate_watcher import GateWatcher
 from config import ClientSettings, WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parent
 WORKER_ID = str(uuid.uuid4())
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)  # PM2's kill_timeout must exceed this
 # Workflows kept in memory between tasks. A cached pipeline costs ~170 KiB of RSS (bench P4);
-# a parked one needs no cache (its gate polls through activity retries), so the SDK's 1000
+# a parked one needs no cache (its gate waits on an update and a retry timer), so the SDK's 1000
 # made a parked pipeline cost ~100 KiB at 2,000 parked. At 250 it was 37 KiB, but 2,000
 # pipelines started at once then replay often (bench P4); 500 is the compromise.
 MAX_CACHED_WORKFLOWS = 500
@@ -62,9 +63,9 @@ def workflows() -> list[type]:
     return [BuildPlanWorkflow, BuildPipelineWorkflow]
 
 
-def activities(config: WorkerConfig) -> list[Any]:
+def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) -> list[Any]:
     phase = BuildPhaseActivities(config)
-    pipeline = PipelineActivities(config)
+    pipeline = PipelineActivities(config, gate_watcher)
     return [
         phase.execute_build_phase,
         pipeline.pipeline_settings,
@@ -108,12 +109,13 @@ async def check_search_attribute(client: Client, namespace: str) -> bool:
 
 
 def build_worker(client: Client, config: WorkerConfig, **options: Any) -> Worker:
-    """The worker as production runs it; tests build theirs here too."""
+    """The worker as production runs it; tests build theirs here too (`gate_watcher`: the
+    running watcher, which lets the gate's fallback check slow down for the files it covers)."""
     return Worker(
         client,
         task_queue=config.task_queue,
         workflows=workflows(),
-        activities=activities(config),
+        activities=activities(config, options.pop("gate_watcher", None)),
         identity=options.pop("identity", worker_identity()),
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
         max_cached_workflows=options.pop("max_cached_workflows", MAX_CACHED_WORKFLOWS),
@@ -131,7 +133,7 @@ def build_host_worker(client: Client, config: WorkerConfig, **options: Any) -> W
     return Worker(
         client,
         task_queue=host_queue(config.task_queue, config.worker_host),
-        activities=activities(config),
+        activities=activities(config, options.pop("gate_watcher", None)),
         identity=options.pop("identity", worker_identity()),
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
         **options,
@@ -190,10 +192,12 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
         raise
     Features.stage_search_attribute = await check_search_attribute(
         client, config.temporal_namespace)
-    worker = build_worker(client, config, **observability.worker_options())
-    host_worker = build_host_worker(client, config, **observability.worker_options())
+    watcher = GateWatcher(client, config.agent_task_dir)
+    worker = build_worker(client, config, gate_watcher=watcher, **observability.worker_options())
+    host_worker = build_host_worker(client, config, gate_watcher=watcher,
+                                    **observability.worker_options())
     try:
-        async with worker, host_worker:
+        async with worker, host_worker, watcher.running():
             log.info(
                 "worker_started",
                 task_queue=config.task_queue,

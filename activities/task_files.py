@@ -210,15 +210,17 @@ def _has_id(path: Path, task_id: str) -> bool:
         return False
 
 
-def history_entry(status: str, note: str, actor: str = ACTOR) -> dict[str, str]:
-    return {"timestamp": now_utc().isoformat(), "status": status, "actor": actor, "note": note}
+def history_entry(status: str, note: str, actor: str = ACTOR, **extra: str) -> dict[str, str]:
+    return {"timestamp": now_utc().isoformat(), "status": status, "actor": actor, "note": note,
+            **extra}
 
 
-def update_task_status(path: Path, status: str, note: str) -> dict[str, Any]:
-    """Set `status` and append a history entry, keeping every other key and the file's mode.
+def update_task_status(path: Path, status: str, note: str, **extra: str) -> dict[str, Any]:
+    """Set `status` and append a history entry (with `extra` keys), keeping every other key and
+    the file's mode.
 
-    Idempotent: when the file already has this status with this note last, nothing is written,
-    so a retried activity does not add a second entry.
+    Idempotent: when the file already has this status with this note (and these extra values)
+    last, nothing is written, so a retried activity does not add a second entry.
     """
     task = load_task(path)
     history = task.get("history")
@@ -230,16 +232,56 @@ def update_task_status(path: Path, status: str, note: str) -> dict[str, Any]:
         and isinstance(last, dict)
         and last.get("status") == status
         and last.get("note") == note
+        and all(last.get(k) == v for k, v in extra.items())
     ):
         return task
     task["status"] = status
-    task["history"] = [*history, history_entry(status, note)]
+    task["history"] = [*history, history_entry(status, note, **extra)]
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         mode = 0o600
     write_text_atomic(path, dump_yaml(task), mode)
     return task
+
+
+def last_entry(task: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """The latest history entry with `status` ({} when there is none)."""
+    history = task.get("history")
+    if isinstance(history, list):
+        for entry in reversed(history):
+            if isinstance(entry, dict) and entry.get("status") == status:
+                return entry
+    return {}
+
+
+# --- The block gate's mark on the originating task file ---------------------------------------
+#
+# notify_blocks writes the parked run's `workflow_id` and `run_id` into the `input-required`
+# history entry it appends, so whoever sees the file change (the worker's watcher, on any worker
+# and after any restart) knows which run a decision in it is for, without an index of its own.
+
+
+def gate_mark(task: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(workflow_id, run_id) of the run parked on this task, from the latest input-required
+    entry this worker wrote; None when the file carries none (an earlier release wrote it, or a
+    tool rewrote it without the keys)."""
+    entry = last_entry(task, INPUT_REQUIRED)
+    workflow_id, run_id = entry.get("workflow_id"), entry.get("run_id")
+    if entry.get("actor") == ACTOR and isinstance(workflow_id, str) and isinstance(run_id, str):
+        return workflow_id, run_id
+    return None
+
+
+def file_decision(task: Mapping[str, Any]) -> dict[str, str] | None:
+    """The operator's decision in the file: {"decision", "by", "note"} when its status is
+    `approved` or `rejected` (the status word decides; the history entry says who and why)."""
+    status = str(task.get("status", ""))
+    if status not in (APPROVED, REJECTED):
+        return None
+    entry = last_entry(task, status)
+    return {"decision": status, "by": str(entry.get("actor", "")),
+            "note": str(entry.get("note", ""))}
 
 
 def dispatched_tasks(queue_dir: Path, workflow_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:

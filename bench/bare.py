@@ -2,13 +2,16 @@
 
 Run as `python -m bench.bare --address A --queue Q --dir D [--poll S] [--slots N]`. Async
 activities hand out their token as a tiny file `<dir>/<workflow_id>.<n>.tok` (no YAML, no fsync),
-the gate marker is `<dir>/<workflow_id>.gate`, a file approval is `<dir>/<workflow_id>.approved`.
+the gate marker is `<dir>/<workflow_id>.gate`, a file approval is `<dir>/<workflow_id>.approved`:
+the worker watches its directory (watchfiles, as worker.py does) and sends that workflow the
+`approve` update.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 from datetime import timedelta
@@ -19,6 +22,7 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from watchfiles import Change, awatch
 
 HOUR = timedelta(hours=1)
 ONE_TRY = RetryPolicy(maximum_attempts=1)
@@ -129,6 +133,21 @@ class BareGate(_Approvable):
         return 1
 
 
+@workflow.defn(name="BareTimerGate")
+class BareTimerGate(_Approvable):
+    """Parked on a timer alone: `wait_condition` with the gate's 7 days, the update to leave."""
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.execute_activity("bare_mark_gate", start_to_close_timeout=HOUR)
+        self.awaiting = True
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self.approved, timeout=timedelta(days=7))
+        await workflow.execute_activity(
+            "bare_async", 8, start_to_close_timeout=HOUR, retry_policy=ONE_TRY)
+        return 1
+
+
 @workflow.defn(name="BareTokens")
 class BareTokens:
     """`count` async activities at once: a supply of live task tokens."""
@@ -142,6 +161,23 @@ class BareTokens:
         return count
 
 
+async def watch_approvals(client: Client, directory: Path, stop: asyncio.Event) -> None:
+    """`<wf>.approved` appearing -> `approve` to that workflow, each in a task of its own."""
+    sent: set[asyncio.Task[object]] = set()
+
+    async def approve(workflow_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await client.get_workflow_handle(workflow_id).execute_update("approve")
+
+    async for changes in awatch(directory, step=50, stop_event=stop,
+                                watch_filter=lambda c, p: c != Change.deleted
+                                and p.endswith(".approved")):
+        for _, path in changes:
+            task = asyncio.create_task(approve(Path(path).name.removesuffix(".approved")))
+            sent.add(task)
+            task.add_done_callback(sent.discard)
+
+
 async def serve(address: str, queue: str, directory: Path, poll: float, slots: int | None) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     acts = BareActivities(directory, poll)
@@ -150,11 +186,14 @@ async def serve(address: str, queue: str, directory: Path, poll: float, slots: i
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Worker(
-        client, task_queue=queue, workflows=[BarePipeline, BareGate, BareTokens],
+        client, task_queue=queue,
+        workflows=[BarePipeline, BareGate, BareTimerGate, BareTokens],
         activities=[acts.bare_async, acts.bare_plain, acts.bare_mark_gate, acts.bare_poll],
         max_concurrent_activities=slots,
     ):
+        watcher = asyncio.create_task(watch_approvals(client, directory, stop))
         await stop.wait()
+        await watcher
 
 
 def main() -> None:

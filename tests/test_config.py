@@ -49,7 +49,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "VAULT_SECRET_ID_FILE": ("vault_secret_id_file", None),
     "TEMPORAL_REQUIRE_TLS": ("require_tls", False),
     "TEMPORAL_TLS_SERVER_NAME": ("tls_server_name", None),
-    "BLOCK_POLL_SECONDS": ("block_poll_seconds", 30.0),
+    "BLOCK_POLL_SECONDS": ("block_poll_seconds", 300.0),
     "AGENT_TASK_DIR": ("agent_task_dir", Path(HOME, ".claude/task-queue")),
     "TEMPORAL_SUMMARY_DIR": (
         "summary_dir",

@@ -27,6 +27,7 @@ def test_histories_are_recorded() -> None:
             "pipeline_blocks_update_approval", "pipeline_rejected", "pipeline_agent_failed",
             "pipeline_restart_task_file", "pipeline_restart_update",
             "pipeline_heartbeat_timeout", "plan_heartbeat_timeout",
+            "pipeline_watcher_approved", "pipeline_watcher_rejected",
             "plan_two_phases", "plan_phase_failed", "pipeline_two_hosts",
             "plan_two_hosts"} <= names
 

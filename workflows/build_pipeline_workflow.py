@@ -90,8 +90,9 @@ TRIAGE_RETRY = RetryPolicy(
     maximum_attempts=5, initial_interval=timedelta(minutes=2),
     maximum_interval=timedelta(minutes=15), non_retryable_error_types=[TRIAGE_MALFORMED],
 )
-# The gate's poller checks once per attempt; its activity sets each retry's delay to the
-# worker's BLOCK_POLL_SECONDS, so this interval only applies to unexpected failures.
+# The gate's fallback check reads the file once per attempt; its activity sets each retry's
+# delay (BLOCK_POLL_SECONDS, or 12x that for a file the watcher covers), so this interval only
+# applies to unexpected failures.
 GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
                          maximum_interval=timedelta(minutes=1))
 
@@ -172,10 +173,17 @@ class BuildPipelineWorkflow:
             raise ValueError(f"no block is awaiting approval (stage: {self._status.stage})")
 
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
+        # The validator refuses a second decision (two workers' watchers seeing one file write
+        # both send it); should an interceptor ever suspend between a validator and its handler,
+        # the second still fails here as a refusal instead of overwriting the first.
+        if self._decision is not None:
+            raise ApplicationError(
+                f"the blocks are already {self._decision.decision} (via {self._decision.via})",
+                type="AlreadyDecidedError", non_retryable=True)
         given = given or DecisionInput()
+        by = given.by or ("operator" if given.via == "update" else "")
         self._decision = Resolution(decision=decision,  # type: ignore[arg-type]
-                                    via="update", by=given.by or "operator",
-                                    note=given.note, at=self._now())
+                                    via=given.via, by=by, note=given.note, at=self._now())
         return decision
 
     # --- the stages ----------------------------------------------------------------------------
@@ -227,7 +235,9 @@ class BuildPipelineWorkflow:
                                    summary_path=summary)
 
     async def _gate(self, build: BuildPipelineInput, task_path: str) -> Resolution:
-        """Park until the task file says approved, an update decides, or 7 days pass."""
+        """Park until an update decides (the operator's, or the worker's watcher delivering a
+        decision written into the task file), the fallback check finds one there, or 7 days
+        pass. Both ways of deciding leave the same commands: nothing here needed a patch."""
         self._set_stage("awaiting-approval")
         self._awaiting = True
         parked = workflow.now()
