@@ -18,6 +18,7 @@ from exceptions import ConfigError
 
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
+MAX_FAILURE_HOLD = 30 * 86400  # seconds: a failed stage waits at most 30 days for the operator
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -100,6 +101,7 @@ class WorkerConfig(ClientSettings):
     send_matrix_script: Path = Path("~/scripts/send-matrix.sh")
     matrix_homeserver: str | None = None
     matrix_access_token_file: Path | None = None
+    failure_hold_seconds: float = 0.0
 
     def public_fields(self) -> dict[str, object]:
         """What `config_loaded` logs: no secret, no path to one."""
@@ -117,6 +119,7 @@ class WorkerConfig(ClientSettings):
             "audit_dir": str(self.audit_dir),
             "summary_dir": str(self.summary_dir),
             "matrix_api": bool(self.matrix_homeserver and self.matrix_access_token_file),
+            "failure_hold_seconds": self.failure_hold_seconds,
         }
 
 
@@ -156,6 +159,14 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
                 f"MATRIX_ACCESS_TOKEN_FILE={str(token_file)!r} cannot be read: {err.strerror}"
             ) from None
 
+    hold_text = _get(env, "FAILURE_HOLD") or "0"
+    try:
+        hold = float(hold_text)
+    except ValueError:
+        raise ConfigError(f"FAILURE_HOLD={hold_text!r} is not a number of seconds") from None
+    if not 0 <= hold <= MAX_FAILURE_HOLD:
+        raise ConfigError(f"FAILURE_HOLD={hold_text!r} must be between 0 and {MAX_FAILURE_HOLD}")
+
     log_file = _get(env, "LOG_FILE")
     fields = {k: getattr(client, k) for k in ClientSettings.__dataclass_fields__}
     return WorkerConfig(
@@ -175,6 +186,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         send_matrix_script=_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
         matrix_homeserver=homeserver.rstrip("/") if homeserver else None,
         matrix_access_token_file=token_file,
+        failure_hold_seconds=hold,
     )
 
 

@@ -32,6 +32,7 @@ import observability
 import vault
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
+from activities.hold import HoldActivities
 from config import ClientSettings, WorkerConfig, load_config
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features
@@ -76,6 +77,7 @@ def activities(config: WorkerConfig) -> list[Any]:
         pipeline.close_build,
         pipeline.summarize_workflow,
         pipeline.end_pipeline,
+        HoldActivities(config).notify_hold,
     ]
 
 

@@ -98,11 +98,13 @@ class PipelineActivities:
     async def pipeline_settings(self) -> PipelineSettings:
         """The settings a pipeline starts with; it runs as a local activity, so its result is
         recorded in the history and a replay never asks this worker's process again."""
-        return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
+        return PipelineSettings(stage_search_attribute=Features.stage_search_attribute,
+                                failure_hold_seconds=self.config.failure_hold_seconds)
 
     # 1 ---------------------------------------------------------------------------------------
     @activity.defn(name="prefab_scaffolding")
-    async def prefab_scaffolding(self, build_name: str, plan_path: str) -> BuildPhaseResult:
+    async def prefab_scaffolding(self, build_name: str, plan_path: str,
+                                 operator_note: str = "") -> BuildPhaseResult:
         done = task_files.completion_command("success", "'prefab-complete'")
         return await self._dispatch(
             stage="prefab", target_agent="claudebox", task_type="build_prefab",
@@ -113,13 +115,15 @@ class PipelineActivities:
                 "instruction": (f"Run the build-plan-prefab skill for build '{build_name}'. "
                                 f"Plan is at: {plan_path}. After prefab completes, call: {done}"),
             },
+            operator_note=operator_note,
             log_event="prefab_dispatched", build=build_name,
         )
 
     # 2 ---------------------------------------------------------------------------------------
     @activity.defn(name="implement_build")
     async def implement_build(self, build_name: str, originating_task_id: str,
-                              target_agent: str, plan_path: str = "") -> BuildPhaseResult:
+                              target_agent: str, plan_path: str = "",
+                              operator_note: str = "") -> BuildPhaseResult:
         done = task_files.completion_command("success", "'build-complete'")
         plan = f" The plan is at: {plan_path}." if plan_path else ""
         return await self._dispatch(
@@ -133,12 +137,14 @@ class PipelineActivities:
                                 "standard phase-gated build workflow. When the build is complete "
                                 f"and verified, call: {done}"),
             },
+            operator_note=operator_note,
             log_event="build_dispatched", build=build_name, agent=target_agent,
         )
 
     # 3 ---------------------------------------------------------------------------------------
     @activity.defn(name="request_security_audit")
-    async def request_security_audit(self, build_name: str, plan_path: str) -> BuildPhaseResult:
+    async def request_security_audit(self, build_name: str, plan_path: str,
+                                     operator_note: str = "") -> BuildPhaseResult:
         audit_dir = self._audit_dir(build_name)
         request_path = audit_dir / "request.md"
         done = task_files.completion_command("success", "'audit-complete'")
@@ -174,6 +180,7 @@ class PipelineActivities:
                                 f"{request_path}. Write report.md and triage-output.yml to the "
                                 f"output_dir, then call: {done}"),
             },
+            operator_note=operator_note,
             log_event="audit_dispatched", build=build_name, request_path=str(request_path),
         )
 
@@ -231,7 +238,7 @@ class PipelineActivities:
     # 5 ---------------------------------------------------------------------------------------
     @activity.defn(name="apply_flag_fixes")
     async def apply_flag_fixes(self, build_name: str, flags: list[str],
-                               target_agent: str) -> BuildPhaseResult:
+                               target_agent: str, operator_note: str = "") -> BuildPhaseResult:
         done = task_files.completion_command("success", "'flags-applied'")
         return await self._dispatch(
             stage="fixes", target_agent=target_agent, task_type="security_fix",
@@ -247,6 +254,7 @@ class PipelineActivities:
                     f"flags are resolved, call:\n{done}"
                 ),
             },
+            operator_note=operator_note,
             log_event="flags_dispatched", build=build_name, agent=target_agent,
             flag_count=len(flags),
         )
@@ -340,7 +348,8 @@ class PipelineActivities:
 
     # 8 ---------------------------------------------------------------------------------------
     @activity.defn(name="close_build")
-    async def close_build(self, build_name: str, target_agent: str) -> BuildPhaseResult:
+    async def close_build(self, build_name: str, target_agent: str,
+                          operator_note: str = "") -> BuildPhaseResult:
         done = task_files.completion_command("success", "<closeout_artifact_path>")
         return await self._dispatch(
             stage="close", target_agent=target_agent, task_type="build_closeout",
@@ -354,6 +363,7 @@ class PipelineActivities:
                     "third argument — it will be recorded in the workflow summary."
                 ),
             },
+            operator_note=operator_note,
             log_event="closeout_dispatched", build=build_name, agent=target_agent,
         )
 
@@ -383,6 +393,8 @@ class PipelineActivities:
         if outcome.failed_stage or outcome.error:
             summary["failed_stage"] = outcome.failed_stage
             summary["error"] = outcome.error
+        if outcome.skipped:
+            summary["skipped"] = list(outcome.skipped)
         if outcome.resolution is not None:
             summary["resolution"] = outcome.resolution.model_dump()
         root = self.config.summary_dir

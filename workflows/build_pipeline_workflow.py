@@ -15,24 +15,30 @@
 Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py.
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
 task files closed, then the workflow ends (failed, or completed with status `rejected`).
+
+With a failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`), a failed stage 1-6
+parks at `awaiting-retry` until the operator's `retry`, `skip` or `abort`, or the hold's end.
+`temporal workflow cancel` takes the failure path too, then ends the workflow CANCELED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from activities.hold import UNSKIPPABLE
     from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
     from models import (
         BuildPhaseResult,
@@ -47,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         Resolution,
         TriageOutput,
         dispatch_task_id,
+        retry_activity_id,
     )
 
 STAGE_FAILED = "StageFailedError"
@@ -63,12 +70,21 @@ NOTIFY_HEARTBEAT = timedelta(minutes=1)
 # One check reads one file; a check lost with a dead worker or server is retried this soon.
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
+# Positional arguments of each agent activity before its trailing `operator_note`.
+_AGENT_ARGS = {"prefab_scaffolding": 2, "implement_build": 4, "request_security_audit": 2,
+               "apply_flag_fixes": 3, "close_build": 2}
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
 # Pipelines started before this patch read the worker's process state for their settings; later
 # ones record them once, from the `pipeline_settings` local activity.
 SETTINGS_PATCH = "pipeline-settings"
 SETTINGS_TIMEOUT = timedelta(seconds=10)
+
+# Stages whose failure a hold parks (the summary's and the gate's failures end at once).
+HOLD_STAGES = ("prefab", "implement", "audit", "triage", "fixes", "notify", "close")
+# Pipelines cancelled before this patch ended at once, with no summary or clean-up.
+CANCEL_PATCH = "cancel-cleanup"
+CANCELLED_ERROR = "cancelled by the operator (temporal workflow cancel)"
 
 METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out"}
 
@@ -86,10 +102,38 @@ GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
 class StageFailed(Exception):
     """A stage's activity failed: carries the stage and a one-line reason."""
 
-    def __init__(self, stage: str, error: ActivityError) -> None:
+    def __init__(self, stage: str, error: ActivityError | None = None, *,
+                 error_type: str = STAGE_FAILED, reason: str = "") -> None:
         self.stage = stage
-        self.error_type, self.reason = _describe(stage, error)
+        self.error_type, self.reason = _describe(stage, error) if error else (error_type, reason)
         super().__init__(f"{stage}: {self.reason}")
+
+
+def read_agent_result(stage: str, raw: Any) -> BuildPhaseResult:
+    """An agent stage's result, read leniently: complete_activity.py sends
+    `{"status": "success", "output": ...}`, `temporal activity complete --result '"done"'` a bare
+    string (the output text); other JSON is kept as text. A status other than success is the
+    stage's failure."""
+    if isinstance(raw, BuildPhaseResult):
+        raw = {"status": raw.status, "output": raw.output}
+    if isinstance(raw, str) or raw is None:
+        return BuildPhaseResult(status="success", output=raw or "")
+    if not isinstance(raw, dict):
+        return BuildPhaseResult(status="success", output=_json_text(raw))
+    status, output = raw.get("status", "success"), raw.get("output", "")
+    text = output if isinstance(output, str) else _json_text(output)
+    if status != "success":
+        shown = status if isinstance(status, str) else _json_text(status)
+        raise StageFailed(stage, reason=text or f"the {stage} stage was completed with status "
+                                             f"{shown[:100]!r}")
+    return BuildPhaseResult(status="success", output=text)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
@@ -111,6 +155,11 @@ class BuildPipelineWorkflow:
         self._awaiting = False
         self._phases: list[str] = []
         self._settings = PipelineSettings()
+        self._hold_seconds = 0.0
+        self._held: StageFailed | None = None
+        self._choice: tuple[str, DecisionInput] | None = None
+        self._holds = 0
+        self._skipped: list[str] = []
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -140,6 +189,44 @@ class BuildPipelineWorkflow:
             stage = self._status.stage if self._status else "start"
             raise ValueError(f"no block is awaiting approval (stage: {stage})")
 
+    @workflow.update
+    def retry(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("retry", decision)
+
+    @retry.validator
+    def _retry_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_held()
+
+    @workflow.update
+    def skip(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("skip", decision)
+
+    @skip.validator
+    def _skip_allowed(self, decision: DecisionInput | None = None) -> None:
+        held = self._check_held()
+        if held.stage in UNSKIPPABLE:
+            raise ValueError(f"the {held.stage} stage cannot be skipped: the security gate "
+                             "cannot be bypassed (retry or abort)")
+
+    @workflow.update
+    def abort(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("abort", decision)
+
+    @abort.validator
+    def _abort_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_held()
+
+    def _check_held(self) -> StageFailed:
+        if self._held is None or self._choice is not None:
+            stage = self._status.stage if self._status else "start"
+            raise ValueError(f"no failed stage is awaiting retry, skip or abort (stage: {stage})")
+        return self._held
+
+    def _choose(self, choice: str, given: DecisionInput | None) -> str:
+        assert self._held is not None
+        self._choice = (choice, given or DecisionInput())
+        return f"{choice} {self._held.stage}"
+
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
         given = given or DecisionInput()
         self._decision = Resolution(decision=decision,  # type: ignore[arg-type]
@@ -157,8 +244,19 @@ class BuildPipelineWorkflow:
             stages_done=[], started_at=self._now(), updated_at=self._now(),
         )
         self._settings = await self._load_settings()
+        self._hold_seconds = (self._settings.failure_hold_seconds
+                              if build.failure_hold_seconds is None else build.failure_hold_seconds)
         try:
             return await self._pipeline(build)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err) or not workflow.patched(CANCEL_PATCH):
+                raise
+            stage = self._held.stage if self._held else self._status.stage
+            # the run's cancel was delivered once, to the await it interrupted; the clean-up
+            # runs in a task of its own, shielded, and the cancel is re-raised after it
+            await asyncio.shield(asyncio.ensure_future(self._end(build, PipelineOutcome(
+                outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR))))
+            raise
         except StageFailed as failure:
             summary = await self._end(build, PipelineOutcome(
                 outcome="failed", failed_stage=failure.stage, error=failure.reason))
@@ -186,7 +284,7 @@ class BuildPipelineWorkflow:
             task_path: str = await self._stage(
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3)) or ""
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
                 return await self._stop(build, resolution)
@@ -276,6 +374,7 @@ class BuildPipelineWorkflow:
                          outcome: PipelineOutcome) -> str:
         assert self._status is not None
         outcome.task_ids = dict(self._status.task_ids)
+        outcome.skipped = list(self._skipped)
         completed_at = self._now()
         self._set_stage("summary")
         path: str = await self._stage(
@@ -298,27 +397,98 @@ class BuildPipelineWorkflow:
         return settings
 
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
-        info = workflow.info()
-        assert self._status is not None
-        self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
-        result: BuildPhaseResult = await self._stage(
-            stage, activity, *args, result_type=BuildPhaseResult,
-            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY)
-        return result
+        result: BuildPhaseResult | None = await self._stage(
+            stage, activity, *args, result_type=None, start_to_close_timeout=timedelta(hours=hours),
+            retry_policy=AGENT_RETRY)
+        return result or BuildPhaseResult(status="skipped")
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
+        """Run one stage; with a hold, a failure parks it for the operator's decision.
+
+        Returns the stage's result, or None when the operator skipped it.
+        """
+        number = 1
+        while True:
+            if stage in AGENT_STAGES:
+                info = workflow.info()
+                assert self._status is not None
+                self._status.task_ids[stage] = dispatch_task_id(
+                    info.workflow_id, info.run_id, stage, number)
+            try:
+                return await self._attempt(stage, activity, args, options)
+            except StageFailed as failure:
+                if stage not in HOLD_STAGES or self._hold_seconds <= 0:
+                    raise
+                choice, given = await self._hold(failure)
+            if choice == "skip":
+                self._skipped.append(stage)
+                return None
+            number += 1
+            if stage in AGENT_STAGES:  # a new activity: a new task file and a new token
+                options = {**options, "activity_id": retry_activity_id(stage, number)}
+                args = (*args[:_AGENT_ARGS[activity]], given.note)
+
+    async def _attempt(self, stage: str, activity: str, args: tuple[Any, ...],
+                       options: dict[str, Any]) -> Any:
         self._set_stage(stage)
         started = workflow.now()
         try:
             result = await workflow.execute_activity(activity, args=list(args), **options)
+            if stage in AGENT_STAGES:
+                result = read_agent_result(stage, result)
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             failure = StageFailed(stage, err)
-            observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
-                failure.error_type, "error"))
-            raise failure from None
-        observability.record_stage(stage, self._since(started), "success")
-        self._mark_done(stage)
-        return result
+        except StageFailed as err:
+            failure = err
+        else:
+            observability.record_stage(stage, self._since(started), "success")
+            self._mark_done(stage)
+            return result
+        observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
+            failure.error_type, "error"))
+        raise failure
+
+    async def _hold(self, failure: StageFailed) -> tuple[str, DecisionInput]:
+        """Park a failed stage until the operator decides or the hold ends; returns
+        ("retry" | "skip", the operator's input), or raises the stage's failure."""
+        assert self._status is not None
+        self._held, self._choice = failure, None
+        self._holds += 1
+        self._status.failed_stage, self._status.failed_error = failure.stage, failure.reason
+        self._set_stage("awaiting-retry")
+        try:
+            await workflow.execute_activity(
+                "notify_hold", args=[workflow.info().workflow_id, self._status.build_name,
+                                     failure.stage, failure.reason, self._hold_seconds,
+                                     self._holds],
+                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3))
+        except ActivityError as err:  # best effort, as every notification
+            if is_cancelled_exception(err):
+                raise
+        try:
+            await workflow.wait_condition(
+                lambda: self._choice is not None,
+                timeout=timedelta(seconds=self._hold_seconds),
+                timeout_summary=f"no decision on the failed {failure.stage} stage")
+        except TimeoutError:
+            self._choice = ("expired", DecisionInput())
+        self._held = None
+        assert self._choice is not None
+        choice, given = self._choice
+        if choice == "expired":
+            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
+                f"{failure.reason}; no decision came within the {self._hold_seconds:g}s hold"))
+        if choice == "abort":
+            note = f": {given.note}" if given.note else ""
+            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
+                f"{failure.reason}; aborted by {given.by or 'the operator'}{note}"))
+        self._status.failed_stage = self._status.failed_error = ""
+        if choice == "skip":
+            self._status.skipped = [*self._skipped, failure.stage]
+        return choice, given
 
     def _set_stage(self, stage: str) -> None:
         assert self._status is not None
