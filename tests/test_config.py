@@ -48,6 +48,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     ),
     "MATRIX_HOMESERVER": ("matrix_homeserver", None),
     "MATRIX_ACCESS_TOKEN_FILE": ("matrix_access_token_file", None),
+    "FAILURE_HOLD": ("failure_hold_seconds", 0.0),
 }
 
 
@@ -96,6 +97,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "TEMPORAL_SUMMARY_DIR": "/srv/summaries",
         "MATRIX_HOMESERVER": "https://matrix.example/",
         "MATRIX_ACCESS_TOKEN_FILE": str(token),
+        "FAILURE_HOLD": "7200",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -118,6 +120,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "summary_dir": Path("/srv/summaries"),
         "matrix_homeserver": "https://matrix.example",
         "matrix_access_token_file": token,
+        "failure_hold_seconds": 7200.0,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
@@ -160,6 +163,11 @@ def test_unknown_log_level(value: str) -> None:
 @pytest.mark.parametrize("value", ["abc", "30s", "nan", "inf", "0", "-1", "3601"])
 def test_bad_block_poll_seconds(value: str) -> None:
     assert refusal({"BLOCK_POLL_SECONDS": value}).startswith(f"BLOCK_POLL_SECONDS={value!r}")
+
+
+@pytest.mark.parametrize("value", ["abc", "2h", "nan", "inf", "-1", "2592001"])
+def test_bad_failure_hold(value: str) -> None:
+    assert refusal({"FAILURE_HOLD": value}).startswith(f"FAILURE_HOLD={value!r}")
 
 
 @pytest.mark.parametrize("value", ["maybe", "on", "2"])
@@ -264,6 +272,7 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("name", "value"), [
     ("LOG_LEVEL", "verbose"),
     ("BLOCK_POLL_SECONDS", "abc"),
+    ("FAILURE_HOLD", "1h"),
     ("TEMPORAL_REQUIRE_TLS", "maybe"),
     ("TEMPORAL_ADDRESS", "no-port"),
     ("VAULT_SECRET_ID_FILE", "{tmp}/missing-secret-id"),
