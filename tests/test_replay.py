@@ -26,6 +26,8 @@ def test_histories_are_recorded() -> None:
     assert {"pipeline_no_findings", "pipeline_flags_only", "pipeline_blocks_file_approval",
             "pipeline_blocks_update_approval", "pipeline_rejected", "pipeline_agent_failed",
             "pipeline_restart_task_file", "pipeline_restart_update",
+            "pipeline_hold_retry", "pipeline_hold_skip", "pipeline_hold_abort",
+            "pipeline_cancel_agent", "pipeline_cancel_gate", "pipeline_cancel_hold",
             "plan_two_phases", "plan_phase_failed"} <= names
 
 
