@@ -29,6 +29,7 @@ from tests.pipeline_support import (
     update,
     wait_stage,
 )
+from tests.worker_process import WorkerProcess, worker_env
 
 HOLD = 600.0
 
@@ -182,3 +183,28 @@ async def test_malformed_triage_holds_and_retry_reads_it_again(
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "success" and "triage" in summary["phases_completed"]
     assert [t["task_type"] for t in dispatched(config)].count("security_audit") == 1
+
+
+async def test_worker_failure_hold_is_fixed_in_history(client: Client, config: WorkerConfig,
+                                                       address: str, tmp_path: Path) -> None:
+    """worker.py with FAILURE_HOLD holds a failure; restarted without it, the held pipeline
+    still runs by the hold it started with (its settings replay from its history)."""
+    task_id, _ = originating_task(config)
+    script = PipelineScript(fail_task_type="build_plan", fail_first=1)
+    worker = WorkerProcess(worker_env(config, FAILURE_HOLD="600"), tmp_path / "logs")
+    async with worker, ScriptedAgent(config.agent_task_dir, address, script.decide):
+        handle = await start_pipeline(client, config, task_id)
+        await wait_stage(handle, "awaiting-retry")
+        await worker.stop()
+        worker.env = worker_env(config)  # FAILURE_HOLD unset: new pipelines fail at once
+        await worker.start()
+        code, out = await update(address, handle.id, "retry")
+        assert code == 0, out
+        result = await asyncio.wait_for(handle.result(), 60)
+
+        other = await start_pipeline(client, config, task_id)  # started on the new setting
+        script.failures = 0
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(other.result(), 60)
+    assert result.status == "complete"
+    assert "implement" in summary_of(result.summary_path)["phases_completed"]
