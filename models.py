@@ -188,6 +188,8 @@ def dispatch_task_id(workflow_id: str, run_id: str, stage: str, attempt: int) ->
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{workflow_id}\x00{run_id}\x00{stage}\x00{attempt}"))
 
 
+# The security gate: these stages decide whether blocks exist, so a held one cannot be skipped.
+UNSKIPPABLE = ("audit", "triage")
 RETRY_ID_SEPARATOR = "-dispatch-"
 
 

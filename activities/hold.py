@@ -14,9 +14,7 @@ import observability
 from activities.notify import notify_once
 from activities.triage import sanitize_finding
 from config import WorkerConfig
-
-# The security gate: these stages decide whether blocks exist, so they cannot be skipped.
-UNSKIPPABLE = ("audit", "triage")
+from models import UNSKIPPABLE
 
 
 def hold_commands(workflow_id: str, stage: str) -> list[str]:

@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from activities.hold import UNSKIPPABLE
     from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
     from models import (
         BuildPhaseResult,
@@ -55,9 +52,9 @@ with workflow.unsafe.imports_passed_through():
         dispatch_task_id,
         retry_activity_id,
     )
+    from workflows.failure_hold import FailureHold
+    from workflows.stage_failure import STAGE_TIMED_OUT, StageFailed, read_agent_result
 
-STAGE_FAILED = "StageFailedError"
-STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
@@ -99,67 +96,15 @@ GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
                          maximum_interval=timedelta(minutes=1))
 
 
-class StageFailed(Exception):
-    """A stage's activity failed: carries the stage and a one-line reason."""
-
-    def __init__(self, stage: str, error: ActivityError | None = None, *,
-                 error_type: str = STAGE_FAILED, reason: str = "") -> None:
-        self.stage = stage
-        self.error_type, self.reason = _describe(stage, error) if error else (error_type, reason)
-        super().__init__(f"{stage}: {self.reason}")
-
-
-def read_agent_result(stage: str, raw: Any) -> BuildPhaseResult:
-    """An agent stage's result, read leniently: complete_activity.py sends
-    `{"status": "success", "output": ...}`, `temporal activity complete --result '"done"'` a bare
-    string (the output text); other JSON is kept as text. A status other than success is the
-    stage's failure."""
-    if isinstance(raw, BuildPhaseResult):
-        raw = {"status": raw.status, "output": raw.output}
-    if isinstance(raw, str) or raw is None:
-        return BuildPhaseResult(status="success", output=raw or "")
-    if not isinstance(raw, dict):
-        return BuildPhaseResult(status="success", output=_json_text(raw))
-    status, output = raw.get("status", "success"), raw.get("output", "")
-    text = output if isinstance(output, str) else _json_text(output)
-    if status != "success":
-        shown = status if isinstance(status, str) else _json_text(status)
-        raise StageFailed(stage, reason=text or f"the {stage} stage was completed with status "
-                                             f"{shown[:100]!r}")
-    return BuildPhaseResult(status="success", output=text)
-
-
-def _json_text(value: Any) -> str:
-    try:
-        return json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
-    cause = error.cause
-    if isinstance(cause, ApplicationError):
-        kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
-        return kind, cause.message
-    if isinstance(cause, ActivityTimeoutError):
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
-        return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
-    return STAGE_FAILED, str(cause or error)
-
-
 @workflow.defn(failure_exception_types=[ValidationError])
-class BuildPipelineWorkflow:
+class BuildPipelineWorkflow(FailureHold):
     def __init__(self) -> None:
         self._status: PipelineStatus | None = None
         self._decision: Resolution | None = None
         self._awaiting = False
         self._phases: list[str] = []
         self._settings = PipelineSettings()
-        self._hold_seconds = 0.0
-        self._held: StageFailed | None = None
-        self._choice: tuple[str, DecisionInput] | None = None
-        self._holds = 0
-        self._skipped: list[str] = []
+        self._init_hold()
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -188,44 +133,6 @@ class BuildPipelineWorkflow:
         if not self._awaiting or self._decision is not None:
             stage = self._status.stage if self._status else "start"
             raise ValueError(f"no block is awaiting approval (stage: {stage})")
-
-    @workflow.update
-    def retry(self, decision: DecisionInput | None = None) -> str:
-        return self._choose("retry", decision)
-
-    @retry.validator
-    def _retry_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_held()
-
-    @workflow.update
-    def skip(self, decision: DecisionInput | None = None) -> str:
-        return self._choose("skip", decision)
-
-    @skip.validator
-    def _skip_allowed(self, decision: DecisionInput | None = None) -> None:
-        held = self._check_held()
-        if held.stage in UNSKIPPABLE:
-            raise ValueError(f"the {held.stage} stage cannot be skipped: the security gate "
-                             "cannot be bypassed (retry or abort)")
-
-    @workflow.update
-    def abort(self, decision: DecisionInput | None = None) -> str:
-        return self._choose("abort", decision)
-
-    @abort.validator
-    def _abort_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_held()
-
-    def _check_held(self) -> StageFailed:
-        if self._held is None or self._choice is not None:
-            stage = self._status.stage if self._status else "start"
-            raise ValueError(f"no failed stage is awaiting retry, skip or abort (stage: {stage})")
-        return self._held
-
-    def _choose(self, choice: str, given: DecisionInput | None) -> str:
-        assert self._held is not None
-        self._choice = (choice, given or DecisionInput())
-        return f"{choice} {self._held.stage}"
 
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
         given = given or DecisionInput()
@@ -449,46 +356,6 @@ class BuildPipelineWorkflow:
         observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
             failure.error_type, "error"))
         raise failure
-
-    async def _hold(self, failure: StageFailed) -> tuple[str, DecisionInput]:
-        """Park a failed stage until the operator decides or the hold ends; returns
-        ("retry" | "skip", the operator's input), or raises the stage's failure."""
-        assert self._status is not None
-        self._held, self._choice = failure, None
-        self._holds += 1
-        self._status.failed_stage, self._status.failed_error = failure.stage, failure.reason
-        self._set_stage("awaiting-retry")
-        try:
-            await workflow.execute_activity(
-                "notify_hold", args=[workflow.info().workflow_id, self._status.build_name,
-                                     failure.stage, failure.reason, self._hold_seconds,
-                                     self._holds],
-                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
-        except ActivityError as err:  # best effort, as every notification
-            if is_cancelled_exception(err):
-                raise
-        try:
-            await workflow.wait_condition(
-                lambda: self._choice is not None,
-                timeout=timedelta(seconds=self._hold_seconds),
-                timeout_summary=f"no decision on the failed {failure.stage} stage")
-        except TimeoutError:
-            self._choice = ("expired", DecisionInput())
-        self._held = None
-        assert self._choice is not None
-        choice, given = self._choice
-        if choice == "expired":
-            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
-                f"{failure.reason}; no decision came within the {self._hold_seconds:g}s hold"))
-        if choice == "abort":
-            note = f": {given.note}" if given.note else ""
-            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
-                f"{failure.reason}; aborted by {given.by or 'the operator'}{note}"))
-        self._status.failed_stage = self._status.failed_error = ""
-        if choice == "skip":
-            self._status.skipped = [*self._skipped, failure.stage]
-        return choice, given
 
     def _set_stage(self, stage: str) -> None:
         assert self._status is not None
