@@ -148,3 +148,22 @@ async def test_activity_fail_by_hand_holds(client: Client, config: WorkerConfig,
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError)
     assert "the agent's host died; aborted by the operator" in cause.message
+
+
+async def test_approve_takes_a_bare_note(client: Client, config: WorkerConfig,
+                                         address: str) -> None:
+    """`--input '"ok"'` is the note, for the gate's updates as for the hold's."""
+    task_id, _ = originating_task(config)
+    script = PipelineScript(blocks=["debug port open"])
+    async with running_worker(client, config), ScriptedAgent(
+            config.agent_task_dir, address, script.decide):
+        handle = await start_pipeline(client, config, task_id)
+        await wait_stage(handle, "awaiting-approval")
+        code, out, err = await temporal(address, "workflow", "update", "execute",
+                                        "--workflow-id", handle.id, "--name", "approve",
+                                        "--input", '"ok by me"')
+        assert code == 0, out + err
+        done = await asyncio.wait_for(handle.result(), 60)
+    resolution = summary_of(done.summary_path)["resolution"]
+    assert (resolution["via"], resolution["note"], resolution["by"]) == (
+        "update", "ok by me", "operator")
