@@ -54,6 +54,11 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
         assert status.failed_error == "build_plan could not be done"
         first = next(t for t in dispatched(config) if t["task_type"] == "build_plan")
         assert status.task_ids["implement"] == first["id"]
+        async def listed() -> bool:  # the operator's inbox of held stages; visibility may lag
+            return [w.id async for w in client.list_workflows(
+                f"BuildStage='awaiting-retry' AND WorkflowId='{handle.id}'")] == [handle.id]
+
+        await wait_for(listed, 10, what="the pipeline listed as awaiting retry")
         # approve and reject belong to the block gate, not to a held stage
         code, out = await update(address, handle.id, "approve")
         assert code != 0 and "no block is awaiting approval" in out
