@@ -16,8 +16,9 @@ Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
 task files closed, then the workflow ends (failed, or completed with status `rejected`).
 
-With a failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`), a failed stage 1-6
-parks at `awaiting-retry` until the operator's `retry`, `skip` or `abort`, or the hold's end.
+With a failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`), a failed stage (any
+but the gate and the summary) parks at `awaiting-retry` until the operator's `retry`, `skip` or
+`abort`, or the hold's end.
 `temporal workflow cancel` takes the failure path too, then ends the workflow CANCELED.
 """
 

@@ -31,6 +31,7 @@ class FailureHold:
         self._skipped: list[str] = []
 
     def _set_stage(self, stage: str) -> None:
+        """The workflow's own (it sets the status and the BuildStage search attribute)."""
         raise NotImplementedError
 
     @workflow.update
