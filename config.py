@@ -22,6 +22,7 @@ from secret_files import check_secret_file
 HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
+MAX_FAILURE_HOLD = 30 * 86400  # seconds: a failed stage waits at most 30 days for the operator
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("console", "json")  # unset: console on a terminal, else json
 
@@ -110,6 +111,7 @@ class WorkerConfig(ClientSettings):
     worker_host: str = "localhost"
     agent_hosts: dict[str, str] = field(default_factory=dict)
     host_wait_seconds: float = 900.0
+    failure_hold_seconds: float = 0.0
 
     def public_fields(self) -> dict[str, object]:
         """What `config_loaded` logs: no secret, no path to one."""
@@ -132,6 +134,7 @@ class WorkerConfig(ClientSettings):
             "worker_host": self.worker_host,
             "agent_hosts": dict(self.agent_hosts),
             "host_wait_seconds": self.host_wait_seconds,
+            "failure_hold_seconds": self.failure_hold_seconds,
         }
 
 
@@ -170,6 +173,8 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
                 f"MATRIX_ACCESS_TOKEN_FILE={str(token_file)!r} cannot be read: {err.strerror}"
             ) from None
 
+    hold = _seconds(env, "FAILURE_HOLD", "0", 0, MAX_FAILURE_HOLD)
+
     log_file = _get(env, "LOG_FILE")
     fields = {k: getattr(client, k) for k in ClientSettings.__dataclass_fields__}
     return WorkerConfig(
@@ -194,6 +199,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         agent_hosts=parse_agent_hosts(_get(env, "AGENT_HOSTS") or ""),
         host_wait_seconds=_seconds(env, "HOST_WAIT_SECONDS", "900", 1, 86400),
         heartbeat_timeout_seconds=heartbeat,
+        failure_hold_seconds=hold,
     )
 
 

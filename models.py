@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # --- BuildPlanWorkflow ------------------------------------------------------------------------
 
@@ -78,6 +78,9 @@ class BuildPipelineInput(BaseModel):
     plan_path: Annotated[str, Field(min_length=1, max_length=4096, pattern=PLAN_PATH_PATTERN)]
     task_id: Annotated[str, Field(min_length=1, max_length=200, pattern=TASK_ID_PATTERN)]
     target_agent: Annotated[str, Field(min_length=1, max_length=100, pattern=AGENT_PATTERN)]
+    # Seconds a failed stage waits for the operator's retry/skip/abort; None = the worker's
+    # FAILURE_HOLD, 0 = fail at once.
+    failure_hold_seconds: Annotated[float, Field(ge=0, le=30 * 86400)] | None = None
 
 
 class TriageOutput(BaseModel):
@@ -92,7 +95,7 @@ class BuildPipelineResult(BaseModel):
     summary_path: str
 
 
-Outcome = Literal["success", "partial", "failed", "rejected", "timed_out"]
+Outcome = Literal["success", "partial", "failed", "rejected", "timed_out", "cancelled"]
 
 
 class Resolution(BaseModel):
@@ -113,6 +116,7 @@ class PipelineOutcome(BaseModel):
     error: str = ""
     resolution: Resolution | None = None
     task_ids: dict[str, str] = {}
+    skipped: list[str] = []
 
 
 class PipelineStatus(BaseModel):
@@ -137,18 +141,31 @@ class PipelineStatus(BaseModel):
     host: str = ""
     host_queue: str = ""
 
+    # while a failed stage is held for the operator (stage `awaiting-retry`)
+    failed_stage: str = ""
+    failed_error: str = ""
+    skipped: list[str] = []
+
+
 
 class DecisionInput(BaseModel):
-    """Optional argument of the `approve` and `reject` updates.
+    """Optional argument of the operator's updates: approve, reject, retry, skip, abort.
 
-    `via` is "task-file" when the worker's watcher delivers a decision written into the
-    originating task file, so the summary says where the decision was made.
+    Accepts `{"note": ..., "by": ...}`, or a bare JSON string taken as the note (what
+    `temporal workflow update execute --input '"ok"'` sends). `via` is "task-file" when the
+    worker's watcher delivers a decision written into the originating task file, so the summary
+    says where the decision was made.
     """
 
     model_config = ConfigDict(extra="forbid")
     note: Annotated[str, Field(max_length=2000)] = ""
     by: Annotated[str, Field(max_length=200)] = ""
     via: Literal["update", "task-file"] = "update"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_note(cls, data: Any) -> Any:
+        return {"note": data} if isinstance(data, str) else data
 
 
 class Features:
@@ -177,6 +194,8 @@ class PipelineSettings(BaseModel):
     agent_hosts: dict[str, str] = {}
     # HOST_WAIT_SECONDS: how long a stage may wait for its host's worker to take it.
     host_wait_seconds: float = 900.0
+    # FAILURE_HOLD: how long a failed stage waits for the operator's decision; 0 is no hold.
+    failure_hold_seconds: float = 0.0
 
 
 def host_queue(task_queue: str, host: str) -> str:
@@ -198,3 +217,21 @@ def dispatch_task_id(workflow_id: str, run_id: str, stage: str, attempt: int) ->
     ordinary UUID string, as the original's uuid4 ids.
     """
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{workflow_id}\x00{run_id}\x00{stage}\x00{attempt}"))
+
+
+RETRY_ID_SEPARATOR = "-dispatch-"
+
+
+def retry_activity_id(stage: str, number: int) -> str:
+    """Activity id of the operator's retry of a held stage: its `number`-th dispatch (2, 3...).
+
+    First dispatches keep Temporal's own ids; the dispatch reads the number back from this id.
+    """
+    return f"{stage}{RETRY_ID_SEPARATOR}{number}"
+
+
+def dispatch_number(stage: str, activity_id: str, attempt: int) -> int:
+    """Which dispatch of `stage` an activity attempt is: 1 for the first, then counting on over
+    Temporal's retries of one activity and the operator's retries of a held stage."""
+    base = activity_id.removeprefix(f"{stage}{RETRY_ID_SEPARATOR}")
+    return int(base) + attempt - 1 if base != activity_id and base.isdigit() else attempt

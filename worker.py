@@ -33,6 +33,7 @@ import vault
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from activities.gate_watcher import GateWatcher
+from activities.hold import HoldActivities
 from config import ClientSettings, WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
@@ -80,6 +81,7 @@ def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) ->
         pipeline.summarize_workflow,
         pipeline.end_pipeline,
         pipeline.close_pipeline_tasks,
+        HoldActivities(config).notify_hold,
     ]
 
 

@@ -104,11 +104,13 @@ class PipelineActivities:
             heartbeat_timeout_seconds=self.config.heartbeat_timeout_seconds,
             agent_hosts=dict(self.config.agent_hosts),
             host_wait_seconds=self.config.host_wait_seconds,
+            failure_hold_seconds=self.config.failure_hold_seconds,
         )
 
     # 1 ---------------------------------------------------------------------------------------
     @activity.defn(name="prefab_scaffolding")
-    async def prefab_scaffolding(self, build_name: str, plan_path: str) -> BuildPhaseResult:
+    async def prefab_scaffolding(self, build_name: str, plan_path: str,
+                                 operator_note: str = "") -> BuildPhaseResult:
         return await self._dispatch(
             stage="prefab", target_agent=PREFAB_AGENT, task_type="build_prefab",
             summary=f"Prefab scaffolding for build '{build_name}'",
@@ -117,13 +119,15 @@ class PipelineActivities:
                 "plan_path": plan_path,
                 "instruction": instructions.prefab(build_name, plan_path),
             },
+            operator_note=operator_note,
             log_event="prefab_dispatched", build=build_name,
         )
 
     # 2 ---------------------------------------------------------------------------------------
     @activity.defn(name="implement_build")
     async def implement_build(self, build_name: str, originating_task_id: str,
-                              target_agent: str, plan_path: str = "") -> BuildPhaseResult:
+                              target_agent: str, plan_path: str = "",
+                              operator_note: str = "") -> BuildPhaseResult:
         return await self._dispatch(
             stage="implement", target_agent=target_agent, task_type="build_plan",
             summary=f"Implement build: {build_name}",
@@ -133,12 +137,14 @@ class PipelineActivities:
                 "plan_path": plan_path,
                 "instruction": instructions.implement(build_name, plan_path),
             },
+            operator_note=operator_note,
             log_event="build_dispatched", build=build_name, agent=target_agent,
         )
 
     # 3 ---------------------------------------------------------------------------------------
     @activity.defn(name="request_security_audit")
-    async def request_security_audit(self, build_name: str, plan_path: str) -> BuildPhaseResult:
+    async def request_security_audit(self, build_name: str, plan_path: str,
+                                     operator_note: str = "") -> BuildPhaseResult:
         audit_dir = self._audit_dir(build_name)
         request_path = audit_dir / "request.md"
         text = instructions.audit_request(
@@ -172,6 +178,7 @@ class PipelineActivities:
                 "output_dir": str(audit_dir),
                 "instruction": instructions.audit(build_name, str(request_path)),
             },
+            operator_note=operator_note,
             log_event="audit_dispatched", build=build_name, request_path=str(request_path),
         )
 
@@ -204,7 +211,7 @@ class PipelineActivities:
     # 5 ---------------------------------------------------------------------------------------
     @activity.defn(name="apply_flag_fixes")
     async def apply_flag_fixes(self, build_name: str, flags: list[str],
-                               target_agent: str) -> BuildPhaseResult:
+                               target_agent: str, operator_note: str = "") -> BuildPhaseResult:
         return await self._dispatch(
             stage="fixes", target_agent=target_agent, task_type="security_fix",
             summary=f"Apply security flag fixes for build '{build_name}' ({len(flags)} items)",
@@ -213,6 +220,7 @@ class PipelineActivities:
                 "flags": [sanitize_finding(f) for f in flags],
                 "instruction": instructions.fixes(build_name, flags),
             },
+            operator_note=operator_note,
             log_event="flags_dispatched", build=build_name, agent=target_agent,
             flag_count=len(flags),
         )
@@ -317,7 +325,8 @@ class PipelineActivities:
 
     # 8 ---------------------------------------------------------------------------------------
     @activity.defn(name="close_build")
-    async def close_build(self, build_name: str, target_agent: str) -> BuildPhaseResult:
+    async def close_build(self, build_name: str, target_agent: str,
+                          operator_note: str = "") -> BuildPhaseResult:
         return await self._dispatch(
             stage="close", target_agent=target_agent, task_type="build_closeout",
             summary=f"Close out build '{build_name}'",
@@ -325,6 +334,7 @@ class PipelineActivities:
                 "build_name": build_name,
                 "instruction": instructions.close(build_name),
             },
+            operator_note=operator_note,
             log_event="closeout_dispatched", build=build_name, agent=target_agent,
         )
 
@@ -354,6 +364,8 @@ class PipelineActivities:
         if outcome.failed_stage or outcome.error:
             summary["failed_stage"] = outcome.failed_stage
             summary["error"] = outcome.error
+        if outcome.skipped:
+            summary["skipped"] = list(outcome.skipped)
         if outcome.resolution is not None:
             summary["resolution"] = outcome.resolution.model_dump()
         root = self.config.summary_dir

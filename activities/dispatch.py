@@ -16,7 +16,8 @@ from temporalio import activity
 
 import observability
 from activities import instructions, task_files
-from models import dispatch_task_id
+from activities.triage import sanitize_finding
+from models import dispatch_number, dispatch_task_id
 
 
 async def dispatch_to_agent(
@@ -28,13 +29,16 @@ async def dispatch_to_agent(
     summary: str,
     payload: Mapping[str, Any],
     history_note: str | None = None,
+    operator_note: str = "",
     log_event: str,
     **log_fields: Any,
 ) -> NoReturn:
     """Write the task file for this attempt and leave the activity open for the agent."""
     info = activity.info()
     workflow_id, run_id = info.workflow_id or "", info.workflow_run_id or ""
-    task_id = dispatch_task_id(workflow_id, run_id, stage, info.attempt)
+    number = dispatch_number(stage, info.activity_id, info.attempt)
+    task_id = dispatch_task_id(workflow_id, run_id, stage, number)
+    earlier = {dispatch_task_id(workflow_id, run_id, stage, n) for n in range(1, number)}
     now = task_files.now_utc()
     log = observability.activity_logger()
     if info.heartbeat_timeout:
@@ -45,13 +49,18 @@ async def dispatch_to_agent(
                 str(payload["instruction"]), info.heartbeat_timeout
             ),
         }
+    if operator_note:  # the operator's retry: the note, sanitised like a finding, as data
+        note = sanitize_finding(operator_note)
+        payload = {
+            **payload,
+            "operator_note": note,
+            "instruction": instructions.with_operator_note(str(payload["instruction"]), note),
+        }
 
     def write(task: Mapping[str, Any]) -> tuple[Path, list[Path]]:
         stale: list[Path] = []
-        if info.attempt > 1:
-            stale = task_files.supersede_earlier_attempts(
-                queue_dir, workflow_id, info.activity_id, info.attempt
-            )
+        if earlier:
+            stale = task_files.supersede_earlier_attempts(queue_dir, workflow_id, earlier, number)
         return task_files.write_task(queue_dir, task, now), stale
 
     with observability.dispatch_span(
@@ -82,3 +91,4 @@ async def dispatch_to_agent(
     log.info(log_event, task_id=task_id[:8], file=path.name, **log_fields)
     observability.count_dispatch(task_type)
     activity.raise_complete_async()
+

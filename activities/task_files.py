@@ -14,7 +14,7 @@ import os
 import shlex
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,19 +314,17 @@ def completion_command(status: str, message: str) -> str:
 
 
 def supersede_earlier_attempts(
-    queue_dir: Path, workflow_id: str, activity_id: str, attempt: int
+    queue_dir: Path, workflow_id: str, earlier_ids: Collection[str], number: int
 ) -> list[Path]:
-    """Mark this stage's files from earlier attempts `superseded`: their tokens are dead."""
+    """Mark this stage's files from earlier dispatches `superseded`: their tokens are dead.
+
+    `earlier_ids` are the task ids of the stage's dispatches before `number` (a Temporal retry
+    of the activity, or the operator's `retry` of a held stage, which is a new activity).
+    """
     marked = []
     for path, task in dispatched_tasks(queue_dir, workflow_id):
-        payload = task["payload"]
-        if (
-            payload.get("activity_id") == activity_id
-            and isinstance(payload.get("attempt"), int)
-            and payload["attempt"] < attempt
-            and task.get("status") in (SUBMITTED, INPUT_REQUIRED)
-        ):
-            update_task_status(path, SUPERSEDED, f"Superseded by attempt {attempt}")
+        if str(task.get("id")) in earlier_ids and task.get("status") in (SUBMITTED, INPUT_REQUIRED):
+            update_task_status(path, SUPERSEDED, f"Superseded by attempt {number}")
             marked.append(path)
     return marked
 

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities import task_files
 from config import WorkerConfig
 from harness.agents import new_tasks
+from harness.env import TEMPORAL_BIN, cli_env
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
 
 TRIAGE_FILE = "triage-output.yml"
@@ -31,14 +32,18 @@ class PipelineScript:
     triage_text: str | None = None  # raw file content instead of blocks/flags/info
     write_triage: bool = True
     fail_task_type: str | None = None
+    fail_first: int = 0  # with fail_task_type: fail only its first n dispatches (0 = all)
     ignore_task_types: tuple[str, ...] = ()
     closeout_path: str = "/tmp/closeout/report.md"
+    failures: int = 0
 
     def decide(self, task: dict[str, Any]) -> tuple[str, str] | None:
         kind = task["task_type"]
         if kind in self.ignore_task_types:
             return None
-        if kind == self.fail_task_type:
+        if kind == self.fail_task_type and (not self.fail_first
+                                            or self.failures < self.fail_first):
+            self.failures += 1
             return ("failed", f"{kind} could not be done")
         if kind == "security_audit":
             out = Path(task["payload"]["output_dir"])
@@ -82,9 +87,10 @@ def approve_by_file(path: Path, actor: str = "operator", note: str = "looks fine
 
 
 def pipeline_input(task_id: str, build_name: str = "demo-build",
-                   plan_path: str = "/plans/demo/plan.md") -> BuildPipelineInput:
+                   plan_path: str = "/plans/demo/plan.md",
+                   failure_hold_seconds: float | None = None) -> BuildPipelineInput:
     return BuildPipelineInput(build_name=build_name, plan_path=plan_path, task_id=task_id,
-                              target_agent="dev")
+                              target_agent="dev", failure_hold_seconds=failure_hold_seconds)
 
 
 def install_matrix_recorder(config: WorkerConfig) -> Path:
@@ -129,9 +135,33 @@ async def wait_stage(handle: WorkflowHandle, stage: str, timeout: float = 30) ->
         await asyncio.sleep(0.1)
 
 
-async def start_pipeline(client: Client, config: WorkerConfig, task_id: str, **kw: str
+async def start_pipeline(client: Client, config: WorkerConfig, task_id: str, **kw: Any
                 ) -> WorkflowHandle:
     return await client.start_workflow(
         "BuildPipelineWorkflow", pipeline_input(task_id, **kw),
         id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
         result_type=BuildPipelineResult)
+
+
+async def temporal(address: str, *args: str) -> tuple[int, str, str]:
+    """The operator's `temporal` CLI against `address`; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        TEMPORAL_BIN, *args, "--address", address, env=cli_env(address),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def update(address: str, workflow_id: str, name: str, *input_json: str) -> tuple[int, str]:
+    """`temporal workflow update execute --name NAME [--input JSON]`: (exit code, output)."""
+    extra = ["--input", input_json[0]] if input_json else []
+    code, out, err = await temporal(address, "workflow", "update", "execute", "--workflow-id",
+                                    workflow_id, "--name", name, *extra)
+    return code, out + err
+
+
+def summaries(config: WorkerConfig) -> list[dict[str, Any]]:
+    """Every summary the worker wrote under `config.summary_dir`."""
+    return [summary_of(str(p)) for p in sorted(config.summary_dir.glob("*/*.yml"))]

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "WORKER_HOST": ("worker_host", socket.gethostname()),
     "AGENT_HOSTS": ("agent_hosts", {}),
     "HOST_WAIT_SECONDS": ("host_wait_seconds", 900.0),
+    "FAILURE_HOLD": ("failure_hold_seconds", 0.0),
 }
 
 
@@ -114,6 +115,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "WORKER_HOST": "alpha.lan",
         "AGENT_HOSTS": "claudebox=alpha.lan, dev = beta",
         "HOST_WAIT_SECONDS": "60",
+        "FAILURE_HOLD": "7200",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -141,6 +143,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "worker_host": "alpha.lan",
         "agent_hosts": {"claudebox": "alpha.lan", "dev": "beta"},
         "host_wait_seconds": 60.0,
+        "failure_hold_seconds": 7200.0,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
@@ -236,6 +239,11 @@ def test_unknown_log_format(value: str) -> None:
 @pytest.mark.parametrize("value", ["abc", "30s", "nan", "inf", "0", "-1", "3601"])
 def test_bad_block_poll_seconds(value: str) -> None:
     assert refusal({"BLOCK_POLL_SECONDS": value}).startswith(f"BLOCK_POLL_SECONDS={value!r}")
+
+
+@pytest.mark.parametrize("value", ["abc", "2h", "nan", "inf", "-1", "2592001"])
+def test_bad_failure_hold(value: str) -> None:
+    assert refusal({"FAILURE_HOLD": value}).startswith(f"FAILURE_HOLD={value!r}")
 
 
 @pytest.mark.parametrize("value", ["maybe", "on", "2"])
@@ -353,6 +361,7 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("name", "value"), [
     ("LOG_LEVEL", "verbose"),
     ("BLOCK_POLL_SECONDS", "abc"),
+    ("FAILURE_HOLD", "1h"),
     ("TEMPORAL_REQUIRE_TLS", "maybe"),
     ("TEMPORAL_ADDRESS", "no-port"),
     ("VAULT_SECRET_ID_FILE", "{tmp}/missing-secret-id"),

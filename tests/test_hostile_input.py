@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
@@ -193,6 +193,12 @@ def test_flag_task_file_keeps_findings_inside_and_round_trips(
 
 @PROPERTY
 @given(workflow_id=st.text(min_size=1, max_size=1000), other=st.text(min_size=1, max_size=200))
+@example(workflow_id="..", other=".")
+@example(workflow_id="../x", other="..%2Fx")
+@example(workflow_id="a..b", other="a.b")
+@example(workflow_id=".hidden", other="hidden")
+@example(workflow_id=".", other="%2E")
+@example(workflow_id="...", other="..")
 def test_any_workflow_id_names_a_file_inside_the_summary_dir(workflow_id: str,
                                                              other: str) -> None:
     name = summary_file_name(workflow_id)

@@ -164,3 +164,22 @@ async def test_triage_retry_is_bounded(ts_env: WorkflowEnvironment,
     span = await workflow_span(handle)
     # waits of 2, 4, 8 and 15 minutes between the five attempts
     assert timedelta(minutes=29) <= span < timedelta(minutes=40)
+
+
+async def test_failure_hold_expires(ts_env: WorkflowEnvironment, ts_config: WorkerConfig) -> None:
+    """A held stage with no decision takes the failure path when its hold (3 h here) ends."""
+    task_id, _ = originating_task(ts_config)
+    script = PipelineScript(fail_task_type="build_plan")
+    client = ts_env.client
+    async with running_worker(client, ts_config), ScriptedAgent(
+            ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
+        handle = await start_pipeline(client, ts_config, task_id, failure_hold_seconds=3 * 3600)
+        error = await failed(handle)
+    assert error.type == "PhaseFailedError"
+    assert error.message.startswith(
+        "implement failed: build_plan could not be done; no decision came within the 10800s hold")
+    span = await workflow_span(handle)
+    assert timedelta(hours=3) <= span < timedelta(hours=3, minutes=5)
+    summary = summary_of(error.message.split("(summary: ")[1].rstrip(")"))
+    assert summary["outcome"] == "failed" and summary["failed_stage"] == "implement"
+    assert "no decision came within the 10800s hold" in summary["error"]

@@ -1,6 +1,6 @@
 """The README's operator commands, run verbatim with the venv's `temporal` CLI against the test
 server: a build plan runs to the end; a pipeline is started, queried, found in the operator's
-inbox, approved; started again and rejected."""
+inbox, approved; started again and rejected; a held stage is retried, skipped and aborted."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import os
 import shlex
 from pathlib import Path
 
-from temporalio.client import Client
+import pytest
+from temporalio.client import Client, WorkflowFailureError
 
 from harness.agents import ScriptedAgent, succeed_all
 from harness.env import BIN, ROOT, cli_env, make_config, running_worker
-from harness.pipelines import PipelineScript, originating_task, summary_of, wait_stage
+from harness.pipelines import PipelineScript, dispatched, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -110,3 +111,42 @@ async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path
         "decision": "approved", "via": "update", "by": "alice", "note": "risk accepted"}
     assert rejected.status == "rejected"
     assert summary_of(rejected.summary_path)["outcome"] == "rejected"
+
+
+async def test_operator_commands_decide_a_held_stage(client: Client, tmp_path: Path,
+                                                     address: str) -> None:
+    """The README's retry, skip and abort, each on a stage held by FAILURE_HOLD."""
+    workflow_id = option(shlex.split(readme_block("start-pipeline")), "--workflow-id")
+    for name in ("retry", "skip", "abort"):
+        assert option(shlex.split(readme_block(name)), "--workflow-id") == workflow_id
+    build = json.loads(option(shlex.split(readme_block("start-pipeline")), "--input"))
+    config = make_config(tmp_path, address, task_queue="helm-build", failure_hold_seconds=600)
+    originating_task(config, build["task_id"])
+    script = PipelineScript(fail_task_type="build_plan", fail_first=1)
+    handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
+    async with running_worker(client, config), ScriptedAgent(
+            config.agent_task_dir, address, script.decide):
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-retry")
+        await run_block("retry", address, tmp_path)
+        retried = await asyncio.wait_for(handle.result(), 60)
+        note = [t for t in dispatched(config) if t["task_type"] == "build_plan"][-1][
+            "payload"]["operator_note"]
+
+        script.fail_task_type, script.failures = "build_closeout", 0
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-retry")
+        await run_block("skip", address, tmp_path)
+        skipped = await asyncio.wait_for(handle.result(), 60)
+        skipped_summary = summary_of(skipped.summary_path)  # the same id: the next run rewrites it
+
+        script.fail_task_type, script.fail_first = "build_prefab", 0
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-retry")
+        await run_block("abort", address, tmp_path)
+        with pytest.raises(WorkflowFailureError) as aborted:
+            await asyncio.wait_for(handle.result(), 60)
+
+    assert retried.status == "complete" and note == "the cache is fixed"
+    assert skipped_summary["skipped"] == ["close"]
+    assert "aborted by alice: giving up" in str(aborted.value.cause)

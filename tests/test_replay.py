@@ -29,7 +29,9 @@ def test_histories_are_recorded() -> None:
             "pipeline_heartbeat_timeout", "plan_heartbeat_timeout",
             "pipeline_watcher_approved", "pipeline_watcher_rejected",
             "plan_two_phases", "plan_phase_failed", "pipeline_two_hosts",
-            "plan_two_hosts"} <= names
+            "plan_two_hosts",
+            "pipeline_hold_retry", "pipeline_hold_skip", "pipeline_hold_abort",
+            "pipeline_cancel_agent", "pipeline_cancel_gate", "pipeline_cancel_hold"} <= names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)

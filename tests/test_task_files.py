@@ -387,7 +387,8 @@ def test_supersede_earlier_attempts(tmp_path: Path) -> None:
     archived = dispatched(tmp_path / "archive", "a0000008", "wf-1", "1", 1)
     before = statuses(tmp_path)
 
-    marked = task_files.supersede_earlier_attempts(tmp_path, "wf-1", "1", 3)
+    earlier = {"a0000001", "a0000002", "a0000004", "a0000006", "a0000007", "a0000008"}
+    marked = task_files.supersede_earlier_attempts(tmp_path, "wf-1", earlier, 3)
 
     assert sorted(marked) == sorted([old1, old2])
     after = statuses(tmp_path)
@@ -399,7 +400,7 @@ def test_supersede_earlier_attempts(tmp_path: Path) -> None:
     assert note["status"] == "superseded" and note["note"] == "Superseded by attempt 3"
     assert mode_of(old1) == 0o600
     # idempotent: nothing left to supersede
-    assert task_files.supersede_earlier_attempts(tmp_path, "wf-1", "1", 3) == []
+    assert task_files.supersede_earlier_attempts(tmp_path, "wf-1", earlier, 3) == []
 
 
 def test_close_open_tasks(tmp_path: Path) -> None:

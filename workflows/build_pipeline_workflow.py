@@ -23,6 +23,11 @@ files it writes or reads: prefab on claudebox's, implement/fixes/close on the ta
 audit and triage on security-agent's; notify, the gate's poll, the summary and the failure
 path's notification on the dispatcher's (the originating task file lives there). An unmapped
 agent's stage runs on any worker of the pipeline's queue, as on a single host.
+
+With a failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`), a failed stage (any
+but the gate and the summary) parks at `awaiting-retry` until the operator's `retry`, `skip` or
+`abort`, or the hold's end.
+`temporal workflow cancel` takes the failure path too, then ends the workflow CANCELED.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -58,11 +62,13 @@ with workflow.unsafe.imports_passed_through():
         Resolution,
         TriageOutput,
         dispatch_task_id,
+        retry_activity_id,
     )
     from workflows import operator_view
-    from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
+    from workflows.failure_hold import FailureHold
+    from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route
+    from workflows.stage_failure import StageFailed, read_agent_result
 
-STAGE_FAILED = "StageFailedError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
@@ -75,12 +81,21 @@ NOTIFY_HEARTBEAT = timedelta(minutes=1)
 # One check reads one file; a check lost with a dead worker or server is retried this soon.
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
+# Positional arguments of each agent activity before its trailing `operator_note`.
+_AGENT_ARGS = {"prefab_scaffolding": 2, "implement_build": 4, "request_security_audit": 2,
+               "apply_flag_fixes": 3, "close_build": 2}
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
 # Pipelines started before this patch read the worker's process state for their settings; later
 # ones record them once, from the `pipeline_settings` local activity.
 SETTINGS_PATCH = "pipeline-settings"
 SETTINGS_TIMEOUT = timedelta(seconds=10)
+
+# Stages whose failure a hold parks (the summary's and the gate's failures end at once).
+HOLD_STAGES = ("prefab", "implement", "audit", "triage", "fixes", "notify", "close")
+# Pipelines cancelled before this patch ended at once, with no summary or clean-up.
+CANCEL_PATCH = "cancel-cleanup"
+CANCELLED_ERROR = "cancelled by the operator (temporal workflow cancel)"
 
 METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out",
                   HOST_UNAVAILABLE: "timed_out"}
@@ -97,39 +112,8 @@ GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
                          maximum_interval=timedelta(minutes=1))
 
 
-class StageFailed(Exception):
-    """A stage's activity failed: carries the stage and a one-line reason."""
-
-    def __init__(self, stage: str, error: ActivityError, agent: str = "",
-                 heartbeat_seconds: int = 0, where: Route | None = None) -> None:
-        self.stage = stage
-        self.error_type, self.reason = _describe(stage, error, agent, heartbeat_seconds,
-                                                 where or Route())
-        super().__init__(f"{stage}: {self.reason}")
-
-
-def _describe(stage: str, error: ActivityError, agent: str = "", heartbeat_seconds: int = 0,
-              where: Route | None = None) -> tuple[str, str]:
-    """The error type and one-line reason; `agent` and `heartbeat_seconds` name who fell
-    silent when an agent stage's heartbeat timeout fired, `where` the host a stage waited for."""
-    missing = unplaced(error, where or Route(), f"{stage} stage")
-    if missing:
-        return HOST_UNAVAILABLE, missing
-    cause = error.cause
-    if isinstance(cause, ApplicationError):
-        kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
-        return kind, cause.message
-    if isinstance(cause, ActivityTimeoutError):
-        if cause.type == TimeoutType.HEARTBEAT and agent:
-            return STAGE_TIMED_OUT, (f"no heartbeat from the {agent} agent within "
-                                     f"{heartbeat_seconds} s")
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
-        return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
-    return STAGE_FAILED, str(cause or error)
-
-
 @workflow.defn(failure_exception_types=[ValidationError])
-class BuildPipelineWorkflow:
+class BuildPipelineWorkflow(FailureHold):
     @workflow.init
     def __init__(self, build: BuildPipelineInput) -> None:
         info = workflow.info()
@@ -145,6 +129,7 @@ class BuildPipelineWorkflow:
         self._origin_path = ""  # the originating task file, once the notify stage found it
         self._route = Route()
         self._hosts_used: set[str] = set()
+        self._init_hold()
 
     # --- operator interface ----------------------------------------------------------------
 
@@ -191,8 +176,19 @@ class BuildPipelineWorkflow:
     @workflow.run
     async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
         self._settings = await self._load_settings()
+        self._hold_seconds = (self._settings.failure_hold_seconds
+                              if build.failure_hold_seconds is None else build.failure_hold_seconds)
         try:
             return await self._pipeline(build)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err) or not workflow.patched(CANCEL_PATCH):
+                raise
+            stage = self._held.stage if self._held else self._status.stage
+            # the run's cancel was delivered once, to the await it interrupted; the clean-up
+            # runs in a task of its own, shielded, and the cancel is re-raised after it
+            await asyncio.shield(asyncio.ensure_future(self._end(build, PipelineOutcome(
+                outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR))))
+            raise
         except StageFailed as failure:
             summary = await self._end(build, PipelineOutcome(
                 outcome="failed", failed_stage=failure.stage, error=failure.reason))
@@ -220,7 +216,7 @@ class BuildPipelineWorkflow:
             task_path: str = await self._stage(
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
+                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER)) or ""
             self._origin_path = task_path
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
@@ -313,6 +309,7 @@ class BuildPipelineWorkflow:
     async def _summarize(self, build: BuildPipelineInput, report_path: str,
                          outcome: PipelineOutcome) -> str:
         outcome.task_ids = dict(self._status.task_ids)
+        outcome.skipped = list(self._skipped)
         completed_at = self._now()
         self._set_stage("summary")
         path: str = await self._stage(
@@ -334,16 +331,13 @@ class BuildPipelineWorkflow:
         return settings
 
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
-        info = workflow.info()
-        self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
         options = self._on(self._agent_of(stage))
         if self._route.host:
             self._hosts_used.add(self._route.host)
-        result: BuildPhaseResult = await self._stage(
-            stage, activity, *args, result_type=BuildPhaseResult,
-            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY,
-            heartbeat_timeout=self._heartbeat_timeout(), **options)
-        return result
+        result: BuildPhaseResult | None = await self._stage(
+            stage, activity, *args, result_type=None, start_to_close_timeout=timedelta(hours=hours),
+            retry_policy=AGENT_RETRY, heartbeat_timeout=self._heartbeat_timeout(), **options)
+        return result or BuildPhaseResult(status="skipped")
 
     def _on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
         """Options that run the next activity on `agent`'s host; the status names that host."""
@@ -364,19 +358,52 @@ class BuildPipelineWorkflow:
                     retry_policy=RetryPolicy(maximum_attempts=3), **where.options)
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
+        """Run one stage; with a hold, a failure parks it for the operator's decision.
+
+        Returns the stage's result, or None when the operator skipped it.
+        """
+        number = 1
+        while True:
+            if stage in AGENT_STAGES:
+                info = workflow.info()
+                self._status.task_ids[stage] = dispatch_task_id(
+                    info.workflow_id, info.run_id, stage, number)
+            try:
+                return await self._attempt(stage, activity, args, options)
+            except StageFailed as failure:
+                if stage not in HOLD_STAGES or self._hold_seconds <= 0:
+                    raise
+                choice, given = await self._hold(failure)
+            if choice == "skip":
+                self._skipped.append(stage)
+                return None
+            number += 1
+            if stage in AGENT_STAGES:  # a new activity: a new task file and a new token
+                options = {**options, "activity_id": retry_activity_id(stage, number)}
+                args = (*args[:_AGENT_ARGS[activity]], given.note)
+
+    async def _attempt(self, stage: str, activity: str, args: tuple[Any, ...],
+                       options: dict[str, Any]) -> Any:
         self._set_stage(stage)
         started = workflow.now()
         try:
             result = await workflow.execute_activity(activity, args=list(args),
                                                      summary=self._summary(stage), **options)
+            if stage in AGENT_STAGES:
+                result = read_agent_result(stage, result)
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             failure = self._failed(stage, err)
-            observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
-                failure.error_type, "error"))
-            raise failure from None
-        observability.record_stage(stage, self._since(started), "success")
-        self._mark_done(stage)
-        return result
+        except StageFailed as err:
+            failure = err
+        else:
+            observability.record_stage(stage, self._since(started), "success")
+            self._mark_done(stage)
+            return result
+        observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
+            failure.error_type, "error"))
+        raise failure
 
     def _set_stage(self, stage: str) -> None:
         self._status.stage = stage
@@ -415,8 +442,8 @@ class BuildPipelineWorkflow:
         """The exact commands that move a waiting pipeline on, shown in its current details."""
         if stage == "awaiting-approval":
             return operator_view.gate_commands(workflow.info().workflow_id)
-        # A stage held after a failure ("awaiting-retry") lists its retry, skip and abort
-        # updates here.
+        if stage == "awaiting-retry" and self._held is not None:
+            return operator_view.hold_commands(workflow.info().workflow_id, self._held.stage)
         return []
 
     # --- agent heartbeats ---------------------------------------------------------------------

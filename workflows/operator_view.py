@@ -11,6 +11,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+# The security gate: these stages decide whether blocks exist, so a held one cannot be skipped.
+UNSKIPPABLE = ("audit", "triage")
 SEP = " · "
 # What the stages the worker runs itself do, for their activity summaries.
 WORKER_STAGES = {
@@ -50,6 +52,16 @@ def gate_commands(workflow_id: str) -> list[Command]:
         ("approve the blocks", update_command(workflow_id, "approve")),
         ("reject the build", update_command(workflow_id, "reject")),
     ]
+
+
+def hold_commands(workflow_id: str, stage: str) -> list[Command]:
+    """A held stage's commands, retry, skip, abort; no skip for the stages the security gate
+    rests on (audit, triage)."""
+    commands = [("run the stage again", update_command(workflow_id, "retry"))]
+    if stage not in UNSKIPPABLE:
+        commands.append(("carry on as if it succeeded", update_command(workflow_id, "skip")))
+    commands.append(("take the failure path now", update_command(workflow_id, "abort")))
+    return commands
 
 
 def task_file_glob(task_id: str) -> str:

@@ -1,0 +1,45 @@
+"""The failure hold's one activity: tell the operator a stage failed and how to decide.
+
+A held pipeline waits for `retry`, `skip` or `abort`; the message carries the exact commands,
+so the operator can act from the notification alone.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+import observability
+from activities.notify import notify_once
+from activities.triage import sanitize_finding
+from config import WorkerConfig
+from workflows.operator_view import UNSKIPPABLE, hold_commands
+
+
+def hold_message(workflow_id: str, build_name: str, stage: str, error: str,
+                 hold_seconds: float) -> str:
+    lines = [
+        f"[HELD] {build_name}: the {stage} stage failed and waits for a decision "
+        f"(up to {hold_seconds:g}s)",
+        "",
+        f"Error: {sanitize_finding(error, 1000)}",
+        "",
+        *(command for _, command in hold_commands(workflow_id, stage)),
+    ]
+    if stage in UNSKIPPABLE:
+        lines.append(f"(skip is refused for {stage}: the security gate cannot be bypassed)")
+    lines.append("Add --input '\"<note>\"' to pass a note; retry puts it in the new task file.")
+    return "\n".join(lines)
+
+
+class HoldActivities:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+
+    @activity.defn(name="notify_hold")
+    async def notify_hold(self, workflow_id: str, build_name: str, stage: str, error: str,
+                          hold_seconds: float, hold_number: int) -> None:
+        """One message per hold (`hold_number` counts a pipeline's holds)."""
+        message = hold_message(workflow_id, build_name, stage, error, hold_seconds)
+        key = f"{activity.info().workflow_run_id}:hold:{hold_number}"
+        await notify_once(self.config, message, key=key)
+        observability.activity_logger(build=build_name).info("stage_held", stage=stage)

@@ -1,0 +1,113 @@
+"""The failure hold of BuildPipelineWorkflow: a failed stage parks for the operator's `retry`,
+`skip` or `abort`, or until the hold ends.
+
+A mixin: the workflow class inherits the updates (Temporal collects handlers from base classes)
+and calls `_hold` from its stage runner, which acts on the decision.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from models import DecisionInput, PipelineStatus
+    from workflows.operator_view import UNSKIPPABLE
+    from workflows.stage_failure import StageFailed
+
+NOTIFY_TIMEOUT = timedelta(minutes=2)
+
+
+class FailureHold:
+    _status: PipelineStatus
+
+    def _init_hold(self) -> None:
+        self._hold_seconds = 0.0
+        self._held: StageFailed | None = None
+        self._choice: tuple[str, DecisionInput] | None = None
+        self._holds = 0
+        self._skipped: list[str] = []
+
+    def _set_stage(self, stage: str) -> None:
+        """The workflow's own (it sets the status and the BuildStage search attribute)."""
+        raise NotImplementedError
+
+    @workflow.update
+    def retry(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("retry", decision)
+
+    @retry.validator
+    def _retry_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_held()
+
+    @workflow.update
+    def skip(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("skip", decision)
+
+    @skip.validator
+    def _skip_allowed(self, decision: DecisionInput | None = None) -> None:
+        held = self._check_held()
+        if held.stage in UNSKIPPABLE:
+            raise ValueError(f"the {held.stage} stage cannot be skipped: the security gate "
+                             "cannot be bypassed (retry or abort)")
+
+    @workflow.update
+    def abort(self, decision: DecisionInput | None = None) -> str:
+        return self._choose("abort", decision)
+
+    @abort.validator
+    def _abort_allowed(self, decision: DecisionInput | None = None) -> None:
+        self._check_held()
+
+    def _check_held(self) -> StageFailed:
+        if self._held is None or self._choice is not None:
+            stage = self._status.stage
+            raise ValueError(f"no failed stage is awaiting retry, skip or abort (stage: {stage})")
+        return self._held
+
+    def _choose(self, choice: str, given: DecisionInput | None) -> str:
+        assert self._held is not None
+        self._choice = (choice, given or DecisionInput())
+        return f"{choice} {self._held.stage}"
+
+    async def _hold(self, failure: StageFailed) -> tuple[str, DecisionInput]:
+        """Park a failed stage until the operator decides or the hold ends; returns
+        ("retry" | "skip", the operator's input), or raises the stage's failure."""
+        self._held, self._choice = failure, None
+        self._holds += 1
+        self._status.failed_stage, self._status.failed_error = failure.stage, failure.reason
+        self._set_stage("awaiting-retry")
+        try:
+            await workflow.execute_activity(
+                "notify_hold", args=[workflow.info().workflow_id, self._status.build_name,
+                                     failure.stage, failure.reason, self._hold_seconds,
+                                     self._holds],
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3))
+        except ActivityError as err:  # best effort, as every notification
+            if is_cancelled_exception(err):
+                raise
+        try:
+            await workflow.wait_condition(
+                lambda: self._choice is not None,
+                timeout=timedelta(seconds=self._hold_seconds),
+                timeout_summary=f"no decision on the failed {failure.stage} stage")
+        except TimeoutError:
+            self._choice = ("expired", DecisionInput())
+        self._held = None
+        assert self._choice is not None
+        choice, given = self._choice
+        if choice == "expired":
+            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
+                f"{failure.reason}; no decision came within the {self._hold_seconds:g}s hold"))
+        if choice == "abort":
+            note = f": {given.note}" if given.note else ""
+            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
+                f"{failure.reason}; aborted by {given.by or 'the operator'}{note}"))
+        self._status.failed_stage = self._status.failed_error = ""
+        if choice == "skip":
+            self._status.skipped = [*self._skipped, failure.stage]
+        return choice, given
