@@ -1,0 +1,331 @@
+"""The runner's loop: claim submitted tasks within the limits, supervise each agent, report.
+
+What happens to a task, by case (docs/OPERATIONS.md repeats this for operators):
+- agent exits 0: the stage completes `success` (result file text, else last output line);
+  the file becomes `completed`;
+- non-zero exit, a command that cannot start, the time limit, a runner stop or restart while
+  the agent ran (without `rerun_on_restart`): the stage is failed with one line saying which;
+  the file becomes `failed`;
+- the heartbeat says stop (exit 6: cancelled or superseded) or the token is dead (exit 4):
+  the agent's group is stopped, nothing is delivered, the file becomes `cancelled`;
+- a task with no usable token: the file becomes `failed` (there is no stage to tell);
+- a malformed file: one log line, the file is left untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from activities.task_files import CANCELLED, COMPLETED, FAILED, ensure_private_dir
+from exceptions import TaskFileError
+from runner import claims, delivery, process
+from runner.agent_env import agent_environment, expand_command
+from runner.config import AgentCommand, RunnerSettings
+from runner.watch import RESCAN_SECONDS, wake_on_changes
+
+MAX_OUTPUT_CHARS = 10_000
+FAILURE_LINES = 5
+DELIVERY_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 30, 30)  # Temporal unreachable: ~2 min in all
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # COMPLETED, FAILED or CANCELLED; None-like "left" is `deliver == "leave"`
+    note: str
+    deliver: str  # "complete", "fail", "none" or "leave" (stays in-progress for a restart)
+    output: str | None = None
+
+
+def token_of(task: Mapping[str, Any]) -> bytes | None:
+    payload = task.get("payload")
+    text = payload.get("task_token") if isinstance(payload, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        return base64.b64decode(text.strip(), validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def heartbeat_interval(task: Mapping[str, Any], default: float) -> float:
+    payload = task.get("payload")
+    value = payload.get("heartbeat_seconds") if isinstance(payload, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return default
+
+
+def exit_outcome(code: int, agent: str, result_text: str, last: list[str]) -> Outcome:
+    """What the agent's exit status means for its stage."""
+    if code == 0:
+        output = (result_text.strip() or (last[-1] if last else ""))[:MAX_OUTPUT_CHARS]
+        return Outcome(COMPLETED, f"agent {agent} exited 0", "complete", output)
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    tail = " | ".join(last[-FAILURE_LINES:]) or "no output"
+    return Outcome(FAILED, f"agent {agent} {how}; last output: {tail}"[:MAX_OUTPUT_CHARS], "fail")
+
+
+class Runner:
+    def __init__(self, settings: RunnerSettings, agents: Mapping[str, AgentCommand],
+                 client: Client, log: Any, base_env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.agents = dict(agents)
+        self.client = client
+        self.log = log
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.stop = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.per_agent: Counter[str] = Counter()
+        self.scanner = claims.Scanner(frozenset(self.agents), self._report_malformed)
+
+    def _report_malformed(self, path: Path, problem: str) -> None:
+        self.log.warning("task_file_malformed", task_file=str(path), error=problem,
+                         effect="left untouched")
+
+    def _paths(self, path: Path) -> tuple[Path, Path]:
+        return (self.settings.log_dir / f"{path.stem}.log",
+                self.settings.log_dir / f"{path.stem}.result")
+
+    async def run(self) -> None:
+        """Until `stop` is set; then agents are stopped as `shutdown` describes."""
+        ensure_private_dir(self.settings.task_dir)
+        ensure_private_dir(self.settings.log_dir)
+        lock = claims.hold_identity(self.settings.task_dir, self.settings.runner_id)
+        try:
+            self.recover()
+            watcher = asyncio.create_task(
+                wake_on_changes(self.settings.task_dir, self.wake, self.stop, self.log))
+            self.log.info("runner_started", runner_id=self.settings.runner_id,
+                          task_dir=str(self.settings.task_dir), agents=sorted(self.agents),
+                          concurrency=self.settings.global_concurrency)
+            while not self.stop.is_set():
+                self.wake.clear()
+                self.schedule()
+                waits = [asyncio.ensure_future(e.wait()) for e in (self.wake, self.stop)]
+                await asyncio.wait(waits, timeout=RESCAN_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
+            await self.shutdown()
+            await watcher
+        finally:
+            os.close(lock)
+        self.log.info("runner_stopped", runner_id=self.settings.runner_id)
+
+    def schedule(self) -> None:
+        for path, task in self.scanner.candidates(self.settings.task_dir):
+            if len(self.running) >= self.settings.global_concurrency:
+                return
+            agent = self.agents[str(task["target_agent"])]
+            if self.per_agent[agent.name] >= agent.concurrency or path.name in self.running:
+                continue
+            self._take(path, task, agent)
+
+    def _take(self, path: Path, task: dict[str, Any], agent: AgentCommand) -> None:
+        fields = {"task_file": str(path), "agent": agent.name, "task_id": task.get("id")}
+        token = token_of(task)
+        try:
+            if token is None:
+                self.log.error("task_without_token", **fields, effect="marked failed")
+                claims.mark(self.settings.task_dir, path, self.settings.runner_id, FAILED,
+                            "no usable payload.task_token: the runner cannot report this task")
+                return
+            log_file, _ = self._paths(path)
+            claimed = claims.claim(self.settings.task_dir, path, self.settings.runner_id,
+                                   log_file, f"claimed by agent runner for agent {agent.name}")
+        except TaskFileError as err:
+            self.log.error("task_file_error", **fields, error=str(err))
+            return
+        if claimed is None:
+            self.log.debug("task_claim_lost", **fields)
+            return
+        self.log.info("task_claimed", **fields, log_file=str(log_file),
+                      workflow_id=claimed["payload"].get("workflow_id"))
+        self._start(path, claimed, agent, token, "")
+
+    def _start(self, path: Path, task: dict[str, Any], agent: AgentCommand, token: bytes,
+               note: str) -> None:
+        self.per_agent[agent.name] += 1
+        job = asyncio.create_task(self._supervise(path, task, agent, token, note))
+        self.running[path.name] = job
+
+        def done(_: object) -> None:
+            self.running.pop(path.name, None)
+            self.per_agent[agent.name] -= 1
+            self.wake.set()  # a slot is free
+
+        job.add_done_callback(done)
+
+    async def _supervise(self, path: Path, task: dict[str, Any], agent: AgentCommand,
+                         token: bytes, note: str) -> None:
+        fields = {"task_file": str(path), "agent": agent.name, "task_id": task.get("id")}
+        try:
+            outcome = await self._run_agent(path, task, agent, token, note, fields)
+        except Exception as err:  # noqa: BLE001 - the stage must hear of it, the runner go on
+            self.log.error("runner_error", **fields, error=f"{type(err).__name__}: {err}")
+            outcome = Outcome(FAILED, f"agent runner error: {type(err).__name__}: {err}", "fail")
+        await self.conclude(path, token, outcome, fields)
+
+    async def _run_agent(self, path: Path, task: dict[str, Any], agent: AgentCommand,
+                         token: bytes, note: str, fields: dict[str, Any]) -> Outcome:
+        log_file, result_file = self._paths(path)
+        result_file.unlink(missing_ok=True)
+        env = agent_environment(self.base_env, task, path, result_file, agent.env)
+        argv = expand_command(agent.command, env)
+        process.note_in_log(log_file, f"[agent-runner] {note or 'starting'}: {argv[0]}")
+        try:
+            proc = await process.spawn(argv, env, agent.cwd, log_file)
+        except OSError as err:
+            why = err.strerror or str(err)
+            where = f" in {agent.cwd}" if agent.cwd else ""
+            self.log.error("agent_start_failed", **fields, command=argv[0], error=why)
+            return Outcome(FAILED, f"cannot start {argv[0]!r}{where} for agent {agent.name}: "
+                           f"{why}", "fail")
+        self.log.info("agent_started", **fields, pid=proc.pid)
+        claims.record_process(self.settings.task_dir, path, self.settings.runner_id, proc.pid,
+                              note)
+        try:
+            stopped = await self._watch(proc, token, agent, log_file,
+                                        heartbeat_interval(task, self.settings.heartbeat_seconds),
+                                        fields)
+        finally:
+            if proc.returncode is None:  # cancelled from outside: never leave it running
+                await process.stop_group(proc, self.settings.kill_grace_seconds)
+            process.reap_group(proc.pid)
+        if stopped is not None:
+            return stopped
+        assert proc.returncode is not None
+        result = ""
+        try:
+            result = result_file.read_text(errors="replace")
+        except OSError:
+            pass
+        return exit_outcome(proc.returncode, agent.name, result, process.tail(log_file, 20))
+
+    async def _watch(self, proc: asyncio.subprocess.Process, token: bytes, agent: AgentCommand,
+                     log_file: Path, interval: float, fields: dict[str, Any]) -> Outcome | None:
+        """Heartbeat until the agent exits (None), or stop it and say why."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + agent.timeout_seconds
+        next_beat = loop.time()
+        exited = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            while True:
+                if loop.time() >= next_beat:
+                    last = process.tail(log_file, 1)
+                    try:
+                        await delivery.heartbeat(self.client, token, last[-1] if last else "")
+                    except delivery.DeliveryError as err:
+                        if err.code in (delivery.EXIT_STOP, delivery.EXIT_TOKEN):
+                            self.log.info("agent_stopping", **fields, reason=str(err))
+                            await process.stop_group(proc, self.settings.kill_grace_seconds)
+                            return Outcome(CANCELLED, f"agent stopped: {err}", "none")
+                        self.log.warning("heartbeat_failed", **fields, error=str(err))
+                    next_beat = loop.time() + interval
+                timeout = max(0.0, min(next_beat, deadline) - loop.time())
+                await asyncio.wait([exited, stopping], timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    return None
+                if stopping.done():
+                    return await self._stop_for_shutdown(proc, agent, fields)
+                if loop.time() >= deadline:
+                    self.log.warning("agent_time_limit", **fields,
+                                     timeout_seconds=agent.timeout_seconds)
+                    await process.stop_group(proc, self.settings.kill_grace_seconds)
+                    return Outcome(FAILED, f"agent {agent.name} ran past its time limit of "
+                                   f"{agent.timeout_seconds:g} s and was stopped", "fail")
+        finally:
+            stopping.cancel()
+
+    async def _stop_for_shutdown(self, proc: asyncio.subprocess.Process, agent: AgentCommand,
+                                 fields: dict[str, Any]) -> Outcome:
+        self.log.info("agent_stopping", **fields, reason="runner stopping")
+        await process.stop_group(proc, self.settings.kill_grace_seconds)
+        if agent.rerun_on_restart:
+            return Outcome(FAILED, "runner stopped; re-run at its next start", "leave")
+        return Outcome(FAILED, f"agent runner {self.settings.runner_id} stopped while agent "
+                       f"{agent.name} ran; the agent was stopped", "fail")
+
+    async def conclude(self, path: Path, token: bytes, outcome: Outcome,
+                       fields: dict[str, Any]) -> None:
+        """Deliver the outcome to the stage (retrying while Temporal is unreachable), then
+        record it in the task file."""
+        if outcome.deliver == "leave":
+            self.log.info("task_left_for_restart", **fields)
+            return
+        note = outcome.note
+        if outcome.deliver in ("complete", "fail"):
+            for pause in (*DELIVERY_RETRY_SECONDS, None):
+                try:
+                    if outcome.deliver == "complete":
+                        await delivery.complete(self.client, token, outcome.output or "")
+                    else:
+                        await delivery.fail(self.client, token, outcome.note)
+                    break
+                except delivery.DeliveryError as err:
+                    if err.code != delivery.EXIT_UNREACHABLE or pause is None:
+                        self.log.error("delivery_failed", **fields, error=str(err))
+                        note = f"{note} (not delivered: {err})"
+                        break
+                    self.log.warning("delivery_retry", **fields, error=str(err), pause_s=pause)
+                    await asyncio.sleep(pause)
+        try:
+            claims.finish(self.settings.task_dir, path, self.settings.runner_id,
+                          outcome.status, note, outcome.output)
+        except TaskFileError as err:
+            self.log.error("task_file_error", **fields, error=str(err))
+        self.log.info("task_finished", **fields, status=outcome.status, note=note[:500])
+
+    def recover(self) -> None:
+        """This runner's `in-progress` tasks from an earlier run: their agent is gone."""
+        for path, task in claims.own_in_progress(self.settings.task_dir, self.settings.runner_id):
+            fields = {"task_file": str(path), "agent": task.get("target_agent"),
+                      "task_id": task.get("id")}
+            info = task[claims.RUNNER_KEY]
+            if isinstance(info.get("pid"), int):
+                left = process.stop_leftovers(info["pid"], path)
+                if left:
+                    self.log.warning("agent_leftovers_killed", **fields, processes=left)
+            agent = self.agents.get(str(task.get("target_agent")))
+            token = token_of(task)
+            if token is None:
+                claims.finish(self.settings.task_dir, path, self.settings.runner_id, FAILED,
+                              "no usable payload.task_token after a runner restart")
+                continue
+            if agent is not None and agent.rerun_on_restart:
+                self.log.info("task_rerun", **fields)
+                self._start(path, task, agent, token, "re-run after an agent runner restart")
+                continue
+            self.log.warning("task_orphaned", **fields, effect="stage failed")
+            outcome = Outcome(FAILED, f"agent runner {self.settings.runner_id} restarted while "
+                              f"agent {task.get('target_agent')} ran this task; its process is "
+                              "gone (set rerun_on_restart: true to run it again)", "fail")
+            key = f"recover:{path.name}"
+            self.running[key] = asyncio.create_task(self.conclude(path, token, outcome, fields))
+            self.running[key].add_done_callback(self._forget(key))
+
+    def _forget(self, key: str) -> Callable[[object], None]:
+        def forget(_: object) -> None:
+            self.running.pop(key, None)
+
+        return forget
+
+    async def shutdown(self) -> None:
+        """`stop` is set: every supervisor stops its agent (`_stop_for_shutdown`) and reports."""
+        jobs = list(self.running.values())
+        if jobs:
+            self.log.info("runner_stopping", agents_running=len(jobs))
+            await asyncio.gather(*jobs, return_exceptions=True)
