@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Complete or fail an agent's task by its Temporal task token.
+"""Complete, fail or heartbeat an agent's task by its Temporal task token.
 
 Usage:
   complete_activity.py <task_token_b64> success [output_message]
   complete_activity.py <task_token_b64> failed [error_message]
-  complete_activity.py --task-file <task.yml> success|failed [message]
-  complete_activity.py - success|failed [message]      (token read from standard input)
+  complete_activity.py <task_token_b64> heartbeat [progress]
+  complete_activity.py --task-file <task.yml> success|failed|heartbeat [message]
+  complete_activity.py - success|failed|heartbeat [message]   (token read from standard input)
 
 The token is `payload.task_token` of the task file. `--task-file` and `-` keep it off the
 command line, where `ps` and shell history would show it.
@@ -15,44 +16,45 @@ VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, TEMPORAL_REQUIRE_TLS, TEMPORAL_
 With OTEL_EXPORTER_OTLP_ENDPOINT set, the completion is traced as part of the pipeline's trace:
 the parent is the task file's payload.traceparent (--task-file), else TRACEPARENT.
 
+`heartbeat` tells the worker the agent is alive; its progress text (one line, at most 500
+characters) is what `temporal workflow describe` shows as the activity's heartbeat details.
+
 Exit codes:
-  0  the completion or failure was delivered
+  0  the completion, failure or heartbeat was delivered
   1  usage or task token format error
   3  Temporal could not be reached
   4  the token is unknown, already used, or its attempt timed out
   5  TLS or Vault credentials could not be set up
+  6  heartbeat only: the stage or its pipeline was cancelled, a newer attempt replaced this
+     task, or an operator paused or reset it; stop working on it
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-EXIT_OK = 0
-EXIT_USAGE = 1
-EXIT_UNREACHABLE = 3
-EXIT_TOKEN = 4
-EXIT_CREDENTIALS = 5
-STATUSES = ("success", "failed")
-RPC_TIMEOUT = timedelta(seconds=15)
+import agent_calls
+from agent_calls import (  # noqa: F401 - every exit code is the CLI's, as its usage lists them
+    EXIT_CREDENTIALS,
+    EXIT_OK,
+    EXIT_STOP,
+    EXIT_TOKEN,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    decode_token,
+)
+from agent_calls import AgentCallError as CliError  # one line for stderr, and its exit code
+
+STATUSES = ("success", "failed", "heartbeat")
 CONNECT_TIMEOUT_SECONDS = 20.0
 EXPORT_TIMEOUT_SECONDS = 3.0  # a slow collector may delay the exit, never the completion
-
-
-class CliError(Exception):
-    """One line for stderr, and the exit code that goes with it."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def log_event(event: str, level: str = "info", **fields: Any) -> None:
@@ -72,6 +74,7 @@ class Args(NamedTuple):
     status: str
     message: str
     traceparent: str | None  # W3C trace context of the dispatch, when there is one
+    task_file: Path | None  # --task-file: a heartbeat re-reads its status to tell 6 from 4
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -79,23 +82,30 @@ def parse_args(argv: list[str]) -> Args:
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
         raise CliError(EXIT_OK, "")
+    task_file: Path | None = None
     if argv and argv[0] == "--task-file":
         if len(argv) < 3:
             raise CliError(
                 EXIT_USAGE,
-                "usage: complete_activity.py --task-file <task.yml> success|failed [message]",
+                "usage: complete_activity.py --task-file <task.yml> success|failed|heartbeat "
+                "[message]",
             )
-        token, traceparent = read_task_file(Path(argv[1]))
+        task_file = Path(argv[1])
+        token, traceparent = read_task_file(task_file)
         rest = argv[2:]
     else:
         if len(argv) < 2:
             sys.stdout.write(__doc__ or "")
-            raise CliError(EXIT_USAGE, "expected <task_token> success|failed [message]")
+            raise CliError(
+                EXIT_USAGE, "expected <task_token> success|failed|heartbeat [message]"
+            )
         token, traceparent = argv[0], None
         rest = argv[1:]
     status = rest[0]
     if status not in STATUSES:
-        raise CliError(EXIT_USAGE, f"unknown status {status!r}: expected success or failed")
+        raise CliError(
+            EXIT_USAGE, f"unknown status {status!r}: expected success, failed or heartbeat"
+        )
     message = rest[1] if len(rest) > 1 else ""
     if not _is_unicode(message):
         # bytes that are not UTF-8 reach Python as lone surrogates; sent on, the result cannot
@@ -104,7 +114,7 @@ def parse_args(argv: list[str]) -> Args:
     if token == "-":
         token = sys.stdin.read()
     traceparent = traceparent or os.environ.get("TRACEPARENT", "").strip() or None
-    return Args(token.strip(), status, message, traceparent)
+    return Args(token.strip(), status, message, traceparent, task_file)
 
 
 def _is_unicode(text: str) -> bool:
@@ -132,21 +142,10 @@ def read_task_file(path: Path) -> tuple[str, str | None]:
     return token, traceparent if isinstance(traceparent, str) and traceparent else None
 
 
-def decode_token(text: str) -> bytes:
-    if not text:
-        raise CliError(EXIT_USAGE, "invalid task token: it is empty")
-    try:
-        token = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise CliError(EXIT_USAGE, "invalid task token: not standard base64") from None
-    if not token:
-        raise CliError(EXIT_USAGE, "invalid task token: it is empty")
-    return token
-
-
-async def deliver(token: bytes, status: str, message: str) -> None:
+async def deliver(token: bytes, args: Args) -> str:
+    """Connect, then make the call `args.status` names; returns what a heartbeat recorded."""
     from config import load_client_settings
-    from exceptions import PHASE_FAILED, ConfigError, CredentialError
+    from exceptions import ConfigError, CredentialError
 
     try:
         settings = load_client_settings()
@@ -163,8 +162,6 @@ async def deliver(token: bytes, status: str, message: str) -> None:
         log_event("tls_enabled", vault_addr=settings.vault_addr)
 
     from temporalio.client import Client
-    from temporalio.exceptions import ApplicationError
-    from temporalio.service import RPCError, RPCStatusCode
 
     try:
         client = await asyncio.wait_for(
@@ -185,44 +182,20 @@ async def deliver(token: bytes, status: str, message: str) -> None:
             EXIT_UNREACHABLE,
             vault.describe_connect_error(settings.temporal_address, err, tls is not False),
         ) from None
-    handle = client.get_async_activity_handle(task_token=token)
-    try:
-        if status == "success":
-            await handle.complete({"status": "success", "output": message}, rpc_timeout=RPC_TIMEOUT)
-        else:
-            await handle.fail(
-                ApplicationError(
-                    message or "Phase failed", type=PHASE_FAILED, non_retryable=True
-                ),
-                rpc_timeout=RPC_TIMEOUT,
-            )
-    except RPCError as err:
-        raise CliError(*_rpc_error(err, RPCStatusCode)) from None
-
-
-def _rpc_error(err: Any, codes: Any) -> tuple[int, str]:
-    if err.status == codes.NOT_FOUND:
-        return EXIT_TOKEN, (
-            "task token not accepted: the activity is already completed, timed out, or unknown"
-        )
-    if err.status == codes.INVALID_ARGUMENT:
-        if "different namespace" in err.message:  # the server's words; the token itself is fine
-            return EXIT_USAGE, (
-                "invalid task token: it was issued in another namespace than "
-                "TEMPORAL_NAMESPACE names"
-            )
-        return EXIT_USAGE, "invalid task token: the server cannot decode it"
-    if err.status in (codes.UNAVAILABLE, codes.DEADLINE_EXCEEDED, codes.CANCELLED):
-        return EXIT_UNREACHABLE, f"cannot reach Temporal: {err.message.splitlines()[0]}"
-    if err.status in (codes.PERMISSION_DENIED, codes.UNAUTHENTICATED):
-        return EXIT_CREDENTIALS, f"Temporal refused the credentials: {err.message}"
-    return EXIT_UNREACHABLE, f"Temporal error {err.status.name}: {err.message.splitlines()[0]}"
+    if args.status == "heartbeat":
+        return await agent_calls.heartbeat(client, token, args.message, task_file=args.task_file)
+    if args.status == "success":
+        await agent_calls.complete(client, token, args.message)
+    else:
+        await agent_calls.fail(client, token, args.message)
+    return ""
 
 
 def traced(args: Args) -> contextlib.AbstractContextManager[None]:
     """The completion's span when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise opentelemetry
-    is never imported, and the CLI stays fast."""
-    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+    is never imported, and the CLI stays fast. A heartbeat is not traced: it ends nothing, and
+    an agent sends many."""
+    if args.status == "heartbeat" or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
         return contextlib.nullcontext()
     import observability
 
@@ -240,7 +213,7 @@ def main(argv: list[str]) -> int:
         status, message = args.status, args.message
         token = decode_token(args.token)
         with traced(args):
-            asyncio.run(deliver(token, status, message))
+            recorded = asyncio.run(deliver(token, args))
     except CliError as err:
         if str(err):
             sys.stderr.write(f"complete_activity: {err}\n")
@@ -248,7 +221,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("complete_activity: interrupted\n")
         return 130
-    if status == "success":
+    if status == "heartbeat":
+        log_event("heartbeat_recorded", progress=recorded)
+    elif status == "success":
         log_event("activity_completed", output=message or "success")
     else:
         log_event("activity_failed", output=message or "no details")

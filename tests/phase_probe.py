@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from models import BuildPhaseInput, BuildPhaseResult
@@ -22,6 +23,8 @@ class ProbeInput:
     phase: BuildPhaseInput
     start_to_close_seconds: float = 60.0
     max_attempts: int = 1
+    # keep the activity open after a cancel request, until the agent learns of it
+    wait_for_cancel: bool = False
 
 
 @workflow.defn
@@ -36,4 +39,7 @@ class PhaseProbeWorkflow:
             retry_policy=RetryPolicy(
                 maximum_attempts=probe.max_attempts, non_retryable_error_types=["PhaseFailedError"]
             ),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if probe.wait_for_cancel
+            else ActivityCancellationType.TRY_CANCEL,
         )

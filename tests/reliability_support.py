@@ -23,6 +23,7 @@ from google.protobuf import text_encoding
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+import agent_calls
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
 from tests.conftest import new_tasks, run_cli
@@ -186,7 +187,8 @@ class QueueAgent:
 
 class ClientAgent:
     """Answers every new task file through the Temporal client in this process, by its token:
-    the very call complete_activity.py makes, without a process per answer. For load."""
+    agent_calls.complete, the very call complete_activity.py makes, without a process per
+    answer. For load."""
 
     def __init__(self, client: Client, queue_dir: Path,
                  decide: Callable[[dict[str, Any]], Answer], parallel: int = 32) -> None:
@@ -211,8 +213,6 @@ class ClientAgent:
             await asyncio.sleep(0.05)
 
     async def answer(self, path: Path) -> None:
-        from models import BuildPhaseResult
-
         async with self.gate:
             try:
                 task = await asyncio.to_thread(task_files.load_task, path)
@@ -220,9 +220,8 @@ class ClientAgent:
                     return
                 answer = await asyncio.to_thread(self.decide, task)
                 assert answer is not None and answer[0] == "success", answer
-                token = base64.b64decode(task["payload"]["task_token"], validate=True)
-                await self.client.get_async_activity_handle(task_token=token).complete(
-                    BuildPhaseResult(status="success", output=answer[1]))
+                token = agent_calls.decode_token(task["payload"]["task_token"])
+                await agent_calls.complete(self.client, token, answer[1])
                 self.answered += 1
             except Exception as err:  # noqa: BLE001 - counted and reported by the test
                 self.failures.append(f"{path.name}: {type(err).__name__}: {err}")

@@ -20,9 +20,19 @@ from temporalio.client import Client
 import complete_activity
 from activities import task_files
 from activities.triage import parse_triage
+from agent_calls import MAX_PROGRESS_LEN
 from config import WorkerConfig
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.conftest import ROOT, cli_env, running_worker, task_files_in, wait_for
+from tests.cli_support import heartbeat_details
+from tests.conftest import (
+    CLI,
+    ROOT,
+    build_plan_input,
+    cli_env,
+    running_worker,
+    task_files_in,
+    wait_for,
+)
 
 DOC = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
 DOC_PYTHON = "/srv/temporal-build-worker/.venv/bin/python"
@@ -133,3 +143,33 @@ def test_triage_example_parses() -> None:
     triage = parse_triage(block.encode())
     assert triage.blocks == ["container runs privileged"]
     assert triage.flags == ["plain strings work too"]
+
+
+async def test_heartbeat_forms_run_as_documented(client: Client, config: WorkerConfig,
+                                                 address: str) -> None:
+    """Each documented heartbeat command, run by bash against a real phase, is recorded."""
+    section = DOC.split("### Heartbeats", 1)[1].split("\n### ", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    commands = block.strip().splitlines()
+    assert [c.split("heartbeat", 1)[0].split("complete_activity.py ", 1)[1] for c in commands] == [
+        "--task-file <path of the task file> ", "- ", '"$TASK_TOKEN" ']
+    assert f"at most {MAX_PROGRESS_LEN} characters" in section
+    progress = "running the tests"
+    async with running_worker(client, config):
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow", build_plan_input("agents-doc-heartbeat"),
+            id=f"agents-doc-{uuid.uuid4()}", task_queue=config.task_queue)
+        await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
+        (path,) = task_files_in(config.agent_task_dir)
+        token = task_files.load_task(path)["payload"]["task_token"]
+        for i, command in enumerate(commands):
+            line = command.replace("complete_activity.py", f"{sys.executable} {CLI}").replace(
+                "<path of the task file>", str(path)).replace(progress, f"{progress} {i}")
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", line, env=cli_env(address, TASK_TOKEN=token),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err
+            assert token.encode() not in out + err
+            assert await heartbeat_details(handle.id, address) == [f"{progress} {i}"]
+        await handle.terminate("test over")
