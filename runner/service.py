@@ -15,8 +15,6 @@ What happens to a task, by case (docs/OPERATIONS.md repeats this for operators):
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -26,9 +24,10 @@ from typing import Any
 
 from temporalio.client import Client
 
+import agent_calls
 from activities.task_files import CANCELLED, COMPLETED, FAILED, ensure_private_dir
 from exceptions import TaskFileError
-from runner import claims, delivery, process
+from runner import claims, process
 from runner.agent_env import agent_environment, expand_command
 from runner.config import AgentCommand, RunnerSettings
 from runner.watch import RESCAN_SECONDS, wake_on_changes
@@ -49,11 +48,11 @@ class Outcome:
 def token_of(task: Mapping[str, Any]) -> bytes | None:
     payload = task.get("payload")
     text = payload.get("task_token") if isinstance(payload, dict) else None
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         return None
     try:
-        return base64.b64decode(text.strip(), validate=True) or None
-    except (binascii.Error, ValueError):
+        return agent_calls.decode_token(text.strip())
+    except agent_calls.AgentCallError:
         return None
 
 
@@ -196,7 +195,7 @@ class Runner:
         claims.record_process(self.settings.task_dir, path, self.settings.runner_id, proc.pid,
                               note)
         try:
-            stopped = await self._watch(proc, token, agent, log_file,
+            stopped = await self._watch(proc, token, agent, path, log_file,
                                         heartbeat_interval(task, self.settings.heartbeat_seconds),
                                         fields)
         finally:
@@ -214,7 +213,8 @@ class Runner:
         return exit_outcome(proc.returncode, agent.name, result, process.tail(log_file, 20))
 
     async def _watch(self, proc: asyncio.subprocess.Process, token: bytes, agent: AgentCommand,
-                     log_file: Path, interval: float, fields: dict[str, Any]) -> Outcome | None:
+                     task_file: Path, log_file: Path, interval: float, fields: dict[str, Any]
+                     ) -> Outcome | None:
         """Heartbeat until the agent exits (None), or stop it and say why."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + agent.timeout_seconds
@@ -226,9 +226,10 @@ class Runner:
                 if loop.time() >= next_beat:
                     last = process.tail(log_file, 1)
                     try:
-                        await delivery.heartbeat(self.client, token, last[-1] if last else "")
-                    except delivery.DeliveryError as err:
-                        if err.code in (delivery.EXIT_STOP, delivery.EXIT_TOKEN):
+                        await agent_calls.heartbeat(self.client, token, last[-1] if last else "",
+                                                    task_file=task_file)
+                    except agent_calls.AgentCallError as err:
+                        if err.code in (agent_calls.EXIT_STOP, agent_calls.EXIT_TOKEN):
                             self.log.info("agent_stopping", **fields, reason=str(err))
                             await process.stop_group(proc, self.settings.kill_grace_seconds)
                             return Outcome(CANCELLED, f"agent stopped: {err}", "none")
@@ -271,12 +272,12 @@ class Runner:
             for pause in (*DELIVERY_RETRY_SECONDS, None):
                 try:
                     if outcome.deliver == "complete":
-                        await delivery.complete(self.client, token, outcome.output or "")
+                        await agent_calls.complete(self.client, token, outcome.output or "")
                     else:
-                        await delivery.fail(self.client, token, outcome.note)
+                        await agent_calls.fail(self.client, token, outcome.note)
                     break
-                except delivery.DeliveryError as err:
-                    if err.code != delivery.EXIT_UNREACHABLE or pause is None:
+                except agent_calls.AgentCallError as err:
+                    if err.code != agent_calls.EXIT_UNREACHABLE or pause is None:
                         self.log.error("delivery_failed", **fields, error=str(err))
                         note = f"{note} (not delivered: {err})"
                         break
