@@ -100,6 +100,7 @@ class WorkerConfig(ClientSettings):
     send_matrix_script: Path = Path("~/scripts/send-matrix.sh")
     matrix_homeserver: str | None = None
     matrix_access_token_file: Path | None = None
+    heartbeat_timeout_seconds: int = 0  # 0: agent stages carry no heartbeat timeout
 
     def public_fields(self) -> dict[str, object]:
         """What `config_loaded` logs: no secret, no path to one."""
@@ -117,6 +118,7 @@ class WorkerConfig(ClientSettings):
             "audit_dir": str(self.audit_dir),
             "summary_dir": str(self.summary_dir),
             "matrix_api": bool(self.matrix_homeserver and self.matrix_access_token_file),
+            "heartbeat_timeout_seconds": self.heartbeat_timeout_seconds,
         }
 
 
@@ -136,6 +138,8 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} is not a number") from None
     if not 0.05 <= poll <= 3600:
         raise ConfigError(f"BLOCK_POLL_SECONDS={poll_text!r} must be between 0.05 and 3600")
+
+    heartbeat = _heartbeat_timeout(env)
 
     if client.vault_secret_id_file is not None:
         _check_secret_file(client.vault_secret_id_file)
@@ -175,7 +179,26 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         send_matrix_script=_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
         matrix_homeserver=homeserver.rstrip("/") if homeserver else None,
         matrix_access_token_file=token_file,
+        heartbeat_timeout_seconds=heartbeat,
     )
+
+
+MIN_HEARTBEAT_TIMEOUT = 3  # agents heartbeat every third of it: at least once a second
+MAX_HEARTBEAT_TIMEOUT = 86400  # no agent stage runs longer than a day
+
+
+def _heartbeat_timeout(env: Mapping[str, str]) -> int:
+    """AGENT_HEARTBEAT_TIMEOUT in whole seconds; unset or 0 turns heartbeats off."""
+    text = _get(env, "AGENT_HEARTBEAT_TIMEOUT") or "0"
+    if not text.isdigit():
+        raise ConfigError(f"AGENT_HEARTBEAT_TIMEOUT={text!r} is not a whole number of seconds")
+    seconds = int(text)
+    if seconds and not MIN_HEARTBEAT_TIMEOUT <= seconds <= MAX_HEARTBEAT_TIMEOUT:
+        raise ConfigError(
+            f"AGENT_HEARTBEAT_TIMEOUT={text!r} must be 0 (off) or between "
+            f"{MIN_HEARTBEAT_TIMEOUT} and {MAX_HEARTBEAT_TIMEOUT} seconds"
+        )
+    return seconds
 
 
 def _check_secret_file(path: Path) -> None:

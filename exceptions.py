@@ -34,3 +34,4 @@ PHASE_FAILED = "PhaseFailedError"
 TRIAGE_MALFORMED = "TriageMalformedError"
 INVALID_INPUT = "InvalidInputError"
 TASK_FILE_ERROR = "TaskFileError"
+STAGE_TIMED_OUT = "StageTimedOutError"  # a stage or phase ran out of time, or of heartbeats

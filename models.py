@@ -64,6 +64,10 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # A path on one line: no control characters (they would break the agent's instruction).
 PLAN_PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
+# The agents of the stages whose agent is fixed (the others go to the pipeline's target_agent).
+PREFAB_AGENT = "claudebox"
+AUDIT_AGENT = "security-agent"
+
 BuildName = Annotated[str, Field(min_length=1, max_length=100, pattern=BUILD_NAME_PATTERN)]
 
 
@@ -156,6 +160,8 @@ class PipelineSettings(BaseModel):
     """
 
     stage_search_attribute: bool = True
+    # AGENT_HEARTBEAT_TIMEOUT: the heartbeat timeout of each agent stage; 0 is none.
+    heartbeat_timeout_seconds: int = 0
 
 
 TASK_ID_NAMESPACE = uuid.UUID("6f1c2a53-3d0e-4a8e-9a57-1b7c5e0d2f10")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities import task_files
+from activities import instructions
 from activities.dispatch import dispatch_to_agent
 from config import WorkerConfig
 from models import BuildPhaseInput, BuildPhaseResult
-
-PHASE_DONE = "'phase-complete'"
-PHASE_FAILED_MSG = "'<reason>'"
 
 
 class BuildPhaseActivities:
@@ -33,13 +30,7 @@ class BuildPhaseActivities:
                 "phase_number": n,
                 "context_refs": list(phase.context_refs),
                 "workflow_id": phase.workflow_id,
-                "instruction": (
-                    f"Carry out phase {n} of build plan '{phase.plan_name}' as described in "
-                    "`description`. When it is done, call:\n"
-                    f"{task_files.completion_command('success', PHASE_DONE)}\n"
-                    "If it cannot be done, call:\n"
-                    f"{task_files.completion_command('failed', PHASE_FAILED_MSG)}"
-                ),
+                "instruction": instructions.phase(n, phase.plan_name),
             },
             log_event="phase_dispatched",
             agent=phase.agent_type,

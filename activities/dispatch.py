@@ -1,6 +1,8 @@
 """The one way a stage hands work to an agent: write its task file, then wait for the agent.
 
-Shared by every agent stage of both workflows so they differ only in what the file says.
+Shared by every agent stage of both workflows so they differ only in what the file says. When
+the workflow scheduled the stage with a heartbeat timeout, the file also tells the agent how
+often to heartbeat (`heartbeat_seconds`) and how; without one it is exactly the original's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, NoReturn
 from temporalio import activity
 
 import observability
-from activities import task_files
+from activities import instructions, task_files
 from models import dispatch_task_id
 
 
@@ -35,6 +37,14 @@ async def dispatch_to_agent(
     task_id = dispatch_task_id(workflow_id, run_id, stage, info.attempt)
     now = task_files.now_utc()
     log = observability.activity_logger()
+    if info.heartbeat_timeout:
+        payload = {
+            **payload,
+            "heartbeat_seconds": instructions.heartbeat_seconds(info.heartbeat_timeout),
+            "instruction": instructions.with_heartbeat(
+                str(payload["instruction"]), info.heartbeat_timeout
+            ),
+        }
 
     def write(task: Mapping[str, Any]) -> tuple[Path, list[Path]]:
         stale: list[Path] = []

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     ),
     "MATRIX_HOMESERVER": ("matrix_homeserver", None),
     "MATRIX_ACCESS_TOKEN_FILE": ("matrix_access_token_file", None),
+    "AGENT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_seconds", 0),
 }
 
 
@@ -96,6 +97,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "TEMPORAL_SUMMARY_DIR": "/srv/summaries",
         "MATRIX_HOMESERVER": "https://matrix.example/",
         "MATRIX_ACCESS_TOKEN_FILE": str(token),
+        "AGENT_HEARTBEAT_TIMEOUT": "600",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -118,6 +120,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "summary_dir": Path("/srv/summaries"),
         "matrix_homeserver": "https://matrix.example",
         "matrix_access_token_file": token,
+        "heartbeat_timeout_seconds": 600,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True

@@ -26,6 +26,7 @@ def test_histories_are_recorded() -> None:
     assert {"pipeline_no_findings", "pipeline_flags_only", "pipeline_blocks_file_approval",
             "pipeline_blocks_update_approval", "pipeline_rejected", "pipeline_agent_failed",
             "pipeline_restart_task_file", "pipeline_restart_update",
+            "pipeline_heartbeat_timeout", "plan_heartbeat_timeout",
             "plan_two_phases", "plan_phase_failed"} <= names
 
 

@@ -26,15 +26,17 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from exceptions import PHASE_FAILED, TRIAGE_MALFORMED
+    from exceptions import PHASE_FAILED, STAGE_TIMED_OUT, TRIAGE_MALFORMED
     from models import (
+        AUDIT_AGENT,
+        PREFAB_AGENT,
         BuildPhaseResult,
         BuildPipelineInput,
         BuildPipelineResult,
@@ -48,9 +50,9 @@ with workflow.unsafe.imports_passed_through():
         TriageOutput,
         dispatch_task_id,
     )
+    from workflows import operator_view
 
 STAGE_FAILED = "StageFailedError"
-STAGE_TIMED_OUT = "StageTimedOutError"
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
 GATE_TIMEOUT = timedelta(days=7)
@@ -86,18 +88,25 @@ GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
 class StageFailed(Exception):
     """A stage's activity failed: carries the stage and a one-line reason."""
 
-    def __init__(self, stage: str, error: ActivityError) -> None:
+    def __init__(self, stage: str, error: ActivityError, agent: str = "",
+                 heartbeat_seconds: int = 0) -> None:
         self.stage = stage
-        self.error_type, self.reason = _describe(stage, error)
+        self.error_type, self.reason = _describe(stage, error, agent, heartbeat_seconds)
         super().__init__(f"{stage}: {self.reason}")
 
 
-def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
+def _describe(stage: str, error: ActivityError, agent: str = "",
+              heartbeat_seconds: int = 0) -> tuple[str, str]:
+    """The error type and one-line reason; `agent` and `heartbeat_seconds` name who fell
+    silent when an agent stage's heartbeat timeout fired."""
     cause = error.cause
     if isinstance(cause, ApplicationError):
         kind = cause.type if cause.type in (PHASE_FAILED, TRIAGE_MALFORMED) else STAGE_FAILED
         return kind, cause.message
     if isinstance(cause, ActivityTimeoutError):
+        if cause.type == TimeoutType.HEARTBEAT and agent:
+            return STAGE_TIMED_OUT, (f"no heartbeat from the {agent} agent within "
+                                     f"{heartbeat_seconds} s")
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
         return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
     return STAGE_FAILED, str(cause or error)
@@ -105,18 +114,24 @@ def _describe(stage: str, error: ActivityError) -> tuple[str, str]:
 
 @workflow.defn(failure_exception_types=[ValidationError])
 class BuildPipelineWorkflow:
-    def __init__(self) -> None:
-        self._status: PipelineStatus | None = None
+    @workflow.init
+    def __init__(self, build: BuildPipelineInput) -> None:
+        info = workflow.info()
+        self._build = build
+        self._status = PipelineStatus(
+            workflow_id=info.workflow_id, build_name=build.build_name, stage="start",
+            stages_done=[], started_at=self._now(), updated_at=self._now(),
+        )
         self._decision: Resolution | None = None
         self._awaiting = False
         self._phases: list[str] = []
         self._settings = PipelineSettings()
+        self._origin_path = ""  # the originating task file, once the notify stage found it
 
     # --- operator interface ----------------------------------------------------------------
 
     @workflow.query
     def status(self) -> PipelineStatus:
-        assert self._status is not None
         return self._status
 
     @workflow.update
@@ -137,8 +152,7 @@ class BuildPipelineWorkflow:
 
     def _check_gate_open(self) -> None:
         if not self._awaiting or self._decision is not None:
-            stage = self._status.stage if self._status else "start"
-            raise ValueError(f"no block is awaiting approval (stage: {stage})")
+            raise ValueError(f"no block is awaiting approval (stage: {self._status.stage})")
 
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
         given = given or DecisionInput()
@@ -151,11 +165,6 @@ class BuildPipelineWorkflow:
 
     @workflow.run
     async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
-        info = workflow.info()
-        self._status = PipelineStatus(
-            workflow_id=info.workflow_id, build_name=build.build_name, stage="start",
-            stages_done=[], started_at=self._now(), updated_at=self._now(),
-        )
         self._settings = await self._load_settings()
         try:
             return await self._pipeline(build)
@@ -176,7 +185,6 @@ class BuildPipelineWorkflow:
         triage: TriageOutput = await self._stage(
             "triage", "process_triage_output", name, result_type=TriageOutput,
             start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY)
-        assert self._status is not None
         self._status.blocks, self._status.flags = triage.blocks, triage.flags
 
         if triage.flags:
@@ -187,6 +195,7 @@ class BuildPipelineWorkflow:
                 "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
                 retry_policy=RetryPolicy(maximum_attempts=3))
+            self._origin_path = task_path
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
                 return await self._stop(build, resolution)
@@ -207,6 +216,7 @@ class BuildPipelineWorkflow:
         poller = workflow.start_activity(
             "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
             result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
+            summary=self._summary("awaiting-approval"),
             start_to_close_timeout=GATE_CHECK_TIMEOUT, retry_policy=GATE_RETRY,
         )
         try:
@@ -232,7 +242,6 @@ class BuildPipelineWorkflow:
                 await poller
         self._mark_done("awaiting-approval")
         observability.record_block_wait(self._since(parked), self._decision.decision)
-        assert self._status is not None
         self._status.resolution = self._decision
         return self._decision
 
@@ -253,7 +262,6 @@ class BuildPipelineWorkflow:
 
         Each step is attempted even when the one before failed; returns the summary path or "".
         """
-        assert self._status is not None
         self._status.outcome = outcome.outcome
         self._status.error = outcome.error
         outcome.resolution = outcome.resolution or self._decision
@@ -267,14 +275,13 @@ class BuildPipelineWorkflow:
             await workflow.execute_activity(
                 "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
                                       outcome.outcome, message],
-                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                start_to_close_timeout=LOCAL_STAGE_TIMEOUT, summary=self._summary("end"),
                 retry_policy=RetryPolicy(maximum_attempts=3))
         self._set_stage(outcome.outcome.replace("_", "-"))
         return summary
 
     async def _summarize(self, build: BuildPipelineInput, report_path: str,
                          outcome: PipelineOutcome) -> str:
-        assert self._status is not None
         outcome.task_ids = dict(self._status.task_ids)
         completed_at = self._now()
         self._set_stage("summary")
@@ -288,31 +295,31 @@ class BuildPipelineWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    @staticmethod
-    async def _load_settings() -> PipelineSettings:
+    async def _load_settings(self) -> PipelineSettings:
         if not workflow.patched(SETTINGS_PATCH):
             return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
         settings: PipelineSettings = await workflow.execute_local_activity(
             "pipeline_settings", result_type=PipelineSettings,
-            start_to_close_timeout=SETTINGS_TIMEOUT)
+            start_to_close_timeout=SETTINGS_TIMEOUT, summary=self._summary("settings"))
         return settings
 
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
         info = workflow.info()
-        assert self._status is not None
         self._status.task_ids[stage] = dispatch_task_id(info.workflow_id, info.run_id, stage, 1)
         result: BuildPhaseResult = await self._stage(
             stage, activity, *args, result_type=BuildPhaseResult,
-            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY)
+            start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY,
+            heartbeat_timeout=self._heartbeat_timeout())
         return result
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
         self._set_stage(stage)
         started = workflow.now()
         try:
-            result = await workflow.execute_activity(activity, args=list(args), **options)
+            result = await workflow.execute_activity(activity, args=list(args),
+                                                     summary=self._summary(stage), **options)
         except ActivityError as err:
-            failure = StageFailed(stage, err)
+            failure = self._failed(stage, err)
             observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
                 failure.error_type, "error"))
             raise failure from None
@@ -321,22 +328,62 @@ class BuildPipelineWorkflow:
         return result
 
     def _set_stage(self, stage: str) -> None:
-        assert self._status is not None
         self._status.stage = stage
         self._status.updated_at = self._now()
         self._status.stage_times[stage] = self._status.updated_at
         self._status.awaiting_approval = stage == "awaiting-approval"
         if self._settings.stage_search_attribute:
             workflow.upsert_search_attributes([BUILD_STAGE.value_set(stage)])
+        workflow.set_current_details(self._details(stage))
+
+    # --- what the UI shows (workflows/operator_view.py) ----------------------------------------
+
+    def _agent_of(self, stage: str) -> str:
+        """The agent an agent stage's task file goes to; "" for the worker's own stages."""
+        if stage not in AGENT_STAGES:
+            return ""
+        return {"prefab": PREFAB_AGENT, "audit": AUDIT_AGENT}.get(stage, self._build.target_agent)
+
+    def _summary(self, stage: str) -> str:
+        agent = self._agent_of(stage)
+        if agent:
+            return operator_view.agent_summary(stage, agent, self._status.task_ids.get(stage, ""))
+        return operator_view.worker_summary(stage, self._build.build_name)
+
+    def _details(self, stage: str) -> str:
+        if stage == "awaiting-approval":
+            task_id, task_file = self._build.task_id, self._origin_path
+        else:
+            task_id, task_file = self._status.task_ids.get(stage, ""), ""
+        return operator_view.current_details(
+            build_name=self._build.build_name, stage=stage, agent=self._agent_of(stage),
+            task_id=task_id, task_file=task_file, error=self._status.error,
+            commands=self._operator_commands(stage))
+
+    def _operator_commands(self, stage: str) -> list[operator_view.Command]:
+        """The exact commands that move a waiting pipeline on, shown in its current details."""
+        if stage == "awaiting-approval":
+            return operator_view.gate_commands(workflow.info().workflow_id)
+        # A stage held after a failure ("awaiting-retry") lists its retry, skip and abort
+        # updates here.
+        return []
+
+    # --- agent heartbeats ---------------------------------------------------------------------
+
+    def _heartbeat_timeout(self) -> timedelta | None:
+        seconds = self._settings.heartbeat_timeout_seconds
+        return timedelta(seconds=seconds) if seconds else None
+
+    def _failed(self, stage: str, err: ActivityError) -> StageFailed:
+        return StageFailed(stage, err, self._agent_of(stage),
+                           self._settings.heartbeat_timeout_seconds)
 
     def _mark_done(self, stage: str) -> None:
-        assert self._status is not None
         self._status.stages_done.append(stage)
         if stage in SUMMARY_PHASES:
             self._phases.append(stage)
 
     def _flags_applied(self) -> int:
-        assert self._status is not None
         return len(self._status.flags) if "fixes" in self._phases else 0
 
     @staticmethod

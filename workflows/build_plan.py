@@ -1,4 +1,10 @@
-"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2)."""
+"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2).
+
+Each phase is one `execute_build_phase` activity: up to two attempts of 24 h. With
+AGENT_HEARTBEAT_TIMEOUT set (fixed in the plan's history by the `pipeline_settings` local
+activity, behind the `plan-settings` patch), a phase whose agent falls silent for that long is
+dispatched again, and after two silent attempts the plan fails saying so.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,44 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from exceptions import INVALID_INPUT, PHASE_FAILED
+    from exceptions import INVALID_INPUT, PHASE_FAILED, STAGE_TIMED_OUT
     from models import (
         AGENT_PATTERN,
         BuildPhaseInput,
         BuildPhaseResult,
         BuildPlanInput,
         BuildPlanResult,
+        PipelineSettings,
     )
+    from workflows import operator_view
 
+# Plans started before this patch ran without settings; later ones record them once.
+SETTINGS_PATCH = "plan-settings"
+SETTINGS_TIMEOUT = timedelta(seconds=10)
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
 class BuildPlanWorkflow:
+    def __init__(self) -> None:
+        self._heartbeat: timedelta | None = None
+        # Under the patch the settings' local activity takes the first activity sequence
+        # number; phases then get their ids explicitly, the ones they had before ("1", "2"...).
+        self._phase_ids = False
+        self._scheduled = 0
+
     @workflow.run
     async def run(self, plan: BuildPlanInput) -> BuildPlanResult:
         _validate(plan)
+        self._phase_ids = workflow.patched(SETTINGS_PATCH)
+        if self._phase_ids:
+            self._heartbeat = await _heartbeat_timeout()
         for phase in plan.phases:
             result = await self._run_phase(
                 plan, phase.number, phase.agent_type, phase.description, list(phase.context_refs)
@@ -50,6 +72,7 @@ class BuildPlanWorkflow:
         context_refs: list[str],
     ) -> BuildPhaseResult:
         started = workflow.now()
+        self._scheduled += 1
         try:
             result: BuildPhaseResult = await workflow.execute_activity(
                 "execute_build_phase",
@@ -63,6 +86,9 @@ class BuildPlanWorkflow:
                 ),
                 result_type=BuildPhaseResult,
                 start_to_close_timeout=timedelta(hours=24),
+                heartbeat_timeout=self._heartbeat,
+                activity_id=str(self._scheduled) if self._phase_ids else None,
+                summary=operator_view.SEP.join([f"phase {number}", agent_type, description[:80]]),
                 retry_policy=RetryPolicy(
                     maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
                 ),
@@ -75,9 +101,24 @@ class BuildPlanWorkflow:
                     f"Phase {number} failed: {cause.message}", type=PHASE_FAILED, non_retryable=True
                 ) from err
             _record_phase(started, "error")
+            if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.HEARTBEAT:
+                seconds = int(self._heartbeat.total_seconds()) if self._heartbeat else 0
+                raise ApplicationError(
+                    f"Phase {number} failed: no heartbeat from the {agent_type} agent within "
+                    f"{seconds} s", type=STAGE_TIMED_OUT, non_retryable=True) from err
             raise
         _record_phase(started, "success" if result.status == "success" else "failed")
         return result
+
+
+async def _heartbeat_timeout() -> timedelta | None:
+    """The heartbeat timeout of this plan's phases, as its history recorded it; None is off."""
+    settings: PipelineSettings = await workflow.execute_local_activity(
+        "pipeline_settings", result_type=PipelineSettings,
+        start_to_close_timeout=SETTINGS_TIMEOUT,
+        summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]))
+    seconds = settings.heartbeat_timeout_seconds
+    return timedelta(seconds=seconds) if seconds else None
 
 
 def _record_phase(started: datetime, outcome: str) -> None:

@@ -1,0 +1,84 @@
+"""What the Temporal UI and `temporal workflow metadata` show of a pipeline.
+
+Each activity carries a one-line summary (`implement · dev · task 3f2a9c1b`); the workflow's
+current details say where it is and, when it waits for the operator, the exact commands that
+move it on. Pure functions of workflow state: the workflow calls them, tests call them directly.
+Standard library only, as workflow code imports it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+SEP = " · "
+# What the stages the worker runs itself do, for their activity summaries.
+WORKER_STAGES = {
+    "settings": "fixes this run's settings",
+    "triage": "reads the audit's triage-output.yml",
+    "notify": "marks the originating task input-required, notifies per block",
+    "awaiting-approval": "checks the originating task file",
+    "summary": "writes the run's summary",
+    "end": "closes open task files, notifies once",
+}
+UPDATE_INPUT = """--input '{"note": "...", "by": "..."}'"""
+
+Command = tuple[str, str]  # (what it does, the exact command)
+
+
+def agent_summary(stage: str, agent: str, task_id: str) -> str:
+    """`implement · dev · task 3f2a9c1b`: the stage, who works on it, its task file's id."""
+    return SEP.join([stage, agent, f"task {task_id[:8]}"])
+
+
+def worker_summary(stage: str, build_name: str) -> str:
+    """`triage · demo-build · reads the audit's triage-output.yml`."""
+    return SEP.join([stage, build_name, WORKER_STAGES.get(stage, stage)])
+
+
+def update_command(workflow_id: str, name: str) -> str:
+    """The `temporal` CLI command that sends update `name`; the address and namespace come
+    from the operator's TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (or --address)."""
+    return (
+        f"temporal workflow update execute --workflow-id {shlex.quote(workflow_id)} "
+        f"--name {name}"
+    )
+
+
+def gate_commands(workflow_id: str) -> list[Command]:
+    return [
+        ("approve the blocks", update_command(workflow_id, "approve")),
+        ("reject the build", update_command(workflow_id, "reject")),
+    ]
+
+
+def task_file_glob(task_id: str) -> str:
+    """Where an agent stage's file is, by name alone: its path holds a time the workflow
+    does not know."""
+    return f"$AGENT_TASK_DIR/*-{task_id[:8]}.yml"
+
+
+def current_details(
+    *,
+    build_name: str,
+    stage: str,
+    agent: str = "",
+    task_id: str = "",
+    task_file: str = "",
+    error: str = "",
+    commands: Sequence[Command] = (),
+) -> str:
+    """The workflow's current details, in Temporal's markdown."""
+    lines = [f"**{build_name}** · stage **{stage}**", ""]
+    if agent:
+        lines.append(f"- agent: `{agent}`")
+    if task_id:
+        where = task_file or task_file_glob(task_id)
+        lines.append(f"- task: `{task_id}` (file `{where}`)")
+    if error:
+        lines.append(f"- error: {error}")
+    if commands:
+        lines += ["", "Waiting for the operator:"]
+        lines += [f"- {what}: `{command}`" for what, command in commands]
+        lines += ["", f"Each update takes an optional `{UPDATE_INPUT}`."]
+    return "\n".join(lines).rstrip("\n")
