@@ -289,3 +289,20 @@ async def test_concurrency_limits_per_agent_and_global(
     claimed = [created[e["task_id"]] for e in runner.events("task_claimed") if e["agent"] == "dev"]
     assert len(claimed) == 4
     assert claimed == sorted(claimed)  # waiting tasks are taken oldest first
+
+
+async def test_runner_heartbeats_keep_a_silent_agent_alive_under_agent_heartbeat_timeout(
+        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    """AGENT_HEARTBEAT_TIMEOUT=3 on the worker; the agent itself never heartbeats and runs 5 s.
+    The runner beats at the task's `heartbeat_seconds` (1), not its own 60 s default."""
+    agent = python_agent(tmp_path / "agent.py", "time.sleep(5); print('done quietly')")
+    commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
+    env = runner_env(config, commands, AGENT_RUNNER_HEARTBEAT_SECONDS="60")
+    async with WorkerProcess(worker_env(config, AGENT_HEARTBEAT_TIMEOUT="3"), tmp_path / "logs"), \
+            runner_process(env, tmp_path / "logs"):
+        handle = await start_plan(client, config, "dev")
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status == "complete"
+    task = task_files.load_task(only_task(config))
+    assert task["payload"]["heartbeat_seconds"] == 1
+    assert (task["status"], task["result"]["output"]) == ("completed", "done quietly")
