@@ -125,7 +125,8 @@ def test_exit_codes_are_the_cli_codes() -> None:
 def test_statuses_are_the_protocol_vocabulary() -> None:
     documented = {row[0].strip("`") for row in table_after("## Statuses")}
     assert documented == {task_files.SUBMITTED, task_files.SUPERSEDED, task_files.CANCELLED,
-                          task_files.INPUT_REQUIRED, task_files.APPROVED}
+                          task_files.INPUT_REQUIRED, task_files.APPROVED,
+                          task_files.IN_PROGRESS, task_files.COMPLETED, task_files.FAILED}
 
 
 def test_default_directory_is_the_config_default() -> None:

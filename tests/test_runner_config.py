@@ -4,10 +4,12 @@ process receives (environment and expanded arguments), and what an exit means fo
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from exceptions import ConfigError
 from runner.agent_env import agent_environment, env_name, expand, expand_command
@@ -20,6 +22,7 @@ from runner.config import (
     parse_commands,
 )
 from runner.service import exit_outcome, heartbeat_interval, token_of
+from tests.conftest import ROOT
 
 HOME = Path("/home/op")
 SRC = "AGENT_COMMANDS_FILE f"
@@ -165,3 +168,33 @@ def test_token_and_heartbeat_interval_from_the_task() -> None:
     assert heartbeat_interval({"payload": {"heartbeat_seconds": 20}}, 30.0) == 20.0
     assert heartbeat_interval({"payload": {"heartbeat_seconds": True}}, 30.0) == 30.0
     assert heartbeat_interval({"payload": {}}, 30.0) == 30.0
+
+
+def _block_after(text: str, marker: str) -> str:
+    after = text.split(marker, 1)[1]
+    return re.findall(r"```sh\n(.*?)```", after, flags=re.S)[0]
+
+
+def test_readme_setup_is_a_valid_commands_file_and_the_pm2_line() -> None:
+    block = _block_after((ROOT / "README.md").read_text(), "<!-- runner: setup -->")
+    lines = block.splitlines()
+    assert lines[0] == "cat > ~/agent-commands.yml <<'EOF'" and lines[-2] == "EOF"
+    agents = parse(yaml.safe_load("\n".join(lines[1:-2])))
+    assert agents["dev"].command == ("claude", "-p", "$TASK_INSTRUCTION")
+    assert lines[-1] == "AGENT_COMMANDS_FILE=~/agent-commands.yml pm2 start ecosystem.config.js"
+
+
+def test_agents_doc_names_the_fixed_variables() -> None:
+    doc = (ROOT / "docs" / "AGENTS.md").read_text().split("## Run by the agent runner", 1)[1]
+    table = doc.split("| Variable | Value |", 1)[1].split("\n\n", 1)[0]
+    names = {n.strip("` ") for row in table.splitlines()[2:]
+             for n in row.strip().split("|")[1].split(",")}
+    fixed = set(agent_environment({}, {}, Path("t"), Path("r")))
+    assert names - {"TASK_<KEY>"} == fixed
+
+
+def test_operations_doc_names_every_runner_setting() -> None:
+    doc = (ROOT / "docs" / "OPERATIONS.md").read_text().split("## The agent runner", 1)[1]
+    source = (ROOT / "runner" / "config.py").read_text()
+    for name in sorted(set(re.findall(r'"(AGENT_[A-Z_]+)"', source))):
+        assert f"`{name}`" in doc, name
