@@ -194,14 +194,17 @@ async def test_cancelled_pipeline_stops_its_agent(
 @pytest.mark.parametrize("rerun", [False, True])
 async def test_kill_9_of_the_runner_then_restart(
         client: Client, config: WorkerConfig, tmp_path: Path, rerun: bool) -> None:
-    """The agent dies with the runner; the restarted runner fails the stage, or re-runs it."""
+    """The agent dies with the runner, and the restarted runner kills the child it left in its
+    group; then it fails the stage, or re-runs it."""
     pid_file, marker = tmp_path / "pid", tmp_path / "ran-once"
     agent = python_agent(tmp_path / "agent.py", (
+        "import subprocess\n"
         f"marker = pathlib.Path({str(marker)!r})\n"
         "if marker.exists():\n"
         "    print('second run done'); sys.exit(0)\n"
         "marker.write_text('x')\n"
-        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
         "time.sleep(300)"))
     commands = write_commands(tmp_path / "agents.yml", {
         "dev": {"command": [str(agent)], "rerun_on_restart": rerun}})
@@ -210,11 +213,14 @@ async def test_kill_9_of_the_runner_then_restart(
         handle = await start_plan(client, config, "dev")
         await wait_for(pid_file.exists, 20, what="the agent to start")
         await runner.kill9()
-        agent_pid = int(pid_file.read_text())
+        agent_pid, child_pid = map(int, pid_file.read_text().split())
         await wait_for(lambda: not alive(agent_pid), 10, what="the agent to die with the runner")
+        assert alive(child_pid)  # orphaned, still in the agent's group
         path = only_task(config)
         assert task_status(path) == "in-progress"
         await runner.start()
+        await wait_for(lambda: not alive(child_pid), 10, what="the restart to kill the leftover")
+        assert runner.events("agent_leftovers_killed")[0]["processes"] == 1
         if rerun:
             result = await asyncio.wait_for(handle.result(), 30)
             assert result.status == "complete"
