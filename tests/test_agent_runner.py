@@ -7,8 +7,8 @@ import asyncio
 import os
 import stat
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -265,15 +265,10 @@ async def test_two_runners_on_one_directory_never_run_a_task_twice(
 
 async def test_concurrency_limits_per_agent_and_global(
         client: Client, config: WorkerConfig, tmp_path: Path) -> None:
-    spans = tmp_path / "spans"
-    agent = python_agent(tmp_path / "agent.py", (
-        "start = time.time(); time.sleep(0.8)\n"
-        f"with open({str(spans)!r}, 'a') as fh:\n"
-        "    fh.write(f\"{os.environ['AGENT']} {os.environ['TASK_ID']} {start} \"\n"
-        "             f\"{time.time()}\\n\")"))
+    """Two agents limited to 2 each, 3 in all: six tasks waiting when the runner starts."""
+    agent = python_agent(tmp_path / "agent.py", "time.sleep(0.8)")
     commands = write_commands(tmp_path / "agents.yml", {
-        name: {"command": [str(agent)], "concurrency": 2, "env": {"AGENT": name}}
-        for name in ("dev", "ops")})
+        name: {"command": [str(agent)], "concurrency": 2} for name in ("dev", "ops")})
     env = runner_env(config, commands, AGENT_RUNNER_CONCURRENCY="3")
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handles = [await start_plan(client, config, a) for a in ["ops"] * 2 + ["dev"] * 4]
@@ -281,11 +276,15 @@ async def test_concurrency_limits_per_agent_and_global(
                        what="six task files")
         async with runner_process(env, tmp_path / "logs") as runner:
             await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
-    rows: list[Any] = [line.split() for line in spans.read_text().splitlines()]
-    assert len(rows) == 6
+    # each task's slot, as the runner held it: from its agent's start to the stage being told
+    started = {e["task_id"]: e for e in runner.events("agent_started")}
+    finished = {e["task_id"]: e for e in runner.events("task_finished")}
+    assert len(started) == len(finished) == 6
+    spans = [(started[t]["agent"], datetime.fromisoformat(started[t]["timestamp"]),
+              datetime.fromisoformat(finished[t]["timestamp"])) for t in started]
 
     def most_at_once(agents: set[str]) -> int:
-        chosen = [(float(s), float(e)) for a, _, s, e in rows if a in agents]
+        chosen = [(s, e) for a, s, e in spans if a in agents]
         return max(sum(1 for s2, e2 in chosen if s2 <= s < e2) for s, _ in chosen)
 
     assert most_at_once({"dev"}) == 2
