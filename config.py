@@ -19,6 +19,7 @@ from exceptions import ConfigError
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("console", "json")  # unset: console on a terminal, else json
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -92,6 +93,7 @@ class WorkerConfig(ClientSettings):
     task_queue: str = "helm-build"
     matrix_room: str = "sysadmin"
     log_level: str = "INFO"
+    log_format: str | None = None  # one of LOG_FORMATS; None: decided by stdout
     log_file: Path | None = None
     block_poll_seconds: float = 30.0
     agent_task_dir: Path = Path("~/.claude/task-queue")
@@ -110,6 +112,7 @@ class WorkerConfig(ClientSettings):
             "task_queue": self.task_queue,
             "matrix_room": self.matrix_room,
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "log_file": str(self.log_file) if self.log_file else None,
             "vault_configured": self.vault_configured,
             "require_tls": self.require_tls,
@@ -130,6 +133,9 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     level = (_get(env, "LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+    log_format = (_get(env, "LOG_FORMAT") or "").lower() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
     poll_text = _get(env, "BLOCK_POLL_SECONDS") or "30"
     try:
@@ -167,6 +173,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
         task_queue=_get(env, "TASK_QUEUE") or "helm-build",
         matrix_room=_get(env, "MATRIX_ROOM") or "sysadmin",
         log_level=level,
+        log_format=log_format,
         log_file=Path(log_file).expanduser() if log_file else None,
         block_poll_seconds=poll,
         agent_task_dir=_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue"),

@@ -282,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config()
-        observability.configure_logging(config.log_level, config.log_file, worker_id=WORKER_ID)
+        observability.configure_logging(
+            config.log_level, config.log_file, config.log_format, worker_id=WORKER_ID
+        )
         log.info("config_loaded", **config.public_fields())
         if observability.init_observability():
             log.info("otel_enabled", **observability.public_fields())

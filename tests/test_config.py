@@ -24,7 +24,7 @@ from tests.conftest import ROOT, closed_address, stderr_line
 
 HOME = "/home/agent"
 
-# Every variable the worker or complete_activity.py reads (spec 1 and design.md), with the
+# Every variable the worker or complete_activity.py reads, with the
 # WorkerConfig field it sets and that field's default when the variable is unset.
 DEFAULTS: dict[str, tuple[str, Any]] = {
     "TEMPORAL_ADDRESS": ("temporal_address", "localhost:7233"),
@@ -34,6 +34,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "SEND_MATRIX_SCRIPT": ("send_matrix_script", Path(HOME, "scripts/send-matrix.sh")),
     "TEMPORAL_AUDIT_DIR": ("audit_dir", Path(HOME, ".claude/comms/artifacts")),
     "LOG_LEVEL": ("log_level", "INFO"),
+    "LOG_FORMAT": ("log_format", None),
     "LOG_FILE": ("log_file", None),
     "VAULT_ADDR": ("vault_addr", None),
     "VAULT_ROLE_ID": ("vault_role_id", None),
@@ -86,6 +87,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SEND_MATRIX_SCRIPT": "/opt/bin/send.sh",
         "TEMPORAL_AUDIT_DIR": "/srv/audits",
         "LOG_LEVEL": "debug",
+        "LOG_FORMAT": "Console",
         "LOG_FILE": "/var/log/worker.jsonl",
         "VAULT_ADDR": "http://127.0.0.1:8200",
         "VAULT_ROLE_ID": "role-123",
@@ -109,6 +111,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "send_matrix_script": Path("/opt/bin/send.sh"),
         "audit_dir": Path("/srv/audits"),
         "log_level": "DEBUG",
+        "log_format": "console",
         "log_file": Path("/var/log/worker.jsonl"),
         "vault_addr": "http://127.0.0.1:8200",
         "vault_role_id": "role-123",
@@ -158,6 +161,11 @@ def refusal(env: dict[str, str]) -> str:
 @pytest.mark.parametrize("value", ["verbose", "trace", "20"])
 def test_unknown_log_level(value: str) -> None:
     assert refusal({"LOG_LEVEL": value}).startswith("LOG_LEVEL=")
+
+
+@pytest.mark.parametrize("value", ["text", "pretty", "json5"])
+def test_unknown_log_format(value: str) -> None:
+    assert refusal({"LOG_FORMAT": value}) == f"LOG_FORMAT={value!r} is not one of console, json"
 
 
 @pytest.mark.parametrize("value", ["abc", "30s", "nan", "inf", "0", "-1", "3601"])

@@ -509,11 +509,11 @@ async def test_stage_metrics_from_workflow_are_replay_safe(
 def test_label_values_are_bounded() -> None:
     """A caller passing an unbounded value (a build name, a number) cannot grow a label past
     MAX_LABEL_VALUES distinct values."""
-    seen = {observability._label("stage-test", f"build-{i}")
+    seen = {observability.metrics.bounded_label("stage-test", f"build-{i}")
             for i in range(observability.MAX_LABEL_VALUES + 50)}
     assert len(seen) == observability.MAX_LABEL_VALUES + 1
     assert "other" in seen
-    assert observability._label("stage-test", "build-0") == "build-0"
+    assert observability.metrics.bounded_label("stage-test", "build-0") == "build-0"
 
 
 # --- Opt-in: nothing without the variable, one warning without the packages ------------------

@@ -1,9 +1,10 @@
 """Secrets stay out of logs, and the files that hold tokens are private.
 
 Task tokens are bearer credentials: the Temporal SDK prints them in its DEBUG lines and Core in
-its warnings, so observability.py redacts every SDK record (`redact_tokens`). Here a worker runs
-at DEBUG over mTLS with its certificates from Vault (OpenBao), agents answer with the real CLI
-(a Vault login each), a pipeline is approved and one rejected, and every byte of every log is
+its warnings, so observability.redaction redacts every SDK record (`redact_tokens`). Here a
+worker runs at DEBUG over mTLS with its certificates from Vault (OpenBao), agents answer with
+the real CLI (a Vault login each), a pipeline is approved and one rejected, and every byte of
+every log is
 searched for each task token (base64, bytes repr, protobuf text, JSON-escaped), the AppRole
 secret id, each Vault token, and PEM material. The worker runs with umask 000, so the modes
 checked at the end are the ones the code sets, not ones the umask happened to give.
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.bridge.proto import ActivityTaskCompletion
@@ -117,7 +119,7 @@ from types import SimpleNamespace
 import observability
 
 token = base64.b64encode(bytes(range(7, 140))).decode()
-observability.configure_logging("DEBUG", Path(sys.argv[1]))
+observability.configure_logging("DEBUG", Path(sys.argv[1]), sys.argv[2])
 # A line as the SDK forwards it from Core: the token in a field and in the message
 entry = SimpleNamespace(target="temporal_sdk_core::worker::activities",
                         fields={"task_token": f"TaskToken({token})", "attempt": 2})
@@ -128,14 +130,23 @@ print(token)
 """
 
 
-def test_core_token_field_is_redacted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_core_token_field_is_redacted(tmp_path: Path, log_format: str) -> None:
     """Core's forwarded lines carry the token in their fields too: the log handler redacts
-    the field and the message. (The end-to-end run below rarely provokes such a line.)"""
+    the field and the message, before either rendering; LOG_FILE is JSON either way. (The
+    end-to-end run below rarely provokes such a line.)"""
     log_file = tmp_path / "worker.log"
-    out = subprocess.run([sys.executable, "-c", CORE_LINE, str(log_file)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    token = out.strip().splitlines()[-1]
+    out = subprocess.run([sys.executable, "-c", CORE_LINE, str(log_file), log_format],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    *logged, token = out.strip().splitlines()
     [line] = [json.loads(ln) for ln in log_file.read_text().splitlines()]
+    [shown] = logged
+    if log_format == "json":
+        assert json.loads(shown) == line
+    else:
+        assert not shown.startswith("{")
+        assert "[warning" in shown and "Activity not found on completion" in shown
+        assert "TaskToken(<redacted>)" in shown and "'task_token': '<redacted>'" in shown
     assert line["logger"] == "temporalio.core" and line["core_fields"]["attempt"] == 2
     assert line["core_fields"]["task_token"] == REDACTED
     assert "TaskToken(<redacted>)" in line["event"]

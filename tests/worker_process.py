@@ -167,11 +167,13 @@ class WorkerProcess:
         self.runs.append(run)
         return run
 
-    async def start(self, timeout: float = 60.0) -> float:
-        """Start a run and wait for its `ready_event`; returns the seconds that took."""
+    async def start(self, timeout: float = 60.0, ready: str | None = None) -> float:
+        """Start a run and wait for `ready` on its stdout (by default the JSON event named by
+        `ready_event`, `worker_started`); returns the seconds that took."""
+        ready = ready or f'"{self.ready_event}"'
         run = await self._launch()
         deadline = run.started + timeout
-        while f'"{self.ready_event}"' not in read_if_exists(run.out):
+        while ready not in read_if_exists(run.out):
             if run.proc.returncode is not None or time.monotonic() > deadline:
                 await self.kill9()
                 raise AssertionError(
