@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from config import _get, _home, _path
+from config import _get, _home, _path, log_settings
 from exceptions import ConfigError
 
 DEFAULT_TIMEOUT_SECONDS = 14400.0  # 4 h, the longest agent stage's bound
@@ -54,6 +54,7 @@ class RunnerSettings:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS
     log_level: str = "INFO"
+    log_format: str | None = None  # as the worker's LOG_FORMAT: None decides by stdout
 
 
 def _number(value: Any, where: str, *, minimum: float = 0.0, integer: bool = False) -> float:
@@ -165,9 +166,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RunnerSettings:
     runner_id = _get(env, "AGENT_RUNNER_ID") or default_runner_id()
     if not re.match(r"^[A-Za-z0-9@._:-]{1,128}$", runner_id):
         raise ConfigError(f"AGENT_RUNNER_ID={runner_id!r} may hold letters, digits and @ . _ : -")
-    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    level, log_format = log_settings(env)
     return RunnerSettings(
         commands_file=Path(commands).expanduser(),
         task_dir=task_dir,
@@ -184,4 +183,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> RunnerSettings:
             env, "AGENT_RUNNER_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_SECONDS
         ),
         log_level=level,
+        log_format=log_format,
     )
