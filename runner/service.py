@@ -18,60 +18,21 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
 import agent_calls
-from activities.task_files import CANCELLED, COMPLETED, FAILED, ensure_private_dir
+from activities.task_files import CANCELLED, FAILED, ensure_private_dir
 from exceptions import TaskFileError
 from runner import claims, process
 from runner.agent_env import agent_environment, expand_command
 from runner.config import AgentCommand, RunnerSettings
+from runner.outcomes import Outcome, exit_outcome, heartbeat_interval, token_of
 from runner.watch import RESCAN_SECONDS, wake_on_changes
 
-MAX_OUTPUT_CHARS = 10_000
-FAILURE_LINES = 5
 DELIVERY_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 30, 30)  # Temporal unreachable: ~2 min in all
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # COMPLETED, FAILED or CANCELLED; None-like "left" is `deliver == "leave"`
-    note: str
-    deliver: str  # "complete", "fail", "none" or "leave" (stays in-progress for a restart)
-    output: str | None = None
-
-
-def token_of(task: Mapping[str, Any]) -> bytes | None:
-    payload = task.get("payload")
-    text = payload.get("task_token") if isinstance(payload, dict) else None
-    if not isinstance(text, str):
-        return None
-    try:
-        return agent_calls.decode_token(text.strip())
-    except agent_calls.AgentCallError:
-        return None
-
-
-def heartbeat_interval(task: Mapping[str, Any], default: float) -> float:
-    payload = task.get("payload")
-    value = payload.get("heartbeat_seconds") if isinstance(payload, dict) else None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return default
-
-
-def exit_outcome(code: int, agent: str, result_text: str, last: list[str]) -> Outcome:
-    """What the agent's exit status means for its stage."""
-    if code == 0:
-        output = (result_text.strip() or (last[-1] if last else ""))[:MAX_OUTPUT_CHARS]
-        return Outcome(COMPLETED, f"agent {agent} exited 0", "complete", output)
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    tail = " | ".join(last[-FAILURE_LINES:]) or "no output"
-    return Outcome(FAILED, f"agent {agent} {how}; last output: {tail}"[:MAX_OUTPUT_CHARS], "fail")
 
 
 class Runner:
@@ -192,9 +153,9 @@ class Runner:
             return Outcome(FAILED, f"cannot start {argv[0]!r}{where} for agent {agent.name}: "
                            f"{why}", "fail")
         self.log.info("agent_started", **fields, pid=proc.pid)
-        claims.record_process(self.settings.task_dir, path, self.settings.runner_id, proc.pid,
-                              note)
         try:
+            claims.record_process(self.settings.task_dir, path, self.settings.runner_id,
+                                  proc.pid, note)
             stopped = await self._watch(proc, token, agent, path, log_file,
                                         heartbeat_interval(task, self.settings.heartbeat_seconds),
                                         fields)
@@ -233,6 +194,10 @@ class Runner:
                             self.log.info("agent_stopping", **fields, reason=str(err))
                             await process.stop_group(proc, self.settings.kill_grace_seconds)
                             return Outcome(CANCELLED, f"agent stopped: {err}", "none")
+                        if err.code == agent_calls.EXIT_USAGE:  # the server refuses the token
+                            self.log.error("agent_stopping", **fields, reason=str(err))
+                            await process.stop_group(proc, self.settings.kill_grace_seconds)
+                            return Outcome(FAILED, f"agent stopped: {err}", "none")
                         self.log.warning("heartbeat_failed", **fields, error=str(err))
                     next_beat = loop.time() + interval
                 timeout = max(0.0, min(next_beat, deadline) - loop.time())
@@ -277,7 +242,9 @@ class Runner:
                         await agent_calls.fail(self.client, token, outcome.note)
                     break
                 except agent_calls.AgentCallError as err:
-                    if err.code != agent_calls.EXIT_UNREACHABLE or pause is None:
+                    # stopping: PM2's kill_timeout leaves no time for the retries
+                    if (err.code != agent_calls.EXIT_UNREACHABLE or pause is None
+                            or self.stop.is_set()):
                         self.log.error("delivery_failed", **fields, error=str(err))
                         note = f"{note} (not delivered: {err})"
                         break
@@ -295,28 +262,34 @@ class Runner:
         for path, task in claims.own_in_progress(self.settings.task_dir, self.settings.runner_id):
             fields = {"task_file": str(path), "agent": task.get("target_agent"),
                       "task_id": task.get("id")}
-            info = task[claims.RUNNER_KEY]
-            if isinstance(info.get("pid"), int):
-                left = process.stop_leftovers(info["pid"], path)
-                if left:
-                    self.log.warning("agent_leftovers_killed", **fields, processes=left)
-            agent = self.agents.get(str(task.get("target_agent")))
-            token = token_of(task)
-            if token is None:
-                claims.finish(self.settings.task_dir, path, self.settings.runner_id, FAILED,
-                              "no usable payload.task_token after a runner restart")
-                continue
-            if agent is not None and agent.rerun_on_restart:
-                self.log.info("task_rerun", **fields)
-                self._start(path, task, agent, token, "re-run after an agent runner restart")
-                continue
-            self.log.warning("task_orphaned", **fields, effect="stage failed")
-            outcome = Outcome(FAILED, f"agent runner {self.settings.runner_id} restarted while "
-                              f"agent {task.get('target_agent')} ran this task; its process is "
-                              "gone (set rerun_on_restart: true to run it again)", "fail")
-            key = f"recover:{path.name}"
-            self.running[key] = asyncio.create_task(self.conclude(path, token, outcome, fields))
-            self.running[key].add_done_callback(self._forget(key))
+            try:
+                self._recover_one(path, task, fields)
+            except TaskFileError as err:
+                self.log.error("task_file_error", **fields, error=str(err))
+
+    def _recover_one(self, path: Path, task: dict[str, Any], fields: dict[str, Any]) -> None:
+        info = task[claims.RUNNER_KEY]
+        if isinstance(info.get("pid"), int):
+            left = process.stop_leftovers(info["pid"], path)
+            if left:
+                self.log.warning("agent_leftovers_killed", **fields, processes=left)
+        agent = self.agents.get(str(task.get("target_agent")))
+        token = token_of(task)
+        if token is None:
+            claims.finish(self.settings.task_dir, path, self.settings.runner_id, FAILED,
+                          "no usable payload.task_token after a runner restart")
+            return
+        if agent is not None and agent.rerun_on_restart:
+            self.log.info("task_rerun", **fields)
+            self._start(path, task, agent, token, "re-run after an agent runner restart")
+            return
+        self.log.warning("task_orphaned", **fields, effect="stage failed")
+        outcome = Outcome(FAILED, f"agent runner {self.settings.runner_id} restarted while "
+                          f"agent {task.get('target_agent')} ran this task; its process is "
+                          "gone (set rerun_on_restart: true to run it again)", "fail")
+        key = f"recover:{path.name}"
+        self.running[key] = asyncio.create_task(self.conclude(path, token, outcome, fields))
+        self.running[key].add_done_callback(self._forget(key))
 
     def _forget(self, key: str) -> Callable[[object], None]:
         def forget(_: object) -> None:

@@ -271,7 +271,11 @@ async def test_concurrency_limits_per_agent_and_global(
         name: {"command": [str(agent)], "concurrency": 2} for name in ("dev", "ops")})
     env = runner_env(config, commands, AGENT_RUNNER_CONCURRENCY="3")
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
-        handles = [await start_plan(client, config, a) for a in ["ops"] * 2 + ["dev"] * 4]
+        # the two ops tasks are the oldest, so the first pass takes both (and one dev task)
+        handles = [await start_plan(client, config, "ops") for _ in range(2)]
+        await wait_for(lambda: len(task_files_in(config.agent_task_dir)) == 2, 20,
+                       what="the ops task files")
+        handles += [await start_plan(client, config, "dev") for _ in range(4)]
         await wait_for(lambda: len(task_files_in(config.agent_task_dir)) == 6, 20,
                        what="six task files")
         async with runner_process(env, tmp_path / "logs") as runner:

@@ -21,7 +21,7 @@ from runner.config import (
     load_settings,
     parse_commands,
 )
-from runner.service import exit_outcome, heartbeat_interval, token_of
+from runner.outcomes import exit_outcome, heartbeat_interval, token_of
 from tests.conftest import ROOT
 
 HOME = Path("/home/op")
