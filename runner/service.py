@@ -8,6 +8,7 @@ What happens to a task, by case (docs/OPERATIONS.md repeats this for operators):
   the file becomes `failed`;
 - the heartbeat says stop (exit 6: cancelled or superseded) or the token is dead (exit 4):
   the agent's group is stopped, nothing is delivered, the file becomes `cancelled`;
+- the server refuses the token (exit 1): the group is stopped, the file becomes `failed`;
 - a task with no usable token: the file becomes `failed` (there is no stage to tell);
 - a malformed file: one log line, the file is left untouched.
 """
