@@ -5,8 +5,9 @@ Reads AGENT_COMMANDS_FILE (which agent runs how), watches AGENT_TASK_DIR, and fo
 `submitted` task of a configured agent claims it, runs the agent, heartbeats its stage and
 completes it. Other agents' tasks are left to other dispatchers. See docs/OPERATIONS.md.
 
-Exit codes: 0 stopped by SIGINT/SIGTERM; 2 a bad setting or AGENT_COMMANDS_FILE (one line on
-stderr); 3 Temporal unreachable at start.
+Exit codes: 0 stopped by SIGINT/SIGTERM; 1 an unexpected error (one line); 2 a bad setting,
+AGENT_COMMANDS_FILE, or a runner with this AGENT_RUNNER_ID already running (one line on stderr);
+3 Temporal unreachable at start.
 """
 
 from __future__ import annotations
@@ -67,4 +68,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    _exit(main())
+    try:
+        exit_code = main()
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback; PM2 restarts it
+        print(f"agent_runner: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+        exit_code = 1
+    _exit(exit_code)
