@@ -35,12 +35,21 @@ log = structlog.get_logger("agent_runner")
 
 async def main_async() -> None:
     settings = load_settings()
-    observability.configure_logging(settings.log_level, log_format=settings.log_format,
-                                    runner_id=settings.runner_id, runner_run=str(uuid.uuid4()))
+    observability.configure_logging(
+        settings.log_level,
+        log_format=settings.log_format,
+        runner_id=settings.runner_id,
+        runner_run=str(uuid.uuid4()),
+    )
     agents = load_commands(settings.commands_file, _home(os.environ))
-    log.info("runner_config_loaded", commands_file=str(settings.commands_file),
-             agents=sorted(agents), task_dir=str(settings.task_dir),
-             log_dir=str(settings.log_dir), heartbeat_seconds=settings.heartbeat_seconds)
+    log.info(
+        "runner_config_loaded",
+        commands_file=str(settings.commands_file),
+        agents=sorted(agents),
+        task_dir=str(settings.task_dir),
+        log_dir=str(settings.log_dir),
+        heartbeat_seconds=settings.heartbeat_seconds,
+    )
     try:
         client = await connect(load_client_settings(), identity=settings.runner_id)
     except TemporalUnreachableError as err:

@@ -25,20 +25,26 @@ from typing import Any
 from temporalio.client import Client
 
 import agent_calls
-from activities.task_files import CANCELLED, FAILED, ensure_private_dir
+from activities.task_files import FAILED, ensure_private_dir
 from exceptions import TaskFileError
 from runner import claims, process
-from runner.agent_env import agent_environment, expand_command
 from runner.config import AgentCommand, RunnerSettings
-from runner.outcomes import Outcome, exit_outcome, heartbeat_interval, token_of
+from runner.outcomes import Outcome, token_of
+from runner.supervise import AgentRun
 from runner.watch import RESCAN_SECONDS, wake_on_changes
 
 DELIVERY_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 30, 30)  # Temporal unreachable: ~2 min in all
 
 
 class Runner:
-    def __init__(self, settings: RunnerSettings, agents: Mapping[str, AgentCommand],
-                 client: Client, log: Any, base_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        agents: Mapping[str, AgentCommand],
+        client: Client,
+        log: Any,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.agents = dict(agents)
         self.client = client
@@ -51,12 +57,15 @@ class Runner:
         self.scanner = claims.Scanner(frozenset(self.agents), self._report_malformed)
 
     def _report_malformed(self, path: Path, problem: str) -> None:
-        self.log.warning("task_file_malformed", task_file=str(path), error=problem,
-                         effect="left untouched")
+        self.log.warning(
+            "task_file_malformed", task_file=str(path), error=problem, effect="left untouched"
+        )
 
     def _paths(self, path: Path) -> tuple[Path, Path]:
-        return (self.settings.log_dir / f"{path.stem}.log",
-                self.settings.log_dir / f"{path.stem}.result")
+        return (
+            self.settings.log_dir / f"{path.stem}.log",
+            self.settings.log_dir / f"{path.stem}.result",
+        )
 
     async def run(self) -> None:
         """Until `stop` is set; then agents are stopped as `shutdown` describes."""
@@ -66,16 +75,22 @@ class Runner:
         try:
             self.recover()
             watcher = asyncio.create_task(
-                wake_on_changes(self.settings.task_dir, self.wake, self.stop, self.log))
-            self.log.info("runner_started", runner_id=self.settings.runner_id,
-                          task_dir=str(self.settings.task_dir), agents=sorted(self.agents),
-                          concurrency=self.settings.global_concurrency)
+                wake_on_changes(self.settings.task_dir, self.wake, self.stop, self.log)
+            )
+            self.log.info(
+                "runner_started",
+                runner_id=self.settings.runner_id,
+                task_dir=str(self.settings.task_dir),
+                agents=sorted(self.agents),
+                concurrency=self.settings.global_concurrency,
+            )
             while not self.stop.is_set():
                 self.wake.clear()
                 self.schedule()
                 waits = [asyncio.ensure_future(e.wait()) for e in (self.wake, self.stop)]
-                await asyncio.wait(waits, timeout=RESCAN_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=RESCAN_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
                 for waiting in waits:
                     waiting.cancel()
             await self.shutdown()
@@ -99,24 +114,39 @@ class Runner:
         try:
             if token is None:
                 self.log.error("task_without_token", **fields, effect="marked failed")
-                claims.mark(self.settings.task_dir, path, self.settings.runner_id, FAILED,
-                            "no usable payload.task_token: the runner cannot report this task")
+                claims.mark(
+                    self.settings.task_dir,
+                    path,
+                    self.settings.runner_id,
+                    FAILED,
+                    "no usable payload.task_token: the runner cannot report this task",
+                )
                 return
             log_file, _ = self._paths(path)
-            claimed = claims.claim(self.settings.task_dir, path, self.settings.runner_id,
-                                   log_file, f"claimed by agent runner for agent {agent.name}")
+            claimed = claims.claim(
+                self.settings.task_dir,
+                path,
+                self.settings.runner_id,
+                log_file,
+                f"claimed by agent runner for agent {agent.name}",
+            )
         except TaskFileError as err:
             self.log.error("task_file_error", **fields, error=str(err))
             return
         if claimed is None:
             self.log.debug("task_claim_lost", **fields)
             return
-        self.log.info("task_claimed", **fields, log_file=str(log_file),
-                      workflow_id=claimed["payload"].get("workflow_id"))
+        self.log.info(
+            "task_claimed",
+            **fields,
+            log_file=str(log_file),
+            workflow_id=claimed["payload"].get("workflow_id"),
+        )
         self._start(path, claimed, agent, token, "")
 
-    def _start(self, path: Path, task: dict[str, Any], agent: AgentCommand, token: bytes,
-               note: str) -> None:
+    def _start(
+        self, path: Path, task: dict[str, Any], agent: AgentCommand, token: bytes, note: str
+    ) -> None:
         self.per_agent[agent.name] += 1
         job = asyncio.create_task(self._supervise(path, task, agent, token, note))
         self.running[path.name] = job
@@ -128,106 +158,36 @@ class Runner:
 
         job.add_done_callback(done)
 
-    async def _supervise(self, path: Path, task: dict[str, Any], agent: AgentCommand,
-                         token: bytes, note: str) -> None:
+    async def _supervise(
+        self, path: Path, task: dict[str, Any], agent: AgentCommand, token: bytes, note: str
+    ) -> None:
         fields = {"task_file": str(path), "agent": agent.name, "task_id": task.get("id")}
+        log_file, result_file = self._paths(path)
+        run = AgentRun(
+            self.settings,
+            self.client,
+            self.log,
+            self.base_env,
+            self.stop,
+            path,
+            task,
+            agent,
+            token,
+            note,
+            log_file,
+            result_file,
+            fields,
+        )
         try:
-            outcome = await self._run_agent(path, task, agent, token, note, fields)
+            outcome = await run.run()
         except Exception as err:  # noqa: BLE001 - the stage must hear of it, the runner go on
             self.log.error("runner_error", **fields, error=f"{type(err).__name__}: {err}")
             outcome = Outcome(FAILED, f"agent runner error: {type(err).__name__}: {err}", "fail")
         await self.conclude(path, token, outcome, fields)
 
-    async def _run_agent(self, path: Path, task: dict[str, Any], agent: AgentCommand,
-                         token: bytes, note: str, fields: dict[str, Any]) -> Outcome:
-        log_file, result_file = self._paths(path)
-        result_file.unlink(missing_ok=True)
-        env = agent_environment(self.base_env, task, path, result_file, agent.env)
-        argv = expand_command(agent.command, env)
-        process.note_in_log(log_file, f"[agent-runner] {note or 'starting'}: {argv[0]}")
-        try:
-            proc = await process.spawn(argv, env, agent.cwd, log_file)
-        except OSError as err:
-            why = err.strerror or str(err)
-            where = f" in {agent.cwd}" if agent.cwd else ""
-            self.log.error("agent_start_failed", **fields, command=argv[0], error=why)
-            return Outcome(FAILED, f"cannot start {argv[0]!r}{where} for agent {agent.name}: "
-                           f"{why}", "fail")
-        self.log.info("agent_started", **fields, pid=proc.pid)
-        try:
-            claims.record_process(self.settings.task_dir, path, self.settings.runner_id,
-                                  proc.pid, note)
-            stopped = await self._watch(proc, token, agent, path, log_file,
-                                        heartbeat_interval(task, self.settings.heartbeat_seconds),
-                                        fields)
-        finally:
-            if proc.returncode is None:  # cancelled from outside: never leave it running
-                await process.stop_group(proc, self.settings.kill_grace_seconds)
-            process.reap_group(proc.pid)
-        if stopped is not None:
-            return stopped
-        assert proc.returncode is not None
-        result = ""
-        try:
-            result = result_file.read_text(errors="replace")
-        except OSError:
-            pass
-        return exit_outcome(proc.returncode, agent.name, result, process.tail(log_file, 20))
-
-    async def _watch(self, proc: asyncio.subprocess.Process, token: bytes, agent: AgentCommand,
-                     task_file: Path, log_file: Path, interval: float, fields: dict[str, Any]
-                     ) -> Outcome | None:
-        """Heartbeat until the agent exits (None), or stop it and say why."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + agent.timeout_seconds
-        next_beat = loop.time()
-        exited = asyncio.ensure_future(proc.wait())
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            while True:
-                if loop.time() >= next_beat:
-                    last = process.tail(log_file, 1)
-                    try:
-                        await agent_calls.heartbeat(self.client, token, last[-1] if last else "",
-                                                    task_file=task_file)
-                    except agent_calls.AgentCallError as err:
-                        if err.code in (agent_calls.EXIT_STOP, agent_calls.EXIT_TOKEN):
-                            self.log.info("agent_stopping", **fields, reason=str(err))
-                            await process.stop_group(proc, self.settings.kill_grace_seconds)
-                            return Outcome(CANCELLED, f"agent stopped: {err}", "none")
-                        if err.code == agent_calls.EXIT_USAGE:  # the server refuses the token
-                            self.log.error("agent_stopping", **fields, reason=str(err))
-                            await process.stop_group(proc, self.settings.kill_grace_seconds)
-                            return Outcome(FAILED, f"agent stopped: {err}", "none")
-                        self.log.warning("heartbeat_failed", **fields, error=str(err))
-                    next_beat = loop.time() + interval
-                timeout = max(0.0, min(next_beat, deadline) - loop.time())
-                await asyncio.wait([exited, stopping], timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if exited.done():
-                    return None
-                if stopping.done():
-                    return await self._stop_for_shutdown(proc, agent, fields)
-                if loop.time() >= deadline:
-                    self.log.warning("agent_time_limit", **fields,
-                                     timeout_seconds=agent.timeout_seconds)
-                    await process.stop_group(proc, self.settings.kill_grace_seconds)
-                    return Outcome(FAILED, f"agent {agent.name} ran past its time limit of "
-                                   f"{agent.timeout_seconds:g} s and was stopped", "fail")
-        finally:
-            stopping.cancel()
-
-    async def _stop_for_shutdown(self, proc: asyncio.subprocess.Process, agent: AgentCommand,
-                                 fields: dict[str, Any]) -> Outcome:
-        self.log.info("agent_stopping", **fields, reason="runner stopping")
-        await process.stop_group(proc, self.settings.kill_grace_seconds)
-        if agent.rerun_on_restart:
-            return Outcome(FAILED, "runner stopped; re-run at its next start", "leave")
-        return Outcome(FAILED, f"agent runner {self.settings.runner_id} stopped while agent "
-                       f"{agent.name} ran; the agent was stopped", "fail")
-
-    async def conclude(self, path: Path, token: bytes, outcome: Outcome,
-                       fields: dict[str, Any]) -> None:
+    async def conclude(
+        self, path: Path, token: bytes, outcome: Outcome, fields: dict[str, Any]
+    ) -> None:
         """Deliver the outcome to the stage (retrying while Temporal is unreachable), then
         record it in the task file."""
         if outcome.deliver == "leave":
@@ -244,16 +204,25 @@ class Runner:
                     break
                 except agent_calls.AgentCallError as err:
                     # stopping: PM2's kill_timeout leaves no time for the retries
-                    if (err.code != agent_calls.EXIT_UNREACHABLE or pause is None
-                            or self.stop.is_set()):
+                    if (
+                        err.code != agent_calls.EXIT_UNREACHABLE
+                        or pause is None
+                        or self.stop.is_set()
+                    ):
                         self.log.error("delivery_failed", **fields, error=str(err))
                         note = f"{note} (not delivered: {err})"
                         break
                     self.log.warning("delivery_retry", **fields, error=str(err), pause_s=pause)
                     await asyncio.sleep(pause)
         try:
-            claims.finish(self.settings.task_dir, path, self.settings.runner_id,
-                          outcome.status, note, outcome.output)
+            claims.finish(
+                self.settings.task_dir,
+                path,
+                self.settings.runner_id,
+                outcome.status,
+                note,
+                outcome.output,
+            )
         except TaskFileError as err:
             self.log.error("task_file_error", **fields, error=str(err))
         self.log.info("task_finished", **fields, status=outcome.status, note=note[:500])
@@ -261,8 +230,11 @@ class Runner:
     def recover(self) -> None:
         """This runner's `in-progress` tasks from an earlier run: their agent is gone."""
         for path, task in claims.own_in_progress(self.settings.task_dir, self.settings.runner_id):
-            fields = {"task_file": str(path), "agent": task.get("target_agent"),
-                      "task_id": task.get("id")}
+            fields = {
+                "task_file": str(path),
+                "agent": task.get("target_agent"),
+                "task_id": task.get("id"),
+            }
             try:
                 self._recover_one(path, task, fields)
             except TaskFileError as err:
@@ -277,17 +249,26 @@ class Runner:
         agent = self.agents.get(str(task.get("target_agent")))
         token = token_of(task)
         if token is None:
-            claims.finish(self.settings.task_dir, path, self.settings.runner_id, FAILED,
-                          "no usable payload.task_token after a runner restart")
+            claims.finish(
+                self.settings.task_dir,
+                path,
+                self.settings.runner_id,
+                FAILED,
+                "no usable payload.task_token after a runner restart",
+            )
             return
         if agent is not None and agent.rerun_on_restart:
             self.log.info("task_rerun", **fields)
             self._start(path, task, agent, token, "re-run after an agent runner restart")
             return
         self.log.warning("task_orphaned", **fields, effect="stage failed")
-        outcome = Outcome(FAILED, f"agent runner {self.settings.runner_id} restarted while "
-                          f"agent {task.get('target_agent')} ran this task; its process is "
-                          "gone (set rerun_on_restart: true to run it again)", "fail")
+        outcome = Outcome(
+            FAILED,
+            f"agent runner {self.settings.runner_id} restarted while "
+            f"agent {task.get('target_agent')} ran this task; its process is "
+            "gone (set rerun_on_restart: true to run it again)",
+            "fail",
+        )
         key = f"recover:{path.name}"
         self.running[key] = asyncio.create_task(self.conclude(path, token, outcome, fields))
         self.running[key].add_done_callback(self._forget(key))

@@ -24,18 +24,28 @@ def _task_file(change: Change, path: str) -> bool:
     return change != Change.deleted and path.endswith(".yml")
 
 
-async def wake_on_changes(directory: Path, wake: asyncio.Event, stop: asyncio.Event,
-                          log: Any) -> None:
+async def wake_on_changes(
+    directory: Path, wake: asyncio.Event, stop: asyncio.Event, log: Any
+) -> None:
     """Set `wake` after each batch of changes to `*.yml` in `directory` (not below it), until
     `stop`. A watch that fails is said once and set up again after RESTART_DELAY."""
     while not stop.is_set():
         try:
-            async for _ in awatch(directory, watch_filter=_task_file, stop_event=stop,
-                                  recursive=False, step=STEP_MS, ignore_permission_denied=True):
+            async for _ in awatch(
+                directory,
+                watch_filter=_task_file,
+                stop_event=stop,
+                recursive=False,
+                step=STEP_MS,
+                ignore_permission_denied=True,
+            ):
                 wake.set()
         except Exception as err:  # noqa: BLE001 - the rescans carry on without the watcher
-            log.warning("task_dir_watch_failed", task_dir=str(directory),
-                        error=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                        effect=f"new tasks are found by a rescan every {RESCAN_SECONDS:g} s")
+            log.warning(
+                "task_dir_watch_failed",
+                task_dir=str(directory),
+                error=str(err).splitlines()[0] if str(err) else type(err).__name__,
+                effect=f"new tasks are found by a rescan every {RESCAN_SECONDS:g} s",
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RESTART_DELAY)

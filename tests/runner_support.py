@@ -26,8 +26,12 @@ def runner_env(config: WorkerConfig, commands: Path, **extra: str) -> dict[str, 
     """What PM2 would give agent_runner.py beside the worker: the same queue and server, the
     commands file, and a fast heartbeat so a cancel is seen within the tests' patience."""
     env = worker_env(config)
-    env.update(AGENT_COMMANDS_FILE=str(commands), AGENT_RUNNER_HEARTBEAT_SECONDS="0.5",
-               AGENT_RUNNER_KILL_GRACE_SECONDS="2", AGENT_RUNNER_ID="runner-a")
+    env.update(
+        AGENT_COMMANDS_FILE=str(commands),
+        AGENT_RUNNER_HEARTBEAT_SECONDS="0.5",
+        AGENT_RUNNER_KILL_GRACE_SECONDS="2",
+        AGENT_RUNNER_ID="runner-a",
+    )
     env.update(extra)
     return env
 

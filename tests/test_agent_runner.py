@@ -33,16 +33,25 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def start_plan(client: Client, config: WorkerConfig, *agents: str) -> WorkflowHandle:
-    phases = [PhaseSpec(number=n, agent_type=a, description=f"phase {n} for {a}")
-              for n, a in enumerate(agents, 1)]
+    phases = [
+        PhaseSpec(number=n, agent_type=a, description=f"phase {n} for {a}")
+        for n, a in enumerate(agents, 1)
+    ]
     return await client.start_workflow(
-        "BuildPlanWorkflow", BuildPlanInput(plan_name="runner-plan", phases=phases),
-        id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue, result_type=BuildPlanResult)
+        "BuildPlanWorkflow",
+        BuildPlanInput(plan_name="runner-plan", phases=phases),
+        id=f"plan-{uuid.uuid4()}",
+        task_queue=config.task_queue,
+        result_type=BuildPlanResult,
+    )
 
 
 def only_task(config: WorkerConfig) -> Path:
-    files = [p for p in task_files_in(config.agent_task_dir)
-             if task_files.load_task(p).get("source_agent") == task_files.SOURCE_AGENT]
+    files = [
+        p
+        for p in task_files_in(config.agent_task_dir)
+        if task_files.load_task(p).get("source_agent") == task_files.SOURCE_AGENT
+    ]
     assert len(files) == 1, files
     return files[0]
 
@@ -61,17 +70,25 @@ def history_actors(path: Path) -> list[tuple[str, str]]:
 
 
 async def test_pipeline_end_to_end_with_a_shell_agent(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     """Every stage of a BuildPipelineWorkflow run by examples/demo-agent.sh under the runner."""
     work = tmp_path / "work"
     work.mkdir()
-    agent = {"command": [str(DEMO_AGENT)], "cwd": str(work), "timeout_seconds": 30,
-             "env": {"DEMO_FLAG": "pin the base image", "DEMO_AGENT_SECONDS": "0"}}
-    commands = write_commands(tmp_path / "agents.yml", {
-        "claudebox": agent, "dev": agent, "security-agent": agent})
+    agent = {
+        "command": [str(DEMO_AGENT)],
+        "cwd": str(work),
+        "timeout_seconds": 30,
+        "env": {"DEMO_FLAG": "pin the base image", "DEMO_AGENT_SECONDS": "0"},
+    }
+    commands = write_commands(
+        tmp_path / "agents.yml", {"claudebox": agent, "dev": agent, "security-agent": agent}
+    )
     task_id, _ = originating_task(config)
-    async with WorkerProcess(worker_env(config), tmp_path / "logs") as _worker, \
-            runner_process(runner_env(config, commands), tmp_path / "logs") as runner:
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs") as _worker,
+        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
+    ):
         handle = await start_pipeline(client, config, task_id)
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "complete"
@@ -80,7 +97,12 @@ async def test_pipeline_end_to_end_with_a_shell_agent(
     assert summary["flags_applied"] == 1
     tasks = dispatched(config)
     assert [t["task_type"] for t in tasks] == [
-        "build_prefab", "build_plan", "security_audit", "security_fix", "build_closeout"]
+        "build_prefab",
+        "build_plan",
+        "security_audit",
+        "security_fix",
+        "build_closeout",
+    ]
     for task in tasks:
         assert task["status"] == "completed", task["history"]
         assert [h["status"] for h in task["history"]] == ["submitted", "in-progress", "completed"]
@@ -101,42 +123,57 @@ async def test_pipeline_end_to_end_with_a_shell_agent(
 
 
 async def test_failing_agent_fails_the_stage(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
-    agent = python_agent(tmp_path / "fails.py", "print('compiling'); print('3 tests failed')\n"
-                         "sys.exit(3)")
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
+    agent = python_agent(
+        tmp_path / "fails.py", "print('compiling'); print('3 tests failed')\nsys.exit(3)"
+    )
     commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs"):
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs"),
+    ):
         handle = await start_plan(client, config, "dev")
         error = await failure_of(handle)
-    assert error == ("Phase 1 failed: agent dev exited with code 3; last output: compiling | "
-                     "3 tests failed")
+    assert error == (
+        "Phase 1 failed: agent dev exited with code 3; last output: compiling | 3 tests failed"
+    )
     path = only_task(config)
     assert task_status(path) == "failed"
 
 
 async def test_hanging_agent_is_stopped_at_its_time_limit(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     """The whole process group goes: the agent and the child it left running."""
     pids = tmp_path / "pids"
-    agent = python_agent(tmp_path / "hangs.py", (
-        "import subprocess\n"
-        "child = subprocess.Popen(['sleep', '300'])\n"
-        f"pathlib.Path({str(pids)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
-        "print('thinking', flush=True)\n"
-        "time.sleep(300)"))
-    commands = write_commands(tmp_path / "agents.yml", {
-        "dev": {"command": [str(agent)], "timeout_seconds": 1.5}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs"):
+    agent = python_agent(
+        tmp_path / "hangs.py",
+        (
+            "import subprocess\n"
+            "child = subprocess.Popen(['sleep', '300'])\n"
+            f"pathlib.Path({str(pids)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+            "print('thinking', flush=True)\n"
+            "time.sleep(300)"
+        ),
+    )
+    commands = write_commands(
+        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "timeout_seconds": 1.5}}
+    )
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs"),
+    ):
         handle = await start_plan(client, config, "dev")
         error = await failure_of(handle)
-    assert error == ("Phase 1 failed: agent dev ran past its time limit of 1.5 s and was "
-                     "stopped")
+    assert error == ("Phase 1 failed: agent dev ran past its time limit of 1.5 s and was stopped")
     assert task_status(only_task(config)) == "failed"
     agent_pid, child_pid = map(int, pids.read_text().split())
-    await wait_for(lambda: not alive(agent_pid) and not alive(child_pid), 10,
-                   what="the agent and its child to be gone")
+    await wait_for(
+        lambda: not alive(agent_pid) and not alive(child_pid),
+        10,
+        what="the agent and its child to be gone",
+    )
 
 
 def alive(pid: int) -> bool:
@@ -150,8 +187,13 @@ def alive(pid: int) -> bool:
 
 async def cli(*args: str, address: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN, *args, "--address", address, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        TEMPORAL_BIN,
+        *args,
+        "--address",
+        address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, out.decode()
     return out.decode()
@@ -166,16 +208,23 @@ async def heartbeat_details(handle: WorkflowHandle) -> str:
 
 
 async def test_cancelled_pipeline_stops_its_agent(
-        client: Client, config: WorkerConfig, address: str, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, address: str, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "pid"
-    agent = python_agent(tmp_path / "loops.py", (
-        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
-        "for n in range(1000):\n"
-        "    print(f'step {n}', flush=True)\n"
-        "    time.sleep(0.2)"))
+    agent = python_agent(
+        tmp_path / "loops.py",
+        (
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+            "for n in range(1000):\n"
+            "    print(f'step {n}', flush=True)\n"
+            "    time.sleep(0.2)"
+        ),
+    )
     commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs") as runner:
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
+    ):
         handle = await start_plan(client, config, "dev")
 
         async def progress() -> bool:
@@ -193,23 +242,31 @@ async def test_cancelled_pipeline_stops_its_agent(
 
 @pytest.mark.parametrize("rerun", [False, True])
 async def test_kill_9_of_the_runner_then_restart(
-        client: Client, config: WorkerConfig, tmp_path: Path, rerun: bool) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path, rerun: bool
+) -> None:
     """The agent dies with the runner, and the restarted runner kills the child it left in its
     group; then it fails the stage, or re-runs it."""
     pid_file, marker = tmp_path / "pid", tmp_path / "ran-once"
-    agent = python_agent(tmp_path / "agent.py", (
-        "import subprocess\n"
-        f"marker = pathlib.Path({str(marker)!r})\n"
-        "if marker.exists():\n"
-        "    print('second run done'); sys.exit(0)\n"
-        "marker.write_text('x')\n"
-        "child = subprocess.Popen(['sleep', '300'])\n"
-        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
-        "time.sleep(300)"))
-    commands = write_commands(tmp_path / "agents.yml", {
-        "dev": {"command": [str(agent)], "rerun_on_restart": rerun}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs") as runner:
+    agent = python_agent(
+        tmp_path / "agent.py",
+        (
+            "import subprocess\n"
+            f"marker = pathlib.Path({str(marker)!r})\n"
+            "if marker.exists():\n"
+            "    print('second run done'); sys.exit(0)\n"
+            "marker.write_text('x')\n"
+            "child = subprocess.Popen(['sleep', '300'])\n"
+            f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+            "time.sleep(300)"
+        ),
+    )
+    commands = write_commands(
+        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
+    )
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
+    ):
         handle = await start_plan(client, config, "dev")
         await wait_for(pid_file.exists, 20, what="the agent to start")
         await runner.kill9()
@@ -226,9 +283,11 @@ async def test_kill_9_of_the_runner_then_restart(
             assert result.status == "complete"
         else:
             error = await failure_of(handle)
-            assert error == ("Phase 1 failed: agent runner runner-a restarted while agent dev "
-                             "ran this task; its process is gone (set rerun_on_restart: true "
-                             "to run it again)")
+            assert error == (
+                "Phase 1 failed: agent runner runner-a restarted while agent dev "
+                "ran this task; its process is gone (set rerun_on_restart: true "
+                "to run it again)"
+            )
     task = task_files.load_task(path)
     assert task["status"] == ("completed" if rerun else "failed")
     notes = [h["note"] for h in task["history"]]
@@ -236,22 +295,31 @@ async def test_kill_9_of_the_runner_then_restart(
 
 
 async def test_two_runners_on_one_directory_never_run_a_task_twice(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     runs = tmp_path / "runs"
-    agent = python_agent(tmp_path / "agent.py", (
-        f"with open({str(runs)!r}, 'a') as fh:\n"
-        "    fh.write(os.environ['TASK_ID'] + ' ' + os.environ['RUNNER'] + '\\n')\n"
-        "time.sleep(0.3)"))
+    agent = python_agent(
+        tmp_path / "agent.py",
+        (
+            f"with open({str(runs)!r}, 'a') as fh:\n"
+            "    fh.write(os.environ['TASK_ID'] + ' ' + os.environ['RUNNER'] + '\\n')\n"
+            "time.sleep(0.3)"
+        ),
+    )
 
     def commands(name: str) -> Path:
-        return write_commands(tmp_path / f"{name}.yml", {"dev": {
-            "command": [str(agent)], "concurrency": 2, "env": {"RUNNER": name}}})
+        return write_commands(
+            tmp_path / f"{name}.yml",
+            {"dev": {"command": [str(agent)], "concurrency": 2, "env": {"RUNNER": name}}},
+        )
 
     env_a = runner_env(config, commands("a"), AGENT_RUNNER_ID="runner-a")
     env_b = runner_env(config, commands("b"), AGENT_RUNNER_ID="runner-b")
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(env_a, tmp_path / "logs", "runner-a"), \
-            runner_process(env_b, tmp_path / "logs", "runner-b"):
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(env_a, tmp_path / "logs", "runner-a"),
+        runner_process(env_b, tmp_path / "logs", "runner-b"),
+    ):
         handles = [await start_plan(client, config, "dev") for _ in range(8)]
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
     assert all(r.status == "complete" for r in results)
@@ -264,28 +332,39 @@ async def test_two_runners_on_one_directory_never_run_a_task_twice(
 
 
 async def test_concurrency_limits_per_agent_and_global(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     """Two agents limited to 2 each, 3 in all: six tasks waiting when the runner starts."""
     agent = python_agent(tmp_path / "agent.py", "time.sleep(0.8)")
-    commands = write_commands(tmp_path / "agents.yml", {
-        name: {"command": [str(agent)], "concurrency": 2} for name in ("dev", "ops")})
+    commands = write_commands(
+        tmp_path / "agents.yml",
+        {name: {"command": [str(agent)], "concurrency": 2} for name in ("dev", "ops")},
+    )
     env = runner_env(config, commands, AGENT_RUNNER_CONCURRENCY="3")
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         # the two ops tasks are the oldest, so the first pass takes both (and one dev task)
         handles = [await start_plan(client, config, "ops") for _ in range(2)]
-        await wait_for(lambda: len(task_files_in(config.agent_task_dir)) == 2, 20,
-                       what="the ops task files")
+        await wait_for(
+            lambda: len(task_files_in(config.agent_task_dir)) == 2, 20, what="the ops task files"
+        )
         handles += [await start_plan(client, config, "dev") for _ in range(4)]
-        await wait_for(lambda: len(task_files_in(config.agent_task_dir)) == 6, 20,
-                       what="six task files")
+        await wait_for(
+            lambda: len(task_files_in(config.agent_task_dir)) == 6, 20, what="six task files"
+        )
         async with runner_process(env, tmp_path / "logs") as runner:
             await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
     # each task's slot, as the runner held it: from its agent's start to the stage being told
     started = {e["task_id"]: e for e in runner.events("agent_started")}
     finished = {e["task_id"]: e for e in runner.events("task_finished")}
     assert len(started) == len(finished) == 6
-    spans = [(started[t]["agent"], datetime.fromisoformat(started[t]["timestamp"]),
-              datetime.fromisoformat(finished[t]["timestamp"])) for t in started]
+    spans = [
+        (
+            started[t]["agent"],
+            datetime.fromisoformat(started[t]["timestamp"]),
+            datetime.fromisoformat(finished[t]["timestamp"]),
+        )
+        for t in started
+    ]
 
     def most_at_once(agents: set[str]) -> int:
         chosen = [(s, e) for a, s, e in spans if a in agents]
@@ -301,14 +380,17 @@ async def test_concurrency_limits_per_agent_and_global(
 
 
 async def test_runner_heartbeats_keep_a_silent_agent_alive_under_agent_heartbeat_timeout(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     """AGENT_HEARTBEAT_TIMEOUT=3 on the worker; the agent itself never heartbeats and runs 5 s.
     The runner beats at the task's `heartbeat_seconds` (1), not its own 60 s default."""
     agent = python_agent(tmp_path / "agent.py", "time.sleep(5); print('done quietly')")
     commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
     env = runner_env(config, commands, AGENT_RUNNER_HEARTBEAT_SECONDS="60")
-    async with WorkerProcess(worker_env(config, AGENT_HEARTBEAT_TIMEOUT="3"), tmp_path / "logs"), \
-            runner_process(env, tmp_path / "logs"):
+    async with (
+        WorkerProcess(worker_env(config, AGENT_HEARTBEAT_TIMEOUT="3"), tmp_path / "logs"),
+        runner_process(env, tmp_path / "logs"),
+    ):
         handle = await start_plan(client, config, "dev")
         result = await asyncio.wait_for(handle.result(), 30)
     assert result.status == "complete"

@@ -31,8 +31,12 @@ pytestmark = pytest.mark.timeout(120)
 async def start_plan(client: Client, config: WorkerConfig) -> WorkflowHandle:
     phases = [PhaseSpec(number=1, agent_type="dev", description="phase 1")]
     return await client.start_workflow(
-        "BuildPlanWorkflow", BuildPlanInput(plan_name="runner-plan", phases=phases),
-        id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue, result_type=BuildPlanResult)
+        "BuildPlanWorkflow",
+        BuildPlanInput(plan_name="runner-plan", phases=phases),
+        id=f"plan-{uuid.uuid4()}",
+        task_queue=config.task_queue,
+        result_type=BuildPlanResult,
+    )
 
 
 async def failure_of(handle: WorkflowHandle) -> str:
@@ -44,35 +48,56 @@ async def failure_of(handle: WorkflowHandle) -> str:
 
 
 def worker_task(config: WorkerConfig) -> Path:
-    [path] = [p for p in task_files_in(config.agent_task_dir)
-              if b"source_agent: temporal-worker" in p.read_bytes()]
+    [path] = [
+        p
+        for p in task_files_in(config.agent_task_dir)
+        if b"source_agent: temporal-worker" in p.read_bytes()
+    ]
     return path
 
 
 async def test_bad_input_gets_one_log_line_each_and_the_runner_goes_on(
-        client: Client, config: WorkerConfig, tmp_path: Path) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
     queue = task_files.ensure_private_dir(config.agent_task_dir)
     malformed = queue / "20261124-000000-badyaml0.yml"
     malformed.write_text("status: [submitted\n")
     tokenless = queue / "20261124-000001-notoken0.yml"
-    tokenless.write_text(yaml.safe_dump({
-        "id": "notoken0", "created": "2026-11-24T00:00:01+00:00", "source_agent": "dispatcher",
-        "target_agent": "dev", "task_type": "chore", "status": "submitted",
-        "payload": {"instruction": "tidy up"}, "history": []}))
+    tokenless.write_text(
+        yaml.safe_dump(
+            {
+                "id": "notoken0",
+                "created": "2026-11-24T00:00:01+00:00",
+                "source_agent": "dispatcher",
+                "target_agent": "dev",
+                "task_type": "chore",
+                "status": "submitted",
+                "payload": {"instruction": "tidy up"},
+                "history": [],
+            }
+        )
+    )
     other = queue / "20261124-000002-other000.yml"
-    other.write_text(yaml.safe_dump({"target_agent": "helm-build", "status": "submitted",
-                                     "payload": {"task_token": "eA=="}}))
+    other.write_text(
+        yaml.safe_dump(
+            {"target_agent": "helm-build", "status": "submitted", "payload": {"task_token": "eA=="}}
+        )
+    )
     other_before = other.read_text()
-    commands = write_commands(tmp_path / "agents.yml",
-                              {"dev": {"command": ["/nonexistent/agent", "$TASK_ID"]}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs") as runner:
+    commands = write_commands(
+        tmp_path / "agents.yml", {"dev": {"command": ["/nonexistent/agent", "$TASK_ID"]}}
+    )
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
+    ):
         handle = await start_plan(client, config)
         error = await failure_of(handle)
         await wait_for(lambda: task_status(tokenless) == "failed", 10, what="tokenless failed")
         assert runner.alive()
-    assert error == ("Phase 1 failed: cannot start '/nonexistent/agent' for agent dev: "
-                     "No such file or directory")
+    assert error == (
+        "Phase 1 failed: cannot start '/nonexistent/agent' for agent dev: No such file or directory"
+    )
     assert task_status(worker_task(config)) == "failed"
     assert malformed.read_text() == "status: [submitted\n"  # left untouched
     assert other.read_text() == other_before  # another dispatcher's agent: left untouched
@@ -85,16 +110,20 @@ async def test_bad_input_gets_one_log_line_each_and_the_runner_goes_on(
 
 
 async def test_unreadable_commands_file_exits_2_with_one_line(
-        config: WorkerConfig, tmp_path: Path) -> None:
+    config: WorkerConfig, tmp_path: Path
+) -> None:
     env = runner_env(config, tmp_path / "missing.yml")
     code, _, err = await runner_process(env, tmp_path / "logs").run_to_exit()
     assert code == 2
-    assert stderr_line(err) == (f"agent_runner: AGENT_COMMANDS_FILE {tmp_path}/missing.yml "
-                                "cannot be read: No such file or directory")
+    assert stderr_line(err) == (
+        f"agent_runner: AGENT_COMMANDS_FILE {tmp_path}/missing.yml "
+        "cannot be read: No such file or directory"
+    )
 
 
 async def test_a_second_runner_with_the_same_id_refuses_to_start(
-        config: WorkerConfig, tmp_path: Path) -> None:
+    config: WorkerConfig, tmp_path: Path
+) -> None:
     commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": ["true"]}})
     env = runner_env(config, commands)
     async with runner_process(env, tmp_path / "logs", "first"):
@@ -102,29 +131,38 @@ async def test_a_second_runner_with_the_same_id_refuses_to_start(
     assert code == 2
     assert stderr_line(err) == (
         f"agent_runner: another agent runner with id 'runner-a' is running on "
-        f"{config.agent_task_dir}: give each runner its own AGENT_RUNNER_ID")
+        f"{config.agent_task_dir}: give each runner its own AGENT_RUNNER_ID"
+    )
 
 
 @pytest.mark.parametrize("rerun", [False, True])
 async def test_graceful_stop_stops_the_agent(
-        client: Client, config: WorkerConfig, tmp_path: Path, rerun: bool) -> None:
+    client: Client, config: WorkerConfig, tmp_path: Path, rerun: bool
+) -> None:
     """SIGINT (what PM2 sends): the agent gets SIGTERM; its stage fails at once, or, with
     rerun_on_restart, the task waits in-progress for the next start, which runs it again."""
     started, marker = tmp_path / "started", tmp_path / "ran-once"
-    agent = python_agent(tmp_path / "agent.py", (
-        "import signal\n"
-        f"marker = pathlib.Path({str(marker)!r})\n"
-        "if marker.exists():\n"
-        "    print('second run done'); sys.exit(0)\n"
-        "marker.write_text('x')\n"
-        "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
-        "sys.exit(143)))\n"
-        f"pathlib.Path({str(started)!r}).write_text('x')\n"
-        "time.sleep(300)"))
-    commands = write_commands(tmp_path / "agents.yml", {
-        "dev": {"command": [str(agent)], "rerun_on_restart": rerun}})
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"), \
-            runner_process(runner_env(config, commands), tmp_path / "logs") as runner:
+    agent = python_agent(
+        tmp_path / "agent.py",
+        (
+            "import signal\n"
+            f"marker = pathlib.Path({str(marker)!r})\n"
+            "if marker.exists():\n"
+            "    print('second run done'); sys.exit(0)\n"
+            "marker.write_text('x')\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
+            "sys.exit(143)))\n"
+            f"pathlib.Path({str(started)!r}).write_text('x')\n"
+            "time.sleep(300)"
+        ),
+    )
+    commands = write_commands(
+        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
+    )
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs"),
+        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
+    ):
         handle = await start_plan(client, config)
         await wait_for(started.exists, 20, what="the agent to start")
         runner.stop_signal = signal.SIGINT
@@ -135,7 +173,8 @@ async def test_graceful_stop_stops_the_agent(
         if not rerun:
             assert await failure_of(handle) == (
                 "Phase 1 failed: agent runner runner-a stopped while agent dev ran; the agent "
-                "was stopped")
+                "was stopped"
+            )
             assert task_status(path) == "failed"
             return
         assert task_status(path) == "in-progress"

@@ -15,8 +15,15 @@ pytestmark = pytest.mark.timeout(180)
 
 async def test_make_demo_runs_a_pipeline_on_the_runner(address: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "examples.demo", "--address", address, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "examples.demo",
+        "--address",
+        address,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 150)
     text = out.decode()
     assert proc.returncode == 0, text

@@ -31,17 +31,31 @@ def write_tasks(queue: Path, count: int) -> None:
     task_files.ensure_private_dir(queue)
     for n in range(count):
         task = task_files.build_task(
-            task_id=f"{n:08d}-task", created=task_files.now_utc(), target_agent="dev",
-            task_type="build_phase", summary="s", payload={}, task_token="eA==")
-        task_files.write_text_atomic(queue / f"20260101-000000-{n:08d}.yml",
-                                     task_files.dump_yaml(task))
+            task_id=f"{n:08d}-task",
+            created=task_files.now_utc(),
+            target_agent="dev",
+            task_type="build_phase",
+            summary="s",
+            payload={},
+            task_token="eA==",
+        )
+        task_files.write_text_atomic(
+            queue / f"20260101-000000-{n:08d}.yml", task_files.dump_yaml(task)
+        )
 
 
 def test_racing_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
     queue, go = tmp_path / "queue", tmp_path / "go"
     write_tasks(queue, 60)
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(queue), f"r{n}", str(go)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True) for n in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(queue), f"r{n}", str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
     go.touch()
     outputs = [p.communicate(timeout=60)[0].split() for p in procs]
     won = [name for out in outputs for name in out]
