@@ -158,7 +158,7 @@ async def deliver(token: bytes, args: Args) -> str:
         tls = vault.tls_config(settings, log_event)
     except CredentialError as err:
         raise CliError(EXIT_CREDENTIALS, str(err)) from None
-    if tls is not False:
+    if tls is not None:
         log_event("tls_enabled", vault_addr=settings.vault_addr)
 
     from temporalio.client import Client
@@ -166,7 +166,7 @@ async def deliver(token: bytes, args: Args) -> str:
     try:
         client = await asyncio.wait_for(
             Client.connect(
-                settings.temporal_address, namespace=settings.temporal_namespace, tls=tls
+                settings.temporal_address, namespace=settings.temporal_namespace, tls=tls or False
             ),
             CONNECT_TIMEOUT_SECONDS,
         )
@@ -178,9 +178,11 @@ async def deliver(token: bytes, args: Args) -> str:
             f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f} s",
         ) from None
     except RuntimeError as err:
+        from temporal_connect import describe_connect_error
+
         raise CliError(
             EXIT_UNREACHABLE,
-            vault.describe_connect_error(settings.temporal_address, err, tls is not False),
+            describe_connect_error(settings.temporal_address, err, tls is not None),
         ) from None
     if args.status == "heartbeat":
         return await agent_calls.heartbeat(client, token, args.message, task_file=args.task_file)
@@ -231,7 +233,7 @@ def main(argv: list[str]) -> int:
 
 
 def _exit(code: int) -> NoReturn:
-    """Leave without interpreter teardown: it can crash after the work is done (design.md)."""
+    """Leave without interpreter teardown: it can crash after the work is done (docs/DESIGN.md)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

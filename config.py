@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from exceptions import ConfigError
+from secret_files import check_secret_file
 
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
@@ -154,7 +154,7 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     heartbeat = _heartbeat_timeout(env)
 
     if client.vault_secret_id_file is not None:
-        _check_secret_file(client.vault_secret_id_file)
+        check_secret_file(client.vault_secret_id_file, "VAULT_SECRET_ID_FILE", ConfigError)
 
     homeserver = _get(env, "MATRIX_HOMESERVER")
     token_file_text = _get(env, "MATRIX_ACCESS_TOKEN_FILE")
@@ -212,25 +212,6 @@ def _heartbeat_timeout(env: Mapping[str, str]) -> int:
             f"{MIN_HEARTBEAT_TIMEOUT} and {MAX_HEARTBEAT_TIMEOUT} seconds"
         )
     return seconds
-
-
-def _check_secret_file(path: Path) -> None:
-    """The secret id must exist and be readable by its owner only."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} {_why(err)}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"VAULT_SECRET_ID_FILE={str(path)!r} is not a regular file")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"VAULT_SECRET_ID_FILE={str(path)!r} is readable by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-        )
-
-
-def _why(err: OSError) -> str:
-    return "does not exist" if isinstance(err, FileNotFoundError) else f"cannot be read: {err}"
 
 
 def log_level_number(level: str) -> int:

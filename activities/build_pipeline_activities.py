@@ -1,4 +1,4 @@
-"""BuildPipelineWorkflow's activities (spec 4.6), thin over the task-file module.
+"""BuildPipelineWorkflow's activities, thin over the task-file module.
 
 Agent stages (prefab, implement, audit, fixes, close) write a task file and wait for the agent's
 completion; the others run here: triage parsing, block notification, the block gate's poller,
@@ -260,10 +260,8 @@ class PipelineActivities:
 
         Between checks nothing of the gate runs in the worker: the retry timer lives on the
         server (retries are not written to history), so a parked pipeline holds no activity slot
-        and no memory here, and survives worker restarts by construction. A heartbeating loop
-        held one of the worker's activity slots per parked pipeline: past about 100 parked
-        pipelines no other activity could run at all (bench P4). The known file is read; the
-        queue is scanned only if it has moved.
+        and no memory here, and survives worker restarts by construction (docs/DESIGN.md). The
+        known file is read; the queue is scanned only if it has moved.
         """
         log = observability.activity_logger(build=build_name, task_id=task_id)
         if activity.info().attempt == 1:

@@ -1,4 +1,4 @@
-"""Operator notifications: `send-matrix.sh <room> <message>` by default (spec 5), or the Matrix
+"""Operator notifications: `send-matrix.sh <room> <message>` by default, or the Matrix
 client-server API when MATRIX_HOMESERVER and MATRIX_ACCESS_TOKEN_FILE are set.
 
 Best effort by contract: a failure is a warning in the log, never an activity failure. Text is
@@ -55,7 +55,7 @@ class MatrixSendError(Exception):
 
 
 def clean_env() -> dict[str, str]:
-    """The environment minus PM2's IPC variables, which make Node children abort (TBLD-5)."""
+    """The environment minus PM2's IPC variables, which make Node children abort."""
     return {k: v for k, v in os.environ.items() if k not in PM2_IPC_VARS}
 
 

@@ -1,7 +1,7 @@
 """The file-system task queue: the one module that reads and writes task files.
 
 A task file is how a stage reaches an agent: YAML holding the stage's Temporal task token. The
-layout, key set and fixed values are the original's (spec 4.3-4.4) so its dispatcher and agents
+layout, key set and fixed values are the original's (docs/DESIGN.md) so its dispatcher and agents
 keep working. Every write here is atomic (temp file created 0600, fsync, rename, fsync of the
 directory) and every directory holding tokens is created 0700.
 """
@@ -71,7 +71,7 @@ def build_task(
     task_token: str,
     history_note: str | None = None,
 ) -> dict[str, Any]:
-    """The task mapping of spec 4.4; `task_token` is merged into the payload last so it wins."""
+    """The task mapping agents read; `task_token` is merged into the payload last so it wins."""
     stamp = created.isoformat()
     return {
         "id": task_id,

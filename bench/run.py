@@ -595,7 +595,7 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nbench: {len(result['figures'])} figures, written to {args.json}")
     print_figures(bench.figures)
-    os._exit(0)  # the Temporal runtime can crash in interpreter teardown (design.md)
+    os._exit(0)  # the Temporal runtime can crash in interpreter teardown (docs/DESIGN.md)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import yaml
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from dev_server import dev_server_command
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
-from worker import dev_server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "examples" / "demo-agent.sh"
@@ -249,4 +249,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
-    os._exit(code)  # interpreter teardown can crash once the Temporal runtime has run (design.md)
+    os._exit(code)  # interpreter teardown can crash once the Temporal runtime has run

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
+from dev_server import SQLITE_PRAGMAS
 from models import BuildPlanInput, PhaseSpec
 from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
 
@@ -35,7 +36,7 @@ TEMPORAL_BIN = str(BIN / "temporal")
 TEST_SERVER_BIN = str(BIN / "temporal-test-server")
 CLI = str(ROOT / "complete_activity.py")
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
-DEV_SERVER_ARGS = list(worker_module.SQLITE_PRAGMAS)
+DEV_SERVER_ARGS = list(SQLITE_PRAGMAS)
 
 
 @pytest.fixture(scope="session")

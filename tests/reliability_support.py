@@ -26,9 +26,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 import agent_calls
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
+from dev_server import dev_server_command
 from tests.conftest import new_tasks, run_cli
 from tests.worker_process import read_if_exists
-from worker import dev_server_command
 
 # --- A dev server of our own, for stopping and restarting -------------------------------------
 

@@ -258,8 +258,8 @@ async def test_many_runs_see_only_expected_exit_codes(
 ) -> None:
     """50 completions of 50 dispatched tasks (exit 0), then 50 repeats on used tokens (exit 4).
 
-    design.md: without os._exit, 1-2% of such runs crashed in interpreter teardown after the work
-    was done; one such crash here shows up as a code other than 0/4 or as stray stderr.
+    Without os._exit, 1-2% of such runs crashed in interpreter teardown after the work was done
+    (docs/DESIGN.md); one such crash here shows up as a code other than 0/4 or as stray stderr.
     """
     tasks_n, parallel = 50, 3
     gate = asyncio.Semaphore(parallel)

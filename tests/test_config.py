@@ -210,6 +210,19 @@ def test_secret_id_path_is_a_directory(tmp_path: Path) -> None:
     assert "not a regular file" in refusal({"VAULT_SECRET_ID_FILE": str(tmp_path)})
 
 
+def test_start_up_and_vault_read_word_a_bad_secret_file_alike(tmp_path: Path) -> None:
+    """config.load_config() (exit 2) and vault.read_secret_id() (the CLI, exit 5) share one
+    check: the same sentence for a missing, a loose and a non-regular file."""
+    import vault
+    from exceptions import CredentialError
+
+    loose = private_file(tmp_path / "loose", mode=0o640)
+    for path in (tmp_path / "missing", loose, tmp_path):
+        with pytest.raises(CredentialError) as caught:
+            vault.read_secret_id(path)
+        assert str(caught.value) == refusal({"VAULT_SECRET_ID_FILE": str(path)})
+
+
 def test_matrix_api_settings(tmp_path: Path) -> None:
     token = private_file(tmp_path / "token", "syt_abc")
     assert refusal({"MATRIX_HOMESERVER": "https://m.example"}).startswith("MATRIX_HOMESERVER")

@@ -547,7 +547,7 @@ NO_OTEL_SCRIPT = textwrap.dedent("""
 
     asyncio.run(main())
     sys.stdout.flush()
-    os._exit(0)  # teardown can crash once the Temporal runtime has run (design.md)
+    os._exit(0)  # teardown can crash once the Temporal runtime has run (docs/DESIGN.md)
 """)
 
 

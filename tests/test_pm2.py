@@ -261,7 +261,7 @@ async def test_start_crash_restart_stop_delete(
 async def test_temporal_down_at_boot_is_retried_until_it_comes_back(
     tmp_path: Path, client: Client, address: str
 ) -> None:
-    """Weakness 21: the original's backoff key was ignored, so an outage at boot ended `errored`.
+    """An outage at boot is retried with backoff until Temporal answers: never `errored`.
 
     A TCP relay stands in for the Temporal frontend: closed (connection refused) for the first
     12 s, past PM2's 10 s window for unstable restarts, then relaying to the dev server.

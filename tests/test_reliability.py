@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -29,6 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
+from config import WorkerConfig
 from models import BuildPipelineResult, BuildPlanResult, DecisionInput
 from tests.conftest import (
     build_plan_input,
@@ -89,28 +90,73 @@ def assert_no_secrets(texts: list[str], tokens: list[bytes], *, figures: Figures
 # --- kill -9 at every stage boundary -----------------------------------------------------------
 
 
-@dataclass
-class Track:
-    """One workflow of the kill test and the stages it is held at, one per kill round.
+FLAG, BLOCK = "rotate the deploy key", "database port open to the world"
+PLAN_PHASES = ["phase-1", "phase-2", "phase-3"]
+KILL_ROUNDS = 3
 
+
+@dataclass(frozen=True)
+class KillCase:
+    """One workflow of the kill -9 run: where it is held at each kill, and how it must end.
+
+    `holds` maps a kill round to the stage the workflow is parked at when the worker is killed.
     A held stage's task is not answered until its round's kill: the answer then arrives while no
     worker runs. `gate-file` / `gate-update` hold the pipeline at its block gate instead, to be
-    approved by task file during the downtime, or by update after the restart.
+    approved by task file during the downtime, or by update after the restart. `first_begun`
+    maps a kill round to the first stage the worker restarted after it begins for this
+    workflow (none: it begins nothing); a tuple allows any of its stages.
     """
 
     name: str
     holds: dict[int, str]
-    script: PipelineScript | None = None  # None: a BuildPlan
+    stages: list[str]  # completed, in order (triage aside); the plan's phases for the plan
+    first_begun: dict[int, str | tuple[str, ...]]
+    flags: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ()
+    plan: bool = False  # a BuildPlan, else a BuildPipeline
     start_round: int | None = None  # started while no worker runs, in this round's downtime
+    outcome: str = "success"  # the pipeline summary's
+    resolution: tuple[str, str] | None = None  # the block's (via, by)
+
+
+# At the gate, a restarted worker's first stage is its next check (logged only on the gate's
+# first check) or, once that check saw the approval, the close-out.
+AT_GATE = ("awaiting-approval", "close")
+KILL_CASES = [
+    KillCase("flags", {0: "prefab", 1: "fixes", 2: "close"}, PIPELINE_STAGES,
+             {0: "implement", 1: "close", 2: "summary"}, flags=(FLAG,)),
+    KillCase("blocks-by-file", {0: "implement", 1: "fixes", 2: GATE_FILE}, PIPELINE_STAGES,
+             {0: "audit", 1: "notify", 2: AT_GATE}, flags=(FLAG,), blocks=(BLOCK,),
+             outcome="partial", resolution=("task-file", "operator-file")),
+    KillCase("blocks-by-update", {0: "audit", 1: GATE_UPDATE},
+             ["prefab", "implement", "audit", "close"], {0: "triage", 1: AT_GATE},
+             blocks=(BLOCK,), outcome="partial", resolution=("update", "bob")),
+    KillCase("started-while-down", {1: "audit"}, PIPELINE_STAGES, {0: "prefab", 1: "triage"},
+             flags=(FLAG,), start_round=0),
+    KillCase("plan", {0: "phase-1", 1: "phase-2", 2: "phase-3"}, PLAN_PHASES,
+             {0: "phase", 1: "phase"}, plan=True),
+]
+
+
+@dataclass
+class Track:
+    """A KillCase as it runs: its workflow, and the tasks held so far."""
+
+    case: KillCase
     handle: WorkflowHandle | None = None
     task_id: str = ""
     origin: Path | None = None
     held: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict)
     released: set[int] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.script = None if self.case.plan else PipelineScript(
+            flags=list(self.case.flags), blocks=list(self.case.blocks))
+
     def next_hold(self) -> str | None:
-        pending = [r for r in sorted(self.holds) if r not in self.released]
-        return self.holds[pending[0]] if pending else None
+        holds = self.case.holds
+        pending = [r for r in sorted(holds) if r not in self.released]
+        return holds[pending[0]] if pending else None
 
     def answer(self, task: dict[str, Any]) -> tuple[str, str]:
         if self.script is None:
@@ -120,53 +166,42 @@ class Track:
         return answer
 
 
-@pytest.mark.slow
-async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_path: Path,
-                                             figures: Figures) -> None:
-    """Three kill -9 rounds. Before each, every workflow is parked at a stage (or finished);
-    answers, approvals and a new start arrive while no worker runs; the next run carries on.
+@dataclass
+class KillRun:
+    """The driver: starts the cases' workflows, answers their agents (holding what the table
+    holds), and runs the kill rounds against one worker process."""
 
-    Held when killed: prefab, implement, audit, fixes, awaiting-approval, close and BuildPlan
-    phases 1-3. Begun by a restarted worker after the downtime: prefab (started while down),
-    implement, audit, triage, fixes, notify, awaiting-approval, close and summary.
-    """
-    config = make_config(tmp_path, address, block_poll_seconds=0.5)
-    record = install_matrix_recorder(config)
-    flag, block = "rotate the deploy key", "database port open to the world"
-    tracks = [
-        Track("flags", {0: "prefab", 1: "fixes", 2: "close"}, PipelineScript(flags=[flag])),
-        Track("blocks-by-file", {0: "implement", 1: "fixes", 2: GATE_FILE},
-              PipelineScript(flags=[flag], blocks=[block])),
-        Track("blocks-by-update", {0: "audit", 1: GATE_UPDATE},
-              PipelineScript(blocks=[block])),
-        Track("started-while-down", {1: "audit"}, PipelineScript(flags=[flag]), start_round=0),
-        Track("plan", {0: "phase-1", 1: "phase-2", 2: "phase-3"}),
-    ]
-    by_id: dict[str, Track] = {}
+    client: Client
+    config: WorkerConfig
+    worker: WorkerProcess
+    tracks: list[Track]
+    by_id: dict[str, Track] = field(default_factory=dict)
+    restarts: list[float] = field(default_factory=list)
+    down_answers: Counter[int] = field(default_factory=Counter)
+    update_latency: float = 0.0
 
-    def decide(path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
-        track = by_id[task["payload"]["workflow_id"]]
+    def decide(self, path: Path, task: dict[str, Any]) -> tuple[str, str] | None:
+        track = self.by_id[task["payload"]["workflow_id"]]
         stage = stage_of(task)
         if track.next_hold() == stage:
             track.held[stage] = (path, task)
             return None
         return track.answer(task)
 
-    async def start(track: Track) -> None:
-        wf_id = f"kill-{track.name}-{uuid.uuid4().hex[:8]}"
-        by_id[wf_id] = track
+    async def start(self, track: Track) -> None:
+        wf_id = f"kill-{track.case.name}-{uuid.uuid4().hex[:8]}"
+        self.by_id[wf_id] = track
         if track.script is None:
-            track.handle = await client.start_workflow(
+            track.handle = await self.client.start_workflow(
                 "BuildPlanWorkflow", build_plan_input("kill-plan", 3), id=wf_id,
-                task_queue=config.task_queue,
-                result_type=BuildPlanResult)
+                task_queue=self.config.task_queue, result_type=BuildPlanResult)
         else:
-            track.task_id, track.origin = originating_task(config)
-            track.handle = await client.start_workflow(
-                "BuildPipelineWorkflow", pipeline_input(track.task_id, build_name=track.name),
-                id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult)
+            track.task_id, track.origin = originating_task(self.config)
+            track.handle = await self.client.start_workflow(
+                "BuildPipelineWorkflow", pipeline_input(track.task_id, build_name=track.case.name),
+                id=wf_id, task_queue=self.config.task_queue, result_type=BuildPipelineResult)
 
-    async def parked(track: Track) -> bool:
+    async def parked(self, track: Track) -> bool:
         """At its next hold (held task written, or at the gate), or finished: nothing of it
         is in flight in the worker, so a kill interrupts no short activity."""
         assert track.handle is not None
@@ -177,88 +212,108 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
             return (await status_of(track.handle)).stage == "awaiting-approval"
         return hold in track.held
 
+    async def all_parked(self, tracks: list[Track]) -> bool:
+        for track in tracks:
+            if not await self.parked(track):
+                return False
+        return True
+
+    async def kill_round(self, rnd: int, agent: QueueAgent) -> None:
+        """Wait until every live workflow is parked, kill -9 the worker; while none runs,
+        answer the held tasks, approve by file, start what starts now; restart, then approve
+        by update."""
+        live = [t for t in self.tracks if t.handle is not None]
+        await wait_for(partial(self.all_parked, live), 90,
+                       what=f"every workflow parked for kill round {rnd}")
+        await self.worker.kill9()
+        # --- no worker runs: answers, approvals, a new workflow ---
+        releases = []
+        for track in live:
+            hold = track.case.holds.get(rnd)
+            if hold is None or hold == GATE_UPDATE:
+                continue
+            if hold == GATE_FILE:
+                assert track.origin is not None
+                approve_by_file(track.origin, actor="operator-file", note="ok")
+            else:
+                path, task = track.held[hold]
+                releases.append(agent.complete_now(path, *track.answer(task)))
+        for code in await asyncio.gather(*releases):
+            self.down_answers[code] += 1
+        for track in self.tracks:
+            if track.case.start_round == rnd:
+                await self.start(track)
+            if rnd in track.case.holds:
+                track.released.add(rnd)  # from now on, its next hold applies
+        assert not self.worker.alive()
+        self.restarts.append(await self.worker.start())
+        for track in live:
+            if track.case.holds.get(rnd) == GATE_UPDATE:
+                assert track.handle is not None
+                t0 = time.monotonic()
+                await track.handle.execute_update("approve", DecisionInput(by="bob"))
+                self.update_latency = time.monotonic() - t0
+
+
+@pytest.mark.slow
+async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_path: Path,
+                                             figures: Figures) -> None:
+    """Three kill -9 rounds over the workflows of KILL_CASES. Before each, every workflow is
+    parked at a stage (or finished); answers, approvals and a new start arrive while no worker
+    runs; the next run carries on.
+
+    Held when killed: prefab, implement, audit, fixes, awaiting-approval, close and BuildPlan
+    phases 1-3. Begun by a restarted worker after the downtime: prefab (started while down),
+    implement, audit, triage, fixes, notify, awaiting-approval, close and summary.
+    """
+    config = make_config(tmp_path, address, block_poll_seconds=0.5)
+    record = install_matrix_recorder(config)
+    tracks = [Track(case) for case in KILL_CASES]
     worker = WorkerProcess(debug_env(config, tmp_path / "logs"), tmp_path / "logs")
+    run = KillRun(client, config, worker, tracks)
     started = time.monotonic()
-    restarts: list[float] = []
-    down_answers: Counter[int] = Counter()
-    update_latency = gate_file_wait = 0.0
+    gate_file_wait = 0.0
     try:
         await worker.start()
-        async with QueueAgent(config.agent_task_dir, address, decide) as agent:
+        async with QueueAgent(config.agent_task_dir, address, run.decide) as agent:
             for track in tracks:
-                if track.start_round is None:
-                    await start(track)
-            for rnd in range(3):
-                live = [t for t in tracks if t.handle is not None]
-                await wait_for(partial(_all_parked, parked, live), 90,
-                               what=f"every workflow parked for kill round {rnd}")
-                await worker.kill9()
-                # --- no worker runs: answers, approvals, a new workflow ---
-                releases = []
-                for track in live:
-                    hold = track.holds.get(rnd)
-                    if hold is None or hold == GATE_UPDATE:
-                        continue
-                    if hold == GATE_FILE:
-                        assert track.origin is not None
-                        approve_by_file(track.origin, actor="operator-file", note="ok")
-                    else:
-                        path, task = track.held[hold]
-                        releases.append(agent.complete_now(path, *track.answer(task)))
-                for code in await asyncio.gather(*releases):
-                    down_answers[code] += 1
-                for track in tracks:
-                    if track.start_round == rnd:
-                        await start(track)
-                    if rnd in track.holds:
-                        track.released.add(rnd)  # from now on, its next hold applies
-                assert not worker.alive()
-                restarts.append(await worker.start())
-                for track in live:
-                    if track.holds.get(rnd) == GATE_UPDATE:
-                        assert track.handle is not None
-                        t0 = time.monotonic()
-                        await track.handle.execute_update("approve", DecisionInput(by="bob"))
-                        update_latency = time.monotonic() - t0
+                if track.case.start_round is None:
+                    await run.start(track)
+            for rnd in range(KILL_ROUNDS):
+                await run.kill_round(rnd, agent)
             gate_t0 = time.monotonic()
             results = {}
             for track in tracks:
                 assert track.handle is not None
-                results[track.name] = await asyncio.wait_for(track.handle.result(), 120)
-                if track.name == "blocks-by-file":
+                results[track.case.name] = await asyncio.wait_for(track.handle.result(), 120)
+                if track.case.name == "blocks-by-file":
                     gate_file_wait = time.monotonic() - gate_t0
     finally:
         await worker.stop()
     wall = time.monotonic() - started
 
-    assert down_answers == Counter({0: 10}), down_answers  # the server took every answer
+    assert run.down_answers == Counter({0: 10}), run.down_answers  # the server took every answer
     assert agent.errors == []
 
     # every workflow finished, with the right summary
-    assert results["plan"] == BuildPlanResult(status="complete", phases_run=3)
-    expected = {
-        "flags": ("success", PIPELINE_STAGES, None),
-        "blocks-by-file": ("partial", PIPELINE_STAGES, ("task-file", "operator-file")),
-        "blocks-by-update": ("partial", ["prefab", "implement", "audit", "close"],
-                             ("update", "bob")),
-        "started-while-down": ("success", PIPELINE_STAGES, None),
-    }
-    for name, (outcome, stages, resolution) in expected.items():
-        result = results[name]
-        assert result.status == "complete", (name, result)
+    for case in KILL_CASES:
+        result = results[case.name]
+        if case.plan:
+            assert result == BuildPlanResult(status="complete", phases_run=3)
+            continue
+        assert result.status == "complete", (case.name, result)
         summary = summary_of(result.summary_path)
-        assert summary["outcome"] == outcome, (name, summary)
-        assert [p for p in summary["phases_completed"] if p != "triage"] == stages, name
-        if resolution is not None:
-            assert (summary["resolution"]["via"], summary["resolution"]["by"]) == resolution
+        assert summary["outcome"] == case.outcome, (case.name, summary)
+        assert [p for p in summary["phases_completed"] if p != "triage"] == case.stages, case.name
+        if case.resolution is not None:
+            assert (summary["resolution"]["via"], summary["resolution"]["by"]) == case.resolution
     assert sorted(p.name for p in config.summary_dir.rglob("*.yml")) == sorted(
         f"{t.handle.id}.yml" for t in tracks if t.script is not None and t.handle is not None)
 
     # no stage dispatched twice: one task file per workflow and stage, and no other
     counts = dispatch_counts(config.agent_task_dir)
     assert set(counts.values()) == {1}, counts
-    wanted = {(t.handle.id, s) for t in tracks if t.handle is not None
-              for s in (expected[t.name][1] if t.script else ["phase-1", "phase-2", "phase-3"])}
+    wanted = {(t.handle.id, s) for t in tracks if t.handle is not None for s in t.case.stages}
     assert set(counts) == wanted
     # one Matrix message per block, none repeated by a restarted worker
     actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
@@ -270,33 +325,31 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
                       figures=figures, area="kill -9")
 
     # What each restarted run did first, per workflow: the stage its downtime led into.
-    names = {t.handle.id: t.name for t in tracks if t.handle is not None}
+    names = {t.handle.id: t.case.name for t in tracks if t.handle is not None}
     first: list[dict[str, str]] = []
-    for run in worker.runs[1:]:
+    for worker_run in worker.runs[1:]:
         begun: dict[str, str] = {}
-        for name, stage in _begun(run, names):
+        for name, stage in _begun(worker_run, names):
             begun.setdefault(name, stage)
         first.append(begun)
-    # at the gate, a restarted worker's first stage is its next check (logged only on the
-    # gate's first check) or, once that check saw the approval, the close-out
-    assert first[1].pop("blocks-by-update") in ("awaiting-approval", "close"), first
-    assert first[2].pop("blocks-by-file") in ("awaiting-approval", "close"), first
-    assert first == [
-        {"flags": "implement", "blocks-by-file": "audit", "blocks-by-update": "triage",
-         "started-while-down": "prefab", "plan": "phase"},
-        {"flags": "close", "blocks-by-file": "notify", "started-while-down": "triage",
-         "plan": "phase"},
-        {"flags": "summary"},
-    ], first
-    begun_after_kill = {stage for run in worker.runs[1:] for _, stage in _begun(run, names)}
+    exact: list[dict[str, str]] = [{} for _ in range(KILL_ROUNDS)]
+    for case in KILL_CASES:
+        for rnd, expect in case.first_begun.items():
+            if isinstance(expect, tuple):
+                assert first[rnd].pop(case.name) in expect, first
+            else:
+                exact[rnd][case.name] = expect
+    assert first == exact, first
+    begun_after_kill = {stage for r in worker.runs[1:] for _, stage in _begun(r, names)}
     assert begun_after_kill >= set(BEGIN_EVENTS.values())
 
     figures.record("kill -9", "kills / workflows / stages held at a kill",
-                   f"3 / {len(tracks)} / {sum(len(t.holds) for t in tracks)}")
-    figures.record("kill -9", "answers delivered while no worker ran (exit 0)", down_answers[0])
+                   f"{KILL_ROUNDS} / {len(tracks)} / {sum(len(c.holds) for c in KILL_CASES)}")
+    figures.record("kill -9", "answers delivered while no worker ran (exit 0)",
+                   run.down_answers[0])
     figures.record("kill -9", "task files / dispatched twice", f"{sum(counts.values())} / 0")
-    figures.record("kill -9", "worker restart to worker_started, max (s)", max(restarts))
-    figures.record("kill -9", "update approval after restart (s)", update_latency)
+    figures.record("kill -9", "worker restart to worker_started, max (s)", max(run.restarts))
+    figures.record("kill -9", "update approval after restart (s)", run.update_latency)
     figures.record("kill -9", "file approval, restart to pipeline done (s)", gate_file_wait)
     figures.record("kill -9", "test wall time (s)", wall)
 
@@ -309,13 +362,6 @@ def _begun(run: WorkerRun, names: dict[str, str]) -> list[tuple[str, str]]:
         if stage and event.get("workflow_id") in names:
             found.append((names[event["workflow_id"]], stage))
     return found
-
-
-async def _all_parked(parked: Callable[[Track], Awaitable[bool]], tracks: list[Track]) -> bool:
-    for track in tracks:
-        if not await parked(track):
-            return False
-    return True
 
 
 def _more_than(items: list[Any], n: int) -> bool:

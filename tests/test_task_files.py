@@ -1,4 +1,4 @@
-"""The task-file protocol (spec 4.3, 4.4, 4.7): what agents and the dispatcher read.
+"""The task-file protocol: what agents and the dispatcher read.
 
 Unit tests on real files in a temporary directory; no Temporal server is needed here.
 """
@@ -59,7 +59,7 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-# --- Building the task mapping (spec 4.4) ----------------------------------------------------
+# --- Building the task mapping ---------------------------------------------------------------
 
 
 def test_task_keys_and_fixed_values() -> None:
@@ -97,7 +97,7 @@ def test_encode_token_is_standard_base64() -> None:
     assert task_files.encode_token(b"ab") == "YWI="
 
 
-# --- Writing (spec 4.3) ----------------------------------------------------------------------
+# --- Writing ---------------------------------------------------------------------------------
 
 
 def test_written_file_name_mode_and_content(tmp_path: Path) -> None:
@@ -243,7 +243,7 @@ def test_unicode_round_trip(tmp_path: Path, summary: str, payload: dict[str, Any
         path.unlink()
 
 
-# --- Reading and finding (spec 4.7) ----------------------------------------------------------
+# --- Reading and finding ---------------------------------------------------------------------
 
 
 def test_load_task_refuses_non_mapping_and_bad_yaml(tmp_path: Path) -> None:

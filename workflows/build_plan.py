@@ -1,4 +1,4 @@
-"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent (spec 3.2).
+"""BuildPlanWorkflow: run a plan's phases one after another, each by an agent.
 
 Each phase is one `execute_build_phase` activity: up to two attempts of 24 h. With
 AGENT_HEARTBEAT_TIMEOUT set (fixed in the plan's history by the `pipeline_settings` local
