@@ -111,8 +111,8 @@ def phase(number: int, plan_name: str) -> str:
 
 
 def heartbeat_seconds(timeout: timedelta) -> int:
-    """How often an agent heartbeats: a third of the timeout, so two late or lost heartbeats
-    in a row still leave the stage alive; at least every second."""
+    """How often an agent heartbeats: a third of the timeout, so one late or lost heartbeat
+    still leaves the stage alive; at least every second."""
     return max(1, int(timeout.total_seconds()) // 3)
 
 

@@ -29,6 +29,7 @@ from tests.conftest import (
     build_plan_input,
     make_config,
     running_worker,
+    stderr_line,
     wait_for,
 )
 from tests.history_support import save_history
@@ -59,6 +60,15 @@ def test_bad_setting_is_one_line(value: str) -> None:
     message = str(caught.value)
     assert message.startswith(f"AGENT_HEARTBEAT_TIMEOUT={value!r} ")
     assert "\n" not in message
+
+
+async def test_worker_refuses_a_bad_setting(tmp_path: Any) -> None:
+    config = make_config(tmp_path, "127.0.0.1:1")
+    env = worker_env(config, AGENT_HEARTBEAT_TIMEOUT="1")
+    code, _, err = await WorkerProcess(env, tmp_path / "logs").run_to_exit()
+    assert code == 2
+    assert stderr_line(err).endswith(
+        "AGENT_HEARTBEAT_TIMEOUT='1' must be 0 (off) or between 3 and 86400 seconds")
 
 
 def test_interval_is_a_third_of_the_timeout() -> None:

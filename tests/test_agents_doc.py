@@ -11,6 +11,7 @@ import base64
 import re
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 from temporalio.client import Client
 
 import complete_activity
-from activities import task_files
+from activities import instructions, task_files
 from activities.triage import parse_triage
 from agent_calls import MAX_PROGRESS_LEN
 from config import WorkerConfig
@@ -174,3 +175,16 @@ async def test_heartbeat_forms_run_as_documented(client: Client, config: WorkerC
             assert token.encode() not in out + err
             assert await heartbeat_details(handle.id, address) == [f"{progress} {i}"]
         await handle.terminate("test over")
+
+
+def test_heartbeat_paragraph_is_the_one_the_worker_writes() -> None:
+    """The documented heartbeat paragraph, for AGENT_HEARTBEAT_TIMEOUT=300, is what a task
+    file's instruction ends with (tests/test_agent_heartbeat.py runs the stages with it)."""
+    section = DOC.split("### Heartbeats", 1)[1]
+    [block] = re.findall(r"```text\n(.*?)```", section, flags=re.S)
+    written = instructions.with_heartbeat("", timedelta(seconds=300)).lstrip("\n")
+    cli = str(Path(complete_activity.__file__).resolve())
+    written = written.replace(sys.executable, DOC_PYTHON).replace(cli, DOC_CLI)
+    assert block == written + "\n"
+    assert "`payload.heartbeat_seconds`" in section and "a third of the timeout" in section
+    assert instructions.heartbeat_seconds(timedelta(seconds=300)) == 100

@@ -1,18 +1,17 @@
 """What the Temporal UI shows: each activity's summary and the workflow's current details, read
-with the real `temporal` CLI (`workflow metadata`, `workflow describe`) and from the history.
-The approve command the details show is run verbatim."""
+with the real `temporal` CLI (`workflow metadata`, `workflow describe`, `workflow show`). The
+approve command the details show is run verbatim."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.converter import default as default_converter
 
 from config import WorkerConfig
 from tests.conftest import BIN, TEMPORAL_BIN, ScriptedAgent, cli_env, running_worker, wait_for
@@ -91,12 +90,14 @@ async def test_ui_shows_summaries_and_the_gate_commands(
     assert status.resolution is not None and status.resolution.via == "update"
     assert "stage **done**" in done and "--name approve" not in done
 
+    # the event history as the UI and `temporal workflow show` have it
+    shown = json.loads(await temporal(
+        address, "workflow", "show", "--workflow-id", handle.id, "--output", "json"))
     summaries = {}
-    for event in (await handle.fetch_history()).events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            name = event.activity_task_scheduled_event_attributes.activity_type.name
-            summaries[name] = default_converter().payload_converter.from_payload(
-                event.user_metadata.summary, str)
+    for event in shown["events"]:
+        if event["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED":
+            name = event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            summaries[name] = json.loads(base64.b64decode(event["userMetadata"]["summary"]["data"]))
     ids = status.task_ids
     assert summaries == {
         "prefab_scaffolding": f"prefab · claudebox · task {ids['prefab'][:8]}",

@@ -12,7 +12,9 @@
 | 8 | close               | close_build               | approved/no block| 2 h        |
 | 9 | summary             | summarize_workflow        | always           | 2 min      |
 
-Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py.
+Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py;
+with AGENT_HEARTBEAT_TIMEOUT they also carry that heartbeat timeout. Each activity has a UI
+summary, and the current details follow the stages (workflows/operator_view.py).
 Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
 task files closed, then the workflow ends (failed, or completed with status `rejected`).
 """

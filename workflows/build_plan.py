@@ -88,7 +88,8 @@ class BuildPlanWorkflow:
                 start_to_close_timeout=timedelta(hours=24),
                 heartbeat_timeout=self._heartbeat,
                 activity_id=str(self._scheduled) if self._phase_ids else None,
-                summary=operator_view.SEP.join([f"phase {number}", agent_type, description[:80]]),
+                summary=operator_view.SEP.join(
+                    [f"phase {number}", agent_type, " ".join(description.split())[:80]]),
                 retry_policy=RetryPolicy(
                     maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
                 ),
