@@ -25,7 +25,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 demo: venv
-	$(PY) -m tests.demo
+	$(PY) -m examples.demo
 
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -138,17 +138,23 @@ class WorkerConfig(ClientSettings):
         }
 
 
-def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
-    env = os.environ if env is None else env
-    client = load_client_settings(env)
-    home = _home(env)
-
+def log_settings(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """LOG_LEVEL and LOG_FORMAT, as the worker and the agent runner read them."""
     level = (_get(env, "LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
     log_format = (_get(env, "LOG_FORMAT") or "").lower() or None
     if log_format is not None and log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    return level, log_format
+
+
+def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
+    env = os.environ if env is None else env
+    client = load_client_settings(env)
+    home = _home(env)
+
+    level, log_format = log_settings(env)
 
     poll = _seconds(env, "BLOCK_POLL_SECONDS", "300", 0.05, 3600)
 

@@ -4,6 +4,29 @@
 // below; after changing them use `pm2 restart ecosystem.config.js --update-env`.
 const path = require('path');
 
+// The agent runner (agent_runner.py) is a second app, started only when AGENT_COMMANDS_FILE is
+// set in the environment of `pm2 start`: without it the runner has nothing to run, and PM2 would
+// restart it until it gave up.
+const runner = {
+  name: 'temporal-build-agent-runner',
+  script: 'agent_runner.py',
+  interpreter: path.join(__dirname, '.venv', 'bin', 'python'),
+  cwd: __dirname,
+  autorestart: true,
+  watch: false,
+  exp_backoff_restart_delay: 500,
+  max_restarts: 10,
+  // PM2 stops with SIGINT: the runner gives each running agent SIGTERM, then SIGKILL after
+  // AGENT_RUNNER_KILL_GRACE_SECONDS (10 s), then tells its stage; 30 s covers both. The runner
+  // stops its agents' process groups itself, so PM2 must not signal them behind its back.
+  kill_timeout: 30000,
+  treekill: false,
+  log_date_format: 'YYYY-MM-DD HH:mm:ss Z',
+  env: {
+    PYTHONUNBUFFERED: '1',
+  },
+};
+
 module.exports = {
   apps: [
     {
@@ -42,5 +65,6 @@ module.exports = {
         //   AGENT_HOSTS: 'claudebox=alpha,security-agent=alpha,dispatcher=alpha,dev=beta',
       },
     },
+    ...(process.env.AGENT_COMMANDS_FILE ? [runner] : []),
   ],
 };

@@ -167,7 +167,7 @@ async def connect(settings: ClientSettings, **options: Any) -> Client:
             namespace=settings.temporal_namespace,
             tls=tls or False,
             data_converter=pydantic_data_converter,
-            identity=worker_identity(),
+            identity=options.pop("identity", worker_identity()),
             **options,
         )
     except RuntimeError as err:

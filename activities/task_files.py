@@ -31,6 +31,10 @@ APPROVED = "approved"
 REJECTED = "rejected"  # an operator may also reject in the file
 SUPERSEDED = "superseded"
 CANCELLED = "cancelled"
+# Set by a dispatcher such as the agent runner (runner/claims.py); the worker never writes them.
+IN_PROGRESS = "in-progress"
+COMPLETED = "completed"
+FAILED = "failed"
 ARCHIVE = "archive"
 MAX_TASK_FILE_BYTES = 1024 * 1024
 

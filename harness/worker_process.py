@@ -105,15 +105,19 @@ class WorkerProcess:
 
     Runs with cwd `cwd` (the repository, as ecosystem.config.js has it) and `python_args`
     before the script (e.g. `-c SCRIPT`). `preexec` runs in the child before exec (resource
-    limits); `prefix` wraps the command (e.g. setpriv). Every run is a process-group leader, so
-    kill -9 takes its children too. `stop()` sends `stop_signal`: SIGINT is what PM2 sends,
-    SIGTERM what systemd sends.
+    limits); `prefix` wraps the command (e.g. setpriv). `script` and `ready_event` make it
+    another entry point of the same kind (agent_runner.py, see tests/helpers/runner.py). Every
+    run is a process-group leader, so kill -9 takes its children too. `stop()` sends
+    `stop_signal`: SIGINT is what PM2 sends, SIGTERM what systemd sends.
     """
 
     def __init__(self, env: dict[str, str], log_dir: Path, *, name: str = "worker",
                  cwd: Path = ROOT, python_args: Iterable[str] = (), prefix: Iterable[str] = (),
                  preexec: Callable[[], None] | None = None,
-                 stop_signal: signal.Signals = signal.SIGINT) -> None:
+                 stop_signal: signal.Signals = signal.SIGINT, script: Path = WORKER,
+                 ready_event: str = "worker_started") -> None:
+        self.script = script
+        self.ready_event = ready_event
         self.env = env
         self.log_dir = log_dir
         self.name = name
@@ -156,7 +160,7 @@ class WorkerProcess:
         err = self.log_dir / f"{self.name}-{n}.err"
         with out.open("wb") as out_fh, err.open("wb") as err_fh:
             proc = await asyncio.create_subprocess_exec(
-                *self.prefix, sys.executable, *self.python_args, str(WORKER), env=self.env,
+                *self.prefix, sys.executable, *self.python_args, str(self.script), env=self.env,
                 cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
                 start_new_session=True, preexec_fn=self.preexec,
             )
@@ -164,16 +168,17 @@ class WorkerProcess:
         self.runs.append(run)
         return run
 
-    async def start(self, timeout: float = 60.0, ready: str = '"worker_started"') -> float:
-        """Start a run and wait for `ready` on its stdout (by default the JSON `worker_started`
-        event); returns the seconds that took."""
+    async def start(self, timeout: float = 60.0, ready: str | None = None) -> float:
+        """Start a run and wait for `ready` on its stdout (by default the JSON event named by
+        `ready_event`, `worker_started`); returns the seconds that took."""
+        ready = ready or f'"{self.ready_event}"'
         run = await self._launch()
         deadline = run.started + timeout
         while ready not in read_if_exists(run.out):
             if run.proc.returncode is not None or time.monotonic() > deadline:
                 await self.kill9()
                 raise AssertionError(
-                    f"worker.py did not start (exit {run.proc.returncode}):\n"
+                    f"{self.script.name} did not start (exit {run.proc.returncode}):\n"
                     + read_if_exists(run.err)[-3000:] + read_if_exists(run.out)[-3000:])
             await asyncio.sleep(0.05)
         return time.monotonic() - run.started

@@ -120,7 +120,8 @@ def test_statuses_are_the_protocol_vocabulary() -> None:
     documented = {row[0].strip("`") for row in table_after("## Statuses")}
     assert documented == {task_files.SUBMITTED, task_files.SUPERSEDED, task_files.CANCELLED,
                           task_files.INPUT_REQUIRED, task_files.APPROVED,
-                          task_files.REJECTED}
+                          task_files.REJECTED, task_files.IN_PROGRESS, task_files.COMPLETED,
+                          task_files.FAILED}
 
 
 def test_default_directory_is_the_config_default() -> None:

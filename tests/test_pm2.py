@@ -27,11 +27,13 @@ import worker as worker_module
 from harness.cli import run_cli
 from harness.env import ROOT
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from runner.config import DEFAULT_KILL_GRACE_SECONDS
 from tests.helpers.checks import task_files_in, wait_for
 
 PM2 = ROOT / ".test-tools" / "pm2" / "node_modules" / ".bin" / "pm2"
 ECOSYSTEM = ROOT / "ecosystem.config.js"
 APP = "temporal-build-worker"
+RUNNER_APP = "temporal-build-agent-runner"
 
 
 @dataclass
@@ -55,29 +57,30 @@ class Pm2:
             raise AssertionError(f"pm2 {' '.join(args)} exited {proc.returncode}:\n{text}")
         return text
 
-    async def app(self) -> dict[str, Any] | None:
+    async def app(self, name: str = APP) -> dict[str, Any] | None:
         """Our app as `pm2 jlist` reports it, or None when PM2 does not know it."""
         apps = json.loads(await self.run("jlist"))
-        return next((a for a in apps if a["name"] == APP), None)
+        return next((a for a in apps if a["name"] == name), None)
 
-    async def wait_app(self, timeout: float = 60, **want: Any) -> dict[str, Any]:
+    async def wait_app(self, timeout: float = 60, app_name: str = APP,
+                       **want: Any) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            app = await self.app()
+            app = await self.app(app_name)
             if app is not None and all(_field(app, k) == v for k, v in want.items()):
                 return app
             if time.monotonic() > deadline:
-                raise AssertionError(f"{APP} never reached {want}; last: {_summary(app)}")
+                raise AssertionError(f"{app_name} never reached {want}; last: {_summary(app)}")
             await asyncio.sleep(0.2)
 
-    def out_log(self) -> Path:
-        return self.home / "logs" / f"{APP}-out.log"
+    def out_log(self, app: str = APP) -> Path:
+        return self.home / "logs" / f"{app}-out.log"
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The worker's JSON log events called `name`, from PM2's log of its stdout."""
+    def events(self, name: str, app: str = APP) -> list[dict[str, Any]]:
+        """The app's JSON log events called `name`, from PM2's log of its stdout."""
         found = []
-        if self.out_log().exists():
-            for line in self.out_log().read_text(errors="replace").splitlines():
+        if self.out_log(app).exists():
+            for line in self.out_log(app).read_text(errors="replace").splitlines():
                 start = line.find("{")  # after log_date_format's time stamp
                 if start < 0:
                     continue
@@ -114,7 +117,7 @@ def _alive(pid: int) -> bool:
 def worker_env(tmp: Path, pm2_home: Path, address: str, task_queue: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith(("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_"))
+        if not k.startswith(("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "AGENT_"))
     }
     env.update(
         PM2_HOME=str(pm2_home),
@@ -182,17 +185,23 @@ async def complete_task(pm2: Pm2, address: str, index: int) -> None:
     assert code == 0, err
 
 
+def ecosystem_apps(extra_env: dict[str, str]) -> list[dict[str, Any]]:
+    """The apps PM2 reads from ecosystem.config.js, for `pm2 start` run with `extra_env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    loaded = json.loads(
+        subprocess.run(
+            ["node", "-e", f"console.log(JSON.stringify(require({json.dumps(str(ECOSYSTEM))})))"],
+            check=True, capture_output=True, text=True, env={**env, **extra_env},
+        ).stdout
+    )
+    return list(loaded["apps"])
+
+
 def test_ecosystem_file() -> None:
     """What PM2 reads: documented keys, paths relative to the file, nothing personal."""
     text = ECOSYSTEM.read_text()
     assert "/home/" not in text and "exp_backoff_restart_delay_ms" not in text
-    loaded = json.loads(
-        subprocess.run(
-            ["node", "-e", f"console.log(JSON.stringify(require({json.dumps(str(ECOSYSTEM))})))"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-    )
-    [app] = loaded["apps"]
+    [app] = ecosystem_apps({})
     assert app["name"] == APP and app["script"] == "worker.py"
     assert app["interpreter"] == str(ROOT / ".venv" / "bin" / "python")
     assert app["cwd"] == str(ROOT)
@@ -306,3 +315,35 @@ async def test_temporal_down_at_boot_is_retried_until_it_comes_back(
         finally:
             server.close()
             await server.wait_closed()
+
+
+def test_ecosystem_adds_the_agent_runner_when_agent_commands_file_is_set() -> None:
+    worker_app, runner = ecosystem_apps({"AGENT_COMMANDS_FILE": "/etc/agents.yml"})
+    assert worker_app == ecosystem_apps({})[0]
+    assert runner["name"] == RUNNER_APP and runner["script"] == "agent_runner.py"
+    assert runner["interpreter"] == worker_app["interpreter"] and runner["cwd"] == str(ROOT)
+    assert runner["autorestart"] is True and runner["treekill"] is False
+    # SIGTERM, the kill grace, then the stages told: well inside PM2's SIGKILL
+    assert runner["kill_timeout"] >= DEFAULT_KILL_GRACE_SECONDS * 1000 + 15000
+    assert runner["env"] == {"PYTHONUNBUFFERED": "1"}
+
+
+async def test_the_runner_app_runs_a_plan_under_pm2(
+    tmp_path: Path, client: Client, address: str
+) -> None:
+    commands = tmp_path / "agents.yml"
+    commands.write_text("dev: {command: [echo, phase done]}\n")
+    async with pm2_daemon(tmp_path, address) as pm2:
+        pm2.env.update(AGENT_COMMANDS_FILE=str(commands), AGENT_RUNNER_ID="pm2-runner")
+        await pm2.run("start", str(ECOSYSTEM))
+        await pm2.wait_app(status="online")
+        await pm2.wait_app(app_name=RUNNER_APP, status="online")
+        await wait_for(lambda: len(pm2.events("runner_started", RUNNER_APP)) == 1, timeout=60)
+        handle = await start_plan(client, pm2)
+        result = await asyncio.wait_for(handle.result(), 60)
+        assert result == BuildPlanResult(status="complete", phases_run=2)
+        # the stage is told first, then the runner writes the file and logs it
+        await wait_for(lambda: len(pm2.events("task_finished", RUNNER_APP)) == 2, timeout=10)
+        await pm2.run("stop", RUNNER_APP)
+        await pm2.wait_app(app_name=RUNNER_APP, status="stopped")
+        await wait_for(lambda: len(pm2.events("runner_stopped", RUNNER_APP)) == 1, timeout=10)

@@ -1,0 +1,1 @@
+"""Runnable examples: `make demo` (examples/demo.py) and its shell-script agent."""

@@ -1,0 +1,1 @@
+"""The reference agent runner: task files in, agent processes out (agent_runner.py)."""
