@@ -18,7 +18,7 @@ from activities.task_files import write_text_atomic
 from config import WorkerConfig
 from harness.env import DEV_SERVER_ARGS, TEMPORAL_BIN, make_config
 from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
-from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_readme_setup
+from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_vault_setup
 from tests.servers.vault import CLIENT_CN, SERVER_DNS_NAME, Pki, VaultSetup
 from workflows.build_pipeline_workflow import BUILD_STAGE
 
@@ -68,7 +68,7 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultSetup]:
-    """OpenBao dev server, configured by the commands in README's Vault mTLS section."""
+    """OpenBao dev server, configured by the commands of docs/OPERATIONS.md's Vault mTLS section."""
     work = tmp_path_factory.mktemp("vault")
     bao = OpenBao(work)
     bao.start()
@@ -78,7 +78,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultS
         (ops / "ca.pem").write_bytes(pki.ca.cert_pem)
         (ops / "client.pem").write_bytes(pki.client.cert_pem)
         write_text_atomic(ops / "client-key.pem", pki.client.key_pem.decode())
-        run_readme_setup(bao, ops)
+        run_vault_setup(bao, ops)
         secret_file = ops / "secret-id"
         yield VaultSetup(
             bao=bao,

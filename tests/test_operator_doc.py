@@ -1,6 +1,7 @@
-"""The README's operator commands, run verbatim with the venv's `temporal` CLI against the test
-server: a build plan runs to the end; a pipeline is started, queried, found in the operator's
-inbox, approved; started again and rejected; a held stage is retried, skipped and aborted."""
+"""The operator commands of docs/OPERATIONS.md, run verbatim with the venv's `temporal` CLI
+against the test server: a build plan runs to the end; a pipeline is started, queried, found in
+the operator's inbox, approved; started again and rejected; a held stage is retried, skipped and
+aborted."""
 
 from __future__ import annotations
 
@@ -18,20 +19,20 @@ from harness.env import BIN, ROOT, cli_env, make_config, running_worker
 from harness.pipelines import PipelineScript, dispatched, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOC = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
 
 
 def readme_block(name: str) -> str:
     """The ```sh block right after the line `<!-- operator: NAME -->`."""
     marker = f"<!-- operator: {name} -->"
-    lines = [line.strip() for line in README.splitlines()]
-    assert marker in lines, f"README has no {marker}"
+    lines = [line.strip() for line in DOC.splitlines()]
+    assert marker in lines, f"docs/OPERATIONS.md has no {marker}"
     start = lines.index(marker) + 1
     while start < len(lines) and not lines[start]:
         start += 1
-    assert lines[start] == "```sh", f"README: {marker} must be followed by a ```sh block"
+    assert lines[start] == "```sh", f"docs/OPERATIONS.md: {marker} needs a ```sh block after it"
     end = lines.index("```", start + 1)
-    return "\n".join(README.splitlines()[start + 1 : end]) + "\n"
+    return "\n".join(DOC.splitlines()[start + 1 : end]) + "\n"
 
 
 def option(argv: list[str], name: str) -> str:
@@ -115,7 +116,7 @@ async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path
 
 async def test_operator_commands_decide_a_held_stage(client: Client, tmp_path: Path,
                                                      address: str) -> None:
-    """The README's retry, skip and abort, each on a stage held by FAILURE_HOLD."""
+    """The documented retry, skip and abort, each on a stage held by FAILURE_HOLD."""
     workflow_id = option(shlex.split(readme_block("start-pipeline")), "--workflow-id")
     for name in ("retry", "skip", "abort"):
         assert option(shlex.split(readme_block(name)), "--workflow-id") == workflow_id
