@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -215,3 +216,37 @@ async def test_worker_failure_hold_is_fixed_in_history(client: Client, config: W
             await asyncio.wait_for(other.result(), 60)
     assert result.status == "complete"
     assert "implement" in summary_of(result.summary_path)["phases_completed"]
+
+
+async def test_silent_agent_holds_then_retry_completes(client: Client, tmp_path: Path,
+                                                      address: str) -> None:
+    """A stage that times out holds too: with AGENT_HEARTBEAT_TIMEOUT, an agent that never
+    answers fails its stage by heartbeat timeout, the pipeline parks at `awaiting-retry` with
+    that error, and `retry` (the real CLI) dispatches a new task file that an agent completes."""
+    config = make_config(tmp_path, address, failure_hold_seconds=HOLD,
+                         heartbeat_timeout_seconds=3)
+    task_id, _ = originating_task(config)
+    script = PipelineScript()
+    silent: list[str] = []
+
+    def decide(task: dict[str, Any]) -> tuple[str, str] | None:
+        if task["task_type"] == "build_plan" and not silent:
+            silent.append(str(task["id"]))  # the first implement task: never answered
+            return None
+        return script.decide(task)
+
+    async with running_worker(client, config), ScriptedAgent(
+            config.agent_task_dir, address, decide):
+        handle = await start_pipeline(client, config, task_id)
+        await wait_stage(handle, "awaiting-retry", 60)
+        status = await status_of(handle)
+        assert status.failed_stage == "implement"
+        assert status.failed_error == "no heartbeat from the dev agent within 3 s"
+        code, out = await update(address, handle.id, "retry")
+        assert code == 0, out
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status == "complete"
+    implement = [t for t in dispatched(config) if t["task_type"] == "build_plan"]
+    assert len(implement) == 2 and implement[0]["id"] == silent[0]
+    assert implement[0]["status"] == "superseded"  # the silent agent's token is dead
+    assert summary_of(result.summary_path)["outcome"] == "success"
