@@ -96,9 +96,7 @@ def parse_args(argv: list[str]) -> Args:
     else:
         if len(argv) < 2:
             sys.stdout.write(__doc__ or "")
-            raise CliError(
-                EXIT_USAGE, "expected <task_token> success|failed|heartbeat [message]"
-            )
+            raise CliError(EXIT_USAGE, "expected <task_token> success|failed|heartbeat [message]")
         token, traceparent = argv[0], None
         rest = argv[1:]
     status = rest[0]

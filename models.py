@@ -147,7 +147,6 @@ class PipelineStatus(BaseModel):
     skipped: list[str] = []
 
 
-
 class DecisionInput(BaseModel):
     """Optional argument of the operator's updates: approve, reject, retry, skip, abort.
 

@@ -179,8 +179,10 @@ def _request_reason(err: Exception) -> str:
     text = str(err)
     for pattern, reason in (
         (r"Connection refused", "connection refused"),
-        (r"Name or service not known|nodename nor servname|Temporary failure in name",
-         "host name not found"),
+        (
+            r"Name or service not known|nodename nor servname|Temporary failure in name",
+            "host name not found",
+        ),
         (r"No route to host", "no route to host"),
         (r"Connection reset", "connection reset"),
     ):

@@ -95,18 +95,25 @@ async def check_search_attribute(client: Client, namespace: str) -> bool:
 
     try:
         known = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace))
+            ListSearchAttributesRequest(namespace=namespace)
+        )
         if BUILD_STAGE.name in known.custom_attributes:
             return True
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={BUILD_STAGE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={BUILD_STAGE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+            )
+        )
         log.info("search_attribute_registered", name=BUILD_STAGE.name)
         return True
     except Exception as err:  # noqa: BLE001 - any failure means: run without it
-        log.warning("search_attribute_unavailable", name=BUILD_STAGE.name,
-                    error=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                    effect="pipelines run without the BuildStage search attribute")
+        log.warning(
+            "search_attribute_unavailable",
+            name=BUILD_STAGE.name,
+            error=str(err).splitlines()[0] if str(err) else type(err).__name__,
+            effect="pipelines run without the BuildStage search attribute",
+        )
         return False
 
 
@@ -193,11 +200,13 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> None:
         log.error("temporal_unreachable", error=str(err))
         raise
     Features.stage_search_attribute = await check_search_attribute(
-        client, config.temporal_namespace)
+        client, config.temporal_namespace
+    )
     watcher = GateWatcher(client, config.agent_task_dir)
     worker = build_worker(client, config, gate_watcher=watcher, **observability.worker_options())
-    host_worker = build_host_worker(client, config, gate_watcher=watcher,
-                                    **observability.worker_options())
+    host_worker = build_host_worker(
+        client, config, gate_watcher=watcher, **observability.worker_options()
+    )
     try:
         async with worker, host_worker, watcher.running():
             log.info(
@@ -233,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start an embedded dev server when nothing answers at TEMPORAL_ADDRESS",
     )
     parser.add_argument(
-        "--dev-server-dir", type=Path, default=ROOT / ".temporal",
+        "--dev-server-dir",
+        type=Path,
+        default=ROOT / ".temporal",
         help="where the embedded dev server keeps its SQLite file and log (default: .temporal)",
     )
     args = parser.parse_args(argv)

@@ -71,8 +71,9 @@ def _inside(root: Path, path: Path) -> Path:
     """`path`, after checking it resolves inside `root` (build names are checked upstream too)."""
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise ApplicationError(f"refusing to write outside {root}: {path}",
-                               type=TASK_FILE_ERROR, non_retryable=True)
+        raise ApplicationError(
+            f"refusing to write outside {root}: {path}", type=TASK_FILE_ERROR, non_retryable=True
+        )
     return path
 
 
@@ -109,10 +110,13 @@ class PipelineActivities:
 
     # 1 ---------------------------------------------------------------------------------------
     @activity.defn(name="prefab_scaffolding")
-    async def prefab_scaffolding(self, build_name: str, plan_path: str,
-                                 operator_note: str = "") -> BuildPhaseResult:
+    async def prefab_scaffolding(
+        self, build_name: str, plan_path: str, operator_note: str = ""
+    ) -> BuildPhaseResult:
         return await self._dispatch(
-            stage="prefab", target_agent=PREFAB_AGENT, task_type="build_prefab",
+            stage="prefab",
+            target_agent=PREFAB_AGENT,
+            task_type="build_prefab",
             summary=f"Prefab scaffolding for build '{build_name}'",
             payload={
                 "build_name": build_name,
@@ -120,16 +124,24 @@ class PipelineActivities:
                 "instruction": instructions.prefab(build_name, plan_path),
             },
             operator_note=operator_note,
-            log_event="prefab_dispatched", build=build_name,
+            log_event="prefab_dispatched",
+            build=build_name,
         )
 
     # 2 ---------------------------------------------------------------------------------------
     @activity.defn(name="implement_build")
-    async def implement_build(self, build_name: str, originating_task_id: str,
-                              target_agent: str, plan_path: str = "",
-                              operator_note: str = "") -> BuildPhaseResult:
+    async def implement_build(
+        self,
+        build_name: str,
+        originating_task_id: str,
+        target_agent: str,
+        plan_path: str = "",
+        operator_note: str = "",
+    ) -> BuildPhaseResult:
         return await self._dispatch(
-            stage="implement", target_agent=target_agent, task_type="build_plan",
+            stage="implement",
+            target_agent=target_agent,
+            task_type="build_plan",
             summary=f"Implement build: {build_name}",
             payload={
                 "build_name": build_name,
@@ -138,17 +150,21 @@ class PipelineActivities:
                 "instruction": instructions.implement(build_name, plan_path),
             },
             operator_note=operator_note,
-            log_event="build_dispatched", build=build_name, agent=target_agent,
+            log_event="build_dispatched",
+            build=build_name,
+            agent=target_agent,
         )
 
     # 3 ---------------------------------------------------------------------------------------
     @activity.defn(name="request_security_audit")
-    async def request_security_audit(self, build_name: str, plan_path: str,
-                                     operator_note: str = "") -> BuildPhaseResult:
+    async def request_security_audit(
+        self, build_name: str, plan_path: str, operator_note: str = ""
+    ) -> BuildPhaseResult:
         audit_dir = self._audit_dir(build_name)
         request_path = audit_dir / "request.md"
         text = instructions.audit_request(
-            build_name, plan_path, str(audit_dir), datetime.now(UTC).strftime("%Y-%m-%d"))
+            build_name, plan_path, str(audit_dir), datetime.now(UTC).strftime("%Y-%m-%d")
+        )
 
         def prepare() -> Path | None:
             task_files.ensure_private_dir(audit_dir)
@@ -164,12 +180,17 @@ class PipelineActivities:
         try:
             moved = await asyncio.to_thread(prepare)
         except (TaskFileError, OSError) as err:
-            raise ApplicationError(f"cannot prepare the audit request in {audit_dir}: {err}",
-                                   type=TASK_FILE_ERROR, non_retryable=True) from None
+            raise ApplicationError(
+                f"cannot prepare the audit request in {audit_dir}: {err}",
+                type=TASK_FILE_ERROR,
+                non_retryable=True,
+            ) from None
         if moved is not None:
             observability.activity_logger().info("stale_triage_moved", file=moved.name)
         return await self._dispatch(
-            stage="audit", target_agent=AUDIT_AGENT, task_type="security_audit",
+            stage="audit",
+            target_agent=AUDIT_AGENT,
+            task_type="security_audit",
             summary=f"Security audit for build '{build_name}'",
             payload={
                 "build_name": build_name,
@@ -179,7 +200,9 @@ class PipelineActivities:
                 "instruction": instructions.audit(build_name, str(request_path)),
             },
             operator_note=operator_note,
-            log_event="audit_dispatched", build=build_name, request_path=str(request_path),
+            log_event="audit_dispatched",
+            build=build_name,
+            request_path=str(request_path),
         )
 
     # 4 ---------------------------------------------------------------------------------------
@@ -202,18 +225,26 @@ class PipelineActivities:
         if triage is None:
             raise ApplicationError(
                 f"{TRIAGE_FILE} not found at {path}; security audit may still be running",
-                type=TRIAGE_NOT_READY)
+                type=TRIAGE_NOT_READY,
+            )
         observability.activity_logger().info(
-            "triage_processed", build=build_name, blocks=len(triage.blocks),
-            flags=len(triage.flags), info=len(triage.info))
+            "triage_processed",
+            build=build_name,
+            blocks=len(triage.blocks),
+            flags=len(triage.flags),
+            info=len(triage.info),
+        )
         return triage
 
     # 5 ---------------------------------------------------------------------------------------
     @activity.defn(name="apply_flag_fixes")
-    async def apply_flag_fixes(self, build_name: str, flags: list[str],
-                               target_agent: str, operator_note: str = "") -> BuildPhaseResult:
+    async def apply_flag_fixes(
+        self, build_name: str, flags: list[str], target_agent: str, operator_note: str = ""
+    ) -> BuildPhaseResult:
         return await self._dispatch(
-            stage="fixes", target_agent=target_agent, task_type="security_fix",
+            stage="fixes",
+            target_agent=target_agent,
+            task_type="security_fix",
             summary=f"Apply security flag fixes for build '{build_name}' ({len(flags)} items)",
             payload={
                 "build_name": build_name,
@@ -221,7 +252,9 @@ class PipelineActivities:
                 "instruction": instructions.fixes(build_name, flags),
             },
             operator_note=operator_note,
-            log_event="flags_dispatched", build=build_name, agent=target_agent,
+            log_event="flags_dispatched",
+            build=build_name,
+            agent=target_agent,
             flag_count=len(flags),
         )
 
@@ -237,32 +270,43 @@ class PipelineActivities:
         info = activity.info()
         log = observability.activity_logger(build=build_name)
         n = len(blocks)
-        note = (f"BuildPipelineWorkflow blocked on {n} security finding(s) for '{build_name}'. "
-                "Matrix notification sent. Approve task to resume.")
+        note = (
+            f"BuildPipelineWorkflow blocked on {n} security finding(s) for '{build_name}'. "
+            "Matrix notification sent. Approve task to resume."
+        )
         queue = self.config.agent_task_dir
 
         def mark() -> Path | None:
             path = task_files.find_task(queue, task_id)
             if path is not None:  # the mark tells the watcher which run a decision is for
-                task_files.update_task_status(path, task_files.INPUT_REQUIRED, note,
-                                              workflow_id=info.workflow_id or "",
-                                              run_id=info.workflow_run_id or "")
+                task_files.update_task_status(
+                    path,
+                    task_files.INPUT_REQUIRED,
+                    note,
+                    workflow_id=info.workflow_id or "",
+                    run_id=info.workflow_run_id or "",
+                )
             return path
 
         try:
             path = await asyncio.to_thread(mark)
         except TaskFileError as err:
-            raise ApplicationError(f"cannot mark task {task_id} input-required: {err}",
-                                   type=TASK_FILE_ERROR) from None
+            raise ApplicationError(
+                f"cannot mark task {task_id} input-required: {err}", type=TASK_FILE_ERROR
+            ) from None
         if path is None:
             log.warning("task_not_found", task_id=task_id)
         else:
             log.info("task_input_required", task_id=task_id, block_count=n)
-        how = (f"Resolve: set task {task_id} to approved, or run: temporal workflow update "
-               f"execute --workflow-id {info.workflow_id} --name approve (or reject)")
+        how = (
+            f"Resolve: set task {task_id} to approved, or run: temporal workflow update "
+            f"execute --workflow-id {info.workflow_id} --name approve (or reject)"
+        )
         for i, block in enumerate(blocks, start=1):
-            message = (f"[ACTION] {build_name}: block {i}/{n} needs review\n\n"
-                       f"{sanitize_finding(block)}\n\n{how}")
+            message = (
+                f"[ACTION] {build_name}: block {i}/{n} needs review\n\n"
+                f"{sanitize_finding(block)}\n\n{how}"
+            )
             await notify_once(self.config, message, key=f"{info.workflow_run_id}:block:{i}")
             activity.heartbeat(i)  # a killed worker is noticed in a minute, not 30
             log.info("block_notified", index=i, total=n)
@@ -270,8 +314,9 @@ class PipelineActivities:
 
     # 7 ---------------------------------------------------------------------------------------
     @activity.defn(name="wait_for_block_resolution")
-    async def wait_for_block_resolution(self, build_name: str, task_id: str,
-                                        task_path: str = "") -> dict[str, str]:
+    async def wait_for_block_resolution(
+        self, build_name: str, task_id: str, task_path: str = ""
+    ) -> dict[str, str]:
         """Check the originating task file once: its decision when `approved` (or `rejected`),
         else a benign failure that Temporal retries later: the fallback behind the watcher.
 
@@ -313,37 +358,56 @@ class PipelineActivities:
         else:
             log.debug("still_waiting", status=str(task.get("status", "")))
         delay = self.config.block_poll_seconds
-        if (path is not None and task is not None and self.watcher is not None
-                and self.watcher.covers(path)
-                and task_files.gate_mark(task) == (info.workflow_id, info.workflow_run_id)):
+        if (
+            path is not None
+            and task is not None
+            and self.watcher is not None
+            and self.watcher.covers(path)
+            and task_files.gate_mark(task) == (info.workflow_id, info.workflow_run_id)
+        ):
             delay *= WATCHED_POLL_FACTOR
         status = str(task.get("status", "")) if task else ""
         raise ApplicationError(
             f"task {task_id} is {status or 'not found'}; checking again in {delay:g}s",
-            type=GATE_WAITING, next_retry_delay=timedelta(seconds=delay),
-            category=ApplicationErrorCategory.BENIGN)
+            type=GATE_WAITING,
+            next_retry_delay=timedelta(seconds=delay),
+            category=ApplicationErrorCategory.BENIGN,
+        )
 
     # 8 ---------------------------------------------------------------------------------------
     @activity.defn(name="close_build")
-    async def close_build(self, build_name: str, target_agent: str,
-                          operator_note: str = "") -> BuildPhaseResult:
+    async def close_build(
+        self, build_name: str, target_agent: str, operator_note: str = ""
+    ) -> BuildPhaseResult:
         return await self._dispatch(
-            stage="close", target_agent=target_agent, task_type="build_closeout",
+            stage="close",
+            target_agent=target_agent,
+            task_type="build_closeout",
             summary=f"Close out build '{build_name}'",
             payload={
                 "build_name": build_name,
                 "instruction": instructions.close(build_name),
             },
             operator_note=operator_note,
-            log_event="closeout_dispatched", build=build_name, agent=target_agent,
+            log_event="closeout_dispatched",
+            build=build_name,
+            agent=target_agent,
         )
 
     # 9 ---------------------------------------------------------------------------------------
     @activity.defn(name="summarize_workflow")
     async def summarize_workflow(
-        self, workflow_id: str, build_name: str, started_at: str, completed_at: str,
-        phases_completed: list[str], blocks_hit: int, flags_applied: int, plan_path: str,
-        build_report_path: str, outcome: PipelineOutcome | None = None,
+        self,
+        workflow_id: str,
+        build_name: str,
+        started_at: str,
+        completed_at: str,
+        phases_completed: list[str],
+        blocks_hit: int,
+        flags_applied: int,
+        plan_path: str,
+        build_report_path: str,
+        outcome: PipelineOutcome | None = None,
     ) -> str:
         """Write the run's summary YAML; returns its path."""
         if outcome is None:
@@ -379,14 +443,16 @@ class PipelineActivities:
             await asyncio.to_thread(write)
         except TaskFileError as err:
             raise ApplicationError(str(err), type=TASK_FILE_ERROR) from None
-        observability.activity_logger().info("summary_written", path=str(path),
-                                             outcome=outcome.outcome)
+        observability.activity_logger().info(
+            "summary_written", path=str(path), outcome=outcome.outcome
+        )
         return str(path.resolve())
 
     # failure path --------------------------------------------------------------------------
     @activity.defn(name="end_pipeline")
-    async def end_pipeline(self, workflow_id: str, build_name: str, outcome: str,
-                           message: str) -> int:
+    async def end_pipeline(
+        self, workflow_id: str, build_name: str, outcome: str, message: str
+    ) -> int:
         """Close the run's open task files (their tokens are dead) and tell the operator once."""
         log = observability.activity_logger(build=build_name)
         closed = await self._close_open_tasks(workflow_id, outcome)
@@ -399,15 +465,17 @@ class PipelineActivities:
     async def close_pipeline_tasks(self, workflow_id: str, outcome: str) -> int:
         """end_pipeline's clean-up on another host: the run's open task files there."""
         closed = await self._close_open_tasks(workflow_id, outcome)
-        observability.activity_logger().info("pipeline_tasks_closed", outcome=outcome,
-                                             tasks_closed=closed)
+        observability.activity_logger().info(
+            "pipeline_tasks_closed", outcome=outcome, tasks_closed=closed
+        )
         return closed
 
     async def _close_open_tasks(self, workflow_id: str, outcome: str) -> int:
         note = f"BuildPipelineWorkflow ended ({outcome}); this task's token is no longer valid"
         try:
             closed = await asyncio.to_thread(
-                task_files.close_open_tasks, self.config.agent_task_dir, workflow_id, note)
+                task_files.close_open_tasks, self.config.agent_task_dir, workflow_id, note
+            )
         except TaskFileError as err:
             observability.activity_logger().warning("task_close_failed", error=str(err))
             return 0

@@ -64,7 +64,10 @@ async def dispatch_to_agent(
         return task_files.write_task(queue_dir, task, now), stale
 
     with observability.dispatch_span(
-        activity_name=info.activity_type, stage=stage, task_type=task_type, task_id=task_id,
+        activity_name=info.activity_type,
+        stage=stage,
+        task_type=task_type,
+        task_id=task_id,
         **log_fields,
     ):
         # built inside the span: the file's traceparent names it, so the agent's completion
@@ -91,4 +94,3 @@ async def dispatch_to_agent(
     log.info(log_event, task_id=task_id[:8], file=path.name, **log_fields)
     observability.count_dispatch(task_type)
     activity.raise_complete_async()
-

@@ -88,8 +88,9 @@ def read_decision(path: Path) -> FileDecision | None:
     mark, found = task_files.gate_mark(task), task_files.file_decision(task)
     if mark is None or found is None:
         return None
-    return FileDecision(*mark, decision=found["decision"], by=found["by"], note=found["note"],
-                        file=path.name)
+    return FileDecision(
+        *mark, decision=found["decision"], by=found["by"], note=found["note"], file=path.name
+    )
 
 
 class GateWatcher:
@@ -132,9 +133,14 @@ class GateWatcher:
             try:
                 await asyncio.to_thread(task_files.ensure_private_dir, self.queue_dir)
                 async for changes in awatch(
-                        self.queue_dir, watch_filter=self._wanted, step=STEP_MS,
-                        rust_timeout=TICK_MS, yield_on_timeout=True, stop_event=self._stop,
-                        ignore_permission_denied=True):
+                    self.queue_dir,
+                    watch_filter=self._wanted,
+                    step=STEP_MS,
+                    rust_timeout=TICK_MS,
+                    yield_on_timeout=True,
+                    stop_event=self._stop,
+                    ignore_permission_denied=True,
+                ):
                     if not self.active:
                         self.active, failing = True, False
                         await self._read_all()
@@ -143,30 +149,40 @@ class GateWatcher:
             except Exception as err:  # noqa: BLE001 - any failure: say so, the poll covers
                 self.active = False
                 (log.debug if failing else log.warning)(
-                    "gate_watch_failed", dir=str(self.queue_dir),
+                    "gate_watch_failed",
+                    dir=str(self.queue_dir),
                     error=str(err).splitlines()[0] if str(err) else type(err).__name__,
                     effect=f"file decisions wait for the gate's fallback check; "
-                           f"watching again every {RESTART_DELAY:g} s")
+                    f"watching again every {RESTART_DELAY:g} s",
+                )
                 failing = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), RESTART_DELAY)
         self.active = False
 
     def _wanted(self, change: Change, path: str) -> bool:
-        return (change != Change.deleted and path.endswith(".yml")
-                and os.path.dirname(path) in self._dirs)
+        return (
+            change != Change.deleted
+            and path.endswith(".yml")
+            and os.path.dirname(path) in self._dirs
+        )
 
     async def _read_all(self) -> None:
         """Once the watch is up: every recently written task file, for decisions made while no
         worker watched. Changes from here on arrive as events (a file in both is sent once)."""
+
         def scan() -> tuple[int, list[FileDecision]]:
             cutoff = time.time() - RESCAN_AGE.total_seconds()
             recent = [p for p in task_files.iter_task_files(self.queue_dir) if _mtime(p) > cutoff]
             return len(recent), [d for d in map(read_decision, recent) if d is not None]
 
         read, found = await asyncio.to_thread(scan)
-        log.info("gate_watch_started", dir=str(self.queue_dir), files_read=read,
-                 decisions_found=len(found))
+        log.info(
+            "gate_watch_started",
+            dir=str(self.queue_dir),
+            files_read=read,
+            decisions_found=len(found),
+        )
         self._send_all(found)
 
     async def _read(self, paths: Iterable[Path]) -> None:
@@ -194,21 +210,25 @@ class GateWatcher:
                     return
                 if attempt < DELIVERY_TRIES:
                     await asyncio.sleep(2.0**attempt)
-            log.warning("file_decision_undelivered", workflow_id=found.workflow_id,
-                        file=found.file, decision=found.decision,
-                        effect="the gate's fallback check reads the file")
+            log.warning(
+                "file_decision_undelivered",
+                workflow_id=found.workflow_id,
+                file=found.file,
+                decision=found.decision,
+                effect="the gate's fallback check reads the file",
+            )
         finally:
             self._pending.discard(found.key)
 
     async def _send(self, found: FileDecision, attempt: int) -> bool:
         """One delivery; True when it is settled (delivered, or refused by the run)."""
-        fields = {"workflow_id": found.workflow_id, "decision": found.decision,
-                  "file": found.file}
+        fields = {"workflow_id": found.workflow_id, "decision": found.decision, "file": found.file}
         handle = self.client.get_workflow_handle(found.workflow_id, run_id=found.run_id)
         given = DecisionInput(by=found.by[:200], note=found.note[:2000], via="task-file")
         try:
-            await asyncio.wait_for(handle.execute_update(UPDATE_OF[found.decision], given),
-                                   DELIVERY_TIMEOUT)
+            await asyncio.wait_for(
+                handle.execute_update(UPDATE_OF[found.decision], given), DELIVERY_TIMEOUT
+            )
         except WorkflowUpdateFailedError as err:  # the gate is not open, or already decided
             log.info("file_decision_refused", reason=str(err.cause or err), **fields)
             return True
@@ -219,8 +239,12 @@ class GateWatcher:
             log.warning("file_decision_retry", error=err.message, attempt=attempt, **fields)
             return False
         except Exception as err:  # noqa: BLE001 - a timeout or a lost connection: try again
-            log.warning("file_decision_retry", error=str(err) or type(err).__name__,
-                        attempt=attempt, **fields)
+            log.warning(
+                "file_decision_retry",
+                error=str(err) or type(err).__name__,
+                attempt=attempt,
+                **fields,
+            )
             return False
         log.info("file_decision_delivered", **fields)
         return True

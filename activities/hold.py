@@ -15,8 +15,9 @@ from config import WorkerConfig
 from workflows.operator_view import UNSKIPPABLE, hold_commands
 
 
-def hold_message(workflow_id: str, build_name: str, stage: str, error: str,
-                 hold_seconds: float) -> str:
+def hold_message(
+    workflow_id: str, build_name: str, stage: str, error: str, hold_seconds: float
+) -> str:
     lines = [
         f"[HELD] {build_name}: the {stage} stage failed and waits for a decision "
         f"(up to {hold_seconds:g}s)",
@@ -36,8 +37,15 @@ class HoldActivities:
         self.config = config
 
     @activity.defn(name="notify_hold")
-    async def notify_hold(self, workflow_id: str, build_name: str, stage: str, error: str,
-                          hold_seconds: float, hold_number: int) -> None:
+    async def notify_hold(
+        self,
+        workflow_id: str,
+        build_name: str,
+        stage: str,
+        error: str,
+        hold_seconds: float,
+        hold_number: int,
+    ) -> None:
         """One message per hold (`hold_number` counts a pipeline's holds)."""
         message = hold_message(workflow_id, build_name, stage, error, hold_seconds)
         key = f"{activity.info().workflow_run_id}:hold:{hold_number}"

@@ -63,9 +63,13 @@ async def send_matrix_script(config: WorkerConfig, message: str) -> bool:
     """Run send-matrix.sh without blocking the event loop; True when it exited 0."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(config.send_matrix_script), config.matrix_room, message,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=clean_env(),
+            str(config.send_matrix_script),
+            config.matrix_room,
+            message,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=clean_env(),
         )
     except OSError as err:
         log.warning("matrix_send_failed", error=f"{type(err).__name__}: {err.strerror or err}")
@@ -78,8 +82,11 @@ async def send_matrix_script(config: WorkerConfig, message: str) -> bool:
         log.warning("matrix_send_failed", error=f"timed out after {SEND_TIMEOUT_SECONDS}s")
         return False
     if proc.returncode != 0:
-        log.warning("matrix_send_failed", returncode=proc.returncode,
-                    stderr=stderr.decode("utf-8", "replace").strip()[:500])
+        log.warning(
+            "matrix_send_failed",
+            returncode=proc.returncode,
+            stderr=stderr.decode("utf-8", "replace").strip()[:500],
+        )
         return False
     return True
 
@@ -113,8 +120,9 @@ def _path(*parts: str) -> str:
     return CLIENT_API + "".join("/" + quote(p, safe="") for p in parts)
 
 
-async def _request(client: httpx.AsyncClient, method: str, url: str,
-                   **kwargs: Any) -> dict[str, Any]:
+async def _request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> dict[str, Any]:
     """One API call, retried on transport errors, 429 and 5xx: its JSON, or MatrixSendError."""
     reason = "no attempt made"
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -182,8 +190,12 @@ async def tls_context() -> ssl.SSLContext:
 
 
 async def send_matrix_api(
-    config: WorkerConfig, message: str, *, key: str,
-    timeout: float = SEND_TIMEOUT_SECONDS, request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    config: WorkerConfig,
+    message: str,
+    *,
+    key: str,
+    timeout: float = SEND_TIMEOUT_SECONDS,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> bool:
     """Post one `m.notice` through the client-server API; True when the homeserver took it."""
     homeserver, token_file = config.matrix_homeserver, config.matrix_access_token_file
@@ -210,22 +222,36 @@ async def send_matrix_api(
             room_id = await resolve_room(client, homeserver, config.matrix_room)
             content = {"msgtype": "m.notice", "body": plain_body(message), "m.mentions": {}}
             answer = await _request(
-                client, "PUT", _path("rooms", room_id, "send", "m.room.message", txn_id(key)),
+                client,
+                "PUT",
+                _path("rooms", room_id, "send", "m.room.message", txn_id(key)),
                 json=content,
             )
     except TimeoutError:
-        log.warning("matrix_send_failed", transport="api", room=config.matrix_room,
-                    error=f"timed out after {timeout}s")
+        log.warning(
+            "matrix_send_failed",
+            transport="api",
+            room=config.matrix_room,
+            error=f"timed out after {timeout}s",
+        )
         return False
     except MatrixSendError as err:
         log.warning("matrix_send_failed", transport="api", room=config.matrix_room, error=str(err))
         return False
     except OSError as err:
-        log.warning("matrix_send_failed", transport="api", room=config.matrix_room,
-                    error=f"access token file: {err.strerror or type(err).__name__}")
+        log.warning(
+            "matrix_send_failed",
+            transport="api",
+            room=config.matrix_room,
+            error=f"access token file: {err.strerror or type(err).__name__}",
+        )
         return False
-    log.info("matrix_sent", room_id=room_id, event_id=answer.get("event_id"),
-             seconds=round(time.monotonic() - started, 3))
+    log.info(
+        "matrix_sent",
+        room_id=room_id,
+        event_id=answer.get("event_id"),
+        seconds=round(time.monotonic() - started, 3),
+    )
     return True
 
 
@@ -261,6 +287,7 @@ async def notify_once(config: WorkerConfig, message: str, *, key: str) -> bool:
         return True
     sent = await notify(config, message, key=key)
     if sent:
+
         def record() -> None:
             marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker.touch()

@@ -215,8 +215,13 @@ def _has_id(path: Path, task_id: str) -> bool:
 
 
 def history_entry(status: str, note: str, actor: str = ACTOR, **extra: str) -> dict[str, str]:
-    return {"timestamp": now_utc().isoformat(), "status": status, "actor": actor, "note": note,
-            **extra}
+    return {
+        "timestamp": now_utc().isoformat(),
+        "status": status,
+        "actor": actor,
+        "note": note,
+        **extra,
+    }
 
 
 def update_task_status(path: Path, status: str, note: str, **extra: str) -> dict[str, Any]:
@@ -284,8 +289,11 @@ def file_decision(task: Mapping[str, Any]) -> dict[str, str] | None:
     if status not in (APPROVED, REJECTED):
         return None
     entry = last_entry(task, status)
-    return {"decision": status, "by": str(entry.get("actor", "")),
-            "note": str(entry.get("note", ""))}
+    return {
+        "decision": status,
+        "by": str(entry.get("actor", "")),
+        "note": str(entry.get("note", "")),
+    }
 
 
 def dispatched_tasks(queue_dir: Path, workflow_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -55,8 +55,10 @@ def _item_text(item: Any, where: str) -> str:
         if isinstance(description, str):
             return description.strip()
         raise TriageError(f"{where}: a mapping item needs a 'description' string")
-    raise TriageError(f"{where}: items must be strings or {{description: ...}} mappings, "
-                      f"got {type(item).__name__}")
+    raise TriageError(
+        f"{where}: items must be strings or {{description: ...}} mappings, "
+        f"got {type(item).__name__}"
+    )
 
 
 def parse_triage(raw: bytes, path: str = "triage-output.yml") -> TriageOutput:
@@ -77,8 +79,9 @@ def parse_triage(raw: bytes, path: str = "triage-output.yml") -> TriageOutput:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise TriageError(f"{path}: expected a mapping with blocks/flags/info, "
-                          f"got {type(data).__name__}")
+        raise TriageError(
+            f"{path}: expected a mapping with blocks/flags/info, got {type(data).__name__}"
+        )
     sections: dict[str, list[str]] = {}
     for name in SECTIONS:
         value = data.get(name)

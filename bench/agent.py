@@ -29,12 +29,18 @@ IN_MOVED_TO = 0x80
 IN_Q_OVERFLOW = 0x4000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
-STAGE_OF_TYPE = {"build_prefab": 1, "build_plan": 2, "security_audit": 3, "security_fix": 5,
-                 "build_closeout": 8}
+STAGE_OF_TYPE = {
+    "build_prefab": 1,
+    "build_plan": 2,
+    "security_audit": 3,
+    "security_fix": 5,
+    "build_closeout": 8,
+}
 RESULT = {"status": "success", "output": "bench"}
 _NEEDED = {"task_token", "task_type", "workflow_id"}
-_FIELD = re.compile(r"^ *(task_token|task_type|output_dir|workflow_id|source_agent): (\S+)$",
-                    re.MULTILINE)
+_FIELD = re.compile(
+    r"^ *(task_token|task_type|output_dir|workflow_id|source_agent): (\S+)$", re.MULTILINE
+)
 
 
 class Inotify:
@@ -46,8 +52,9 @@ class Inotify:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         directory.mkdir(parents=True, exist_ok=True)
-        wd = self._libc.inotify_add_watch(self.fd, str(directory).encode(),
-                                          IN_MOVED_TO | IN_CLOSE_WRITE)
+        wd = self._libc.inotify_add_watch(
+            self.fd, str(directory).encode(), IN_MOVED_TO | IN_CLOSE_WRITE
+        )
         if wd < 0:
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
         self.directory = directory
@@ -63,7 +70,7 @@ class Inotify:
         offset = 0
         while offset < len(data):
             _, mask, _, length = struct.unpack_from("iIII", data, offset)
-            name = data[offset + 16: offset + 16 + length].rstrip(b"\0").decode()
+            name = data[offset + 16 : offset + 16 + length].rstrip(b"\0").decode()
             offset += 16 + length
             if mask & IN_Q_OVERFLOW:
                 for entry in os.scandir(self.directory):
@@ -86,10 +93,15 @@ def task_fields(text: str) -> dict[str, str]:
         data = yaml.safe_load(text)
         payload = data.get("payload", {}) if isinstance(data, dict) else {}
         if isinstance(data, dict):
-            fields = {"source_agent": str(data.get("source_agent")),
-                      "task_type": str(data.get("task_type")),
-                      **{k: str(payload[k]) for k in ("task_token", "output_dir", "workflow_id")
-                         if k in payload}}
+            fields = {
+                "source_agent": str(data.get("source_agent")),
+                "task_type": str(data.get("task_type")),
+                **{
+                    k: str(payload[k])
+                    for k in ("task_token", "output_dir", "workflow_id")
+                    if k in payload
+                },
+            }
     return fields
 
 
@@ -101,8 +113,16 @@ class Agent:
     triage: what the audit writes (worker side): {"blocks": [...], "flags": [...]}.
     """
 
-    def __init__(self, side: str, client: Client, directory: Path, *, complete: set[int],
-                 approve: bool = False, triage: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        side: str,
+        client: Client,
+        directory: Path,
+        *,
+        complete: set[int],
+        approve: bool = False,
+        triage: dict[str, list[str]] | None = None,
+    ) -> None:
         self.side = side
         self.client = client
         self.directory = directory
@@ -166,8 +186,9 @@ class Agent:
         token = base64.b64decode(fields["task_token"])
         self._arrived(fields["workflow_id"], stage, token, now, fields)
 
-    def _arrived(self, wf: str, stage: int, token: bytes, now: float,
-                 fields: dict[str, str]) -> None:
+    def _arrived(
+        self, wf: str, stage: int, token: bytes, now: float, fields: dict[str, str]
+    ) -> None:
         if (wf, stage) in self.arrivals:
             return
         self.arrivals[(wf, stage)] = now

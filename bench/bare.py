@@ -91,11 +91,13 @@ class BarePipeline(_Approvable):
 
     async def _async(self, n: int) -> object:
         return await workflow.execute_activity(
-            "bare_async", n, start_to_close_timeout=HOUR, retry_policy=ONE_TRY)
+            "bare_async", n, start_to_close_timeout=HOUR, retry_policy=ONE_TRY
+        )
 
     async def _plain(self, n: int) -> object:
         return await workflow.execute_activity(
-            "bare_plain", n, start_to_close_timeout=HOUR, retry_policy=ONE_TRY)
+            "bare_plain", n, start_to_close_timeout=HOUR, retry_policy=ONE_TRY
+        )
 
     @workflow.run
     async def run(self) -> int:
@@ -121,15 +123,18 @@ class BareGate(_Approvable):
     @workflow.run
     async def run(self) -> int:
         poller = workflow.start_activity(
-            "bare_poll", schedule_to_close_timeout=timedelta(days=7),
-            heartbeat_timeout=timedelta(seconds=30))
+            "bare_poll",
+            schedule_to_close_timeout=timedelta(days=7),
+            heartbeat_timeout=timedelta(seconds=30),
+        )
         await workflow.execute_activity("bare_mark_gate", start_to_close_timeout=HOUR)
         self.awaiting = True
         await workflow.wait_condition(lambda: self.approved or poller.done())
         if not poller.done():
             poller.cancel()
         await workflow.execute_activity(
-            "bare_async", 8, start_to_close_timeout=HOUR, retry_policy=ONE_TRY)
+            "bare_async", 8, start_to_close_timeout=HOUR, retry_policy=ONE_TRY
+        )
         return 1
 
 
@@ -144,7 +149,8 @@ class BareTimerGate(_Approvable):
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self.approved, timeout=timedelta(days=7))
         await workflow.execute_activity(
-            "bare_async", 8, start_to_close_timeout=HOUR, retry_policy=ONE_TRY)
+            "bare_async", 8, start_to_close_timeout=HOUR, retry_policy=ONE_TRY
+        )
         return 1
 
 
@@ -154,10 +160,14 @@ class BareTokens:
 
     @workflow.run
     async def run(self, count: int) -> int:
-        await asyncio.gather(*(
-            workflow.execute_activity("bare_async", n, start_to_close_timeout=HOUR,
-                                      retry_policy=ONE_TRY)
-            for n in range(count)))
+        await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    "bare_async", n, start_to_close_timeout=HOUR, retry_policy=ONE_TRY
+                )
+                for n in range(count)
+            )
+        )
         return count
 
 
@@ -169,9 +179,12 @@ async def watch_approvals(client: Client, directory: Path, stop: asyncio.Event) 
         with contextlib.suppress(Exception):
             await client.get_workflow_handle(workflow_id).execute_update("approve")
 
-    async for changes in awatch(directory, step=50, stop_event=stop,
-                                watch_filter=lambda c, p: c != Change.deleted
-                                and p.endswith(".approved")):
+    async for changes in awatch(
+        directory,
+        step=50,
+        stop_event=stop,
+        watch_filter=lambda c, p: c != Change.deleted and p.endswith(".approved"),
+    ):
         for _, path in changes:
             task = asyncio.create_task(approve(Path(path).name.removesuffix(".approved")))
             sent.add(task)
@@ -186,7 +199,8 @@ async def serve(address: str, queue: str, directory: Path, poll: float, slots: i
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Worker(
-        client, task_queue=queue,
+        client,
+        task_queue=queue,
         workflows=[BarePipeline, BareGate, BareTimerGate, BareTokens],
         activities=[acts.bare_async, acts.bare_plain, acts.bare_mark_gate, acts.bare_poll],
         max_concurrent_activities=slots,

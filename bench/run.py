@@ -71,10 +71,23 @@ class Settings:
     def make(cls, quick: bool) -> Settings:
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, handoff_pipelines=2, cli_runs=3, pipelines=12, throughput_reps=1,
-                   parked=40, parked_warmup=10, approvals=2, starts=2, stall_seconds=15.0,
-                   settle_seconds=1.0, parked_cost=40, rest_settle=2.0, rest_window=2.0,
-                   rest_windows=3)
+        return cls(
+            quick=True,
+            handoff_pipelines=2,
+            cli_runs=3,
+            pipelines=12,
+            throughput_reps=1,
+            parked=40,
+            parked_warmup=10,
+            approvals=2,
+            starts=2,
+            stall_seconds=15.0,
+            settle_seconds=1.0,
+            parked_cost=40,
+            rest_settle=2.0,
+            rest_window=2.0,
+            rest_windows=3,
+        )
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
@@ -83,8 +96,15 @@ def summary(samples: list[float]) -> dict[str, Any]:
     if not ordered:
         return {"n": 0}
     quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else ordered * 3
-    return {"n": len(ordered), "median": statistics.median(ordered), "min": ordered[0],
-            "max": ordered[-1], "p25": quartiles[0], "p75": quartiles[2], "samples": samples}
+    return {
+        "n": len(ordered),
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p25": quartiles[0],
+        "p75": quartiles[2],
+        "samples": samples,
+    }
 
 
 @dataclass
@@ -104,9 +124,18 @@ class Figure:
         w, b = summary(self.worker), summary(self.bare)
         ratio = (w["median"] / b["median"]) if w.get("median") and b.get("median") else None
         met = self.judge(w, ratio) if self.judge and ratio is not None else None
-        return {"name": self.name, "unit": self.unit, "worker": w, "bare": b, "ratio": ratio,
-                "higher_is_better": self.higher_is_better, "target": self.target,
-                "target_met": met, "notes": self.notes, **self.extra}
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "worker": w,
+            "bare": b,
+            "ratio": ratio,
+            "higher_is_better": self.higher_is_better,
+            "target": self.target,
+            "target_met": met,
+            "notes": self.notes,
+            **self.extra,
+        }
 
 
 class Bench:
@@ -135,8 +164,9 @@ class Bench:
     # --- processes ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def worker(self, side: str, poll: float = 30.0, slots: int | None = None
-                     ) -> AsyncIterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    async def worker(
+        self, side: str, poll: float = 30.0, slots: int | None = None
+    ) -> AsyncIterator[tuple[str, Path, subprocess.Popen[bytes]]]:
         """A worker process of `side` on a fresh queue and directory, polling when yielded."""
         queue = self.fresh(f"q-{side}")
         workdir = self.workdir / queue
@@ -147,9 +177,21 @@ class Bench:
             if side == "worker" and self.current in self.profile:
                 out = ROOT / "bench" / f"profile-{self.current}.txt"
                 spy = subprocess.Popen(
-                    [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(proc.pid),
-                     "--format", "raw", "--rate", "200", "--output", str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    [
+                        str(Path(PYTHON).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(proc.pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "200",
+                        "--output",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             yield queue, workdir, proc
         finally:
             if spy is not None:
@@ -157,9 +199,15 @@ class Bench:
                 await asyncio.to_thread(spy.wait)
             await asyncio.to_thread(stop_process, proc)
 
-    async def start_pipelines(self, side: str, queue: str, workdir: Path, agent: Agent,
-                              count: int, workflow: str = "BarePipeline"
-                              ) -> list[WorkflowHandle[Any, Any]]:
+    async def start_pipelines(
+        self,
+        side: str,
+        queue: str,
+        workdir: Path,
+        agent: Agent,
+        count: int,
+        workflow: str = "BarePipeline",
+    ) -> list[WorkflowHandle[Any, Any]]:
         """Start `count` pipelines at once (their originating task files first)."""
         config = WorkerConfig(agent_task_dir=workdir / "task-queue")
         gate = asyncio.Semaphore(50)
@@ -174,7 +222,9 @@ class Bench:
                 return await self.client.start_workflow(
                     "BuildPipelineWorkflow",
                     pipeline_input(task_id, build_name=f"b-{self.tag}-{self._n}-{i}"),
-                    id=wf, task_queue=queue)
+                    id=wf,
+                    task_queue=queue,
+                )
 
         return list(await asyncio.gather(*(one(i) for i in range(count))))
 
@@ -192,9 +242,15 @@ class Bench:
                 finally:
                     await asyncio.to_thread(stop_process, proc)
                 samples[side].append(polled - started)
-        return Figure("P6", "worker start: process start to polling the task queue", "s",
-                      samples["worker"], samples["bare"], "worker median <= 2 s",
-                      judge=lambda w, r: w["median"] <= 2.0)
+        return Figure(
+            "P6",
+            "worker start: process start to polling the task queue",
+            "s",
+            samples["worker"],
+            samples["bare"],
+            "worker median <= 2 s",
+            judge=lambda w, r: w["median"] <= 2.0,
+        )
 
     # --- P2 ------------------------------------------------------------------------------------
 
@@ -217,41 +273,67 @@ class Bench:
                 async def run(side: str, *flags: str) -> tuple[float, str]:
                     started = time.monotonic()
                     proc = await asyncio.create_subprocess_exec(
-                        PYTHON, *flags, *command(side, tokens.pop()), cwd=tempfile.gettempdir(),
-                        env=env, stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.PIPE)
+                        PYTHON,
+                        *flags,
+                        *command(side, tokens.pop()),
+                        cwd=tempfile.gettempdir(),
+                        env=env,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.PIPE,
+                    )
                     _, err = await proc.communicate()
                     took = time.monotonic() - started
                     if proc.returncode != 0:
-                        said = [ln for ln in err.decode().splitlines()
-                                if not ln.startswith("import time:")]
-                        raise RuntimeError(f"P2 {side} exited {proc.returncode}: "
-                                           + "\n".join(said[-20:]))
+                        said = [
+                            ln
+                            for ln in err.decode().splitlines()
+                            if not ln.startswith("import time:")
+                        ]
+                        raise RuntimeError(
+                            f"P2 {side} exited {proc.returncode}: " + "\n".join(said[-20:])
+                        )
                     return took, err.decode()
 
                 samples: dict[str, list[float]] = {s: [] for s in SIDES}
                 for rep in range(runs):
                     for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                         samples[side].append((await run(side))[0])
-                imports = {side: import_time((await run(side, "-X", "importtime"))[1])
-                           for side in SIDES}
-        figure = Figure("P2", "completion CLI: wall time of one `complete_activity.py <token> "
-                        "success msg` process", "s", samples["worker"], samples["bare"],
-                        "ratio <= 1.25", judge=lambda w, r: r <= 1.25)
+                imports = {
+                    side: import_time((await run(side, "-X", "importtime"))[1]) for side in SIDES
+                }
+        figure = Figure(
+            "P2",
+            "completion CLI: wall time of one `complete_activity.py <token> success msg` process",
+            "s",
+            samples["worker"],
+            samples["bare"],
+            "ratio <= 1.25",
+            judge=lambda w, r: r <= 1.25,
+        )
         figure.extra["import_time_s"] = imports
-        return [figure, Figure(
-            "P2i", "completion CLI: import time (python -X importtime, all imports of a run)",
-            "s", [imports["worker"]], [imports["bare"]], "reported (no target)")]
+        return [
+            figure,
+            Figure(
+                "P2i",
+                "completion CLI: import time (python -X importtime, all imports of a run)",
+                "s",
+                [imports["worker"]],
+                [imports["bare"]],
+                "reported (no target)",
+            ),
+        ]
 
     # --- P1 ------------------------------------------------------------------------------------
 
     async def p1_handoff(self) -> Figure:
         samples: dict[str, list[float]] = {s: [] for s in SIDES}
         env = cli_env(self.address)
-        async with (self.worker("worker") as (wq, wdir, _),
-                    self.worker("bare") as (bq, bdir, _),
-                    Agent("worker", self.client, wdir / "task-queue", complete=set()) as wag,
-                    Agent("bare", self.client, bdir / "task-queue", complete=set()) as bag):
+        async with (
+            self.worker("worker") as (wq, wdir, _),
+            self.worker("bare") as (bq, bdir, _),
+            Agent("worker", self.client, wdir / "task-queue", complete=set()) as wag,
+            Agent("bare", self.client, bdir / "task-queue", complete=set()) as bag,
+        ):
             for rep in range(self.s.handoff_pipelines + 1):  # the first one warms up
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     agent = wag if side == "worker" else bag
@@ -263,24 +345,38 @@ class Bench:
                         token = agent.tokens[(wf, stage)]
                         if side == "worker":
                             proc = await asyncio.create_subprocess_exec(
-                                PYTHON, str(ROOT / "complete_activity.py"),
-                                base64.b64encode(token).decode(), "success", "bench",
-                                env=env, stdout=asyncio.subprocess.DEVNULL)
+                                PYTHON,
+                                str(ROOT / "complete_activity.py"),
+                                base64.b64encode(token).decode(),
+                                "success",
+                                "bench",
+                                env=env,
+                                stdout=asyncio.subprocess.DEVNULL,
+                            )
                             if await proc.wait() != 0:
                                 raise RuntimeError("P1: complete_activity.py failed")
                         else:
-                            await self.client.get_async_activity_handle(
-                                task_token=token).complete(RESULT)
+                            await self.client.get_async_activity_handle(task_token=token).complete(
+                                RESULT
+                            )
                         returned = time.monotonic()
                         arrived = await agent.arrival(wf, nxt)
                         if rep > 0:
                             samples[side].append(arrived - returned)
                     await handle.terminate("bench: measured")
-        return Figure("P1", "stage handoff: completion returned -> next stage's task file on "
-                      "disk", "s", samples["worker"], samples["bare"], "ratio <= 1.5",
-                      judge=lambda w, r: r <= 1.5,
-                      notes=["worker side: complete_activity.py process exit; bare side: "
-                             "AsyncActivityHandle.complete() returning"])
+        return Figure(
+            "P1",
+            "stage handoff: completion returned -> next stage's task file on disk",
+            "s",
+            samples["worker"],
+            samples["bare"],
+            "ratio <= 1.5",
+            judge=lambda w, r: r <= 1.5,
+            notes=[
+                "worker side: complete_activity.py process exit; bare side: "
+                "AsyncActivityHandle.complete() returning"
+            ],
+        )
 
     # --- P5 ------------------------------------------------------------------------------------
 
@@ -289,19 +385,27 @@ class Bench:
         n = self.s.approvals
         by_update: dict[str, list[float]] = {s: [] for s in SIDES}
         by_file: dict[str, list[float]] = {s: [] for s in SIDES}
-        async with (self.worker("worker", poll) as (wq, wdir, _),
-                    self.worker("bare", poll) as (bq, bdir, _),
-                    Agent("worker", self.client, wdir / "task-queue", complete={1, 2, 3, 8},
-                          triage={"blocks": ["bench block"], "flags": []}) as wag,
-                    Agent("bare", self.client, bdir / "task-queue", complete={8}) as bag):
+        async with (
+            self.worker("worker", poll) as (wq, wdir, _),
+            self.worker("bare", poll) as (bq, bdir, _),
+            Agent(
+                "worker",
+                self.client,
+                wdir / "task-queue",
+                complete={1, 2, 3, 8},
+                triage={"blocks": ["bench block"], "flags": []},
+            ) as wag,
+            Agent("bare", self.client, bdir / "task-queue", complete={8}) as bag,
+        ):
             handles = {
                 "worker": await self.start_pipelines("worker", wq, wdir, wag, 2 * n),
                 "bare": await self.start_pipelines("bare", bq, bdir, bag, 2 * n, "BareGate"),
             }
             agents = {"worker": wag, "bare": bag}
             for side in SIDES:
-                await agents[side].wait(partial(gated_at_least, agents[side], 2 * n), 120,
-                                        f"P5 {side} parked")
+                await agents[side].wait(
+                    partial(gated_at_least, agents[side], 2 * n), 120, f"P5 {side} parked"
+                )
             await asyncio.sleep(1.0)  # let each gate's poller start
             for i in range(n):
                 for side in SIDES if i % 2 == 0 else SIDES[::-1]:
@@ -320,14 +424,26 @@ class Bench:
                         (bdir / "task-queue" / f"{handle.id}.approved").touch()
                 for wf, at in approved.items():
                     by_file[side].append(await agents[side].arrival(wf, 8, poll + 60) - at)
-        update = Figure("P5a", "approval by update `approve` -> close-out task file on disk",
-                        "s", by_update["worker"], by_update["bare"], "worker median <= 0.3 s",
-                        judge=lambda w, r: w["median"] <= 0.3)
+        update = Figure(
+            "P5a",
+            "approval by update `approve` -> close-out task file on disk",
+            "s",
+            by_update["worker"],
+            by_update["bare"],
+            "worker median <= 0.3 s",
+            judge=lambda w, r: w["median"] <= 0.3,
+        )
         by_file_fig = Figure(
-            "P5b", f"approval by task file -> close-out task file on disk "
-            f"(BLOCK_POLL_SECONDS={poll:g}, the default)", "s", by_file["worker"],
-            by_file["bare"], "worker max <= 1 s", judge=lambda w, r: w["max"] <= 1.0,
-            notes=["bare: a watchfiles watcher sending `approve` when the file appears"])
+            "P5b",
+            f"approval by task file -> close-out task file on disk "
+            f"(BLOCK_POLL_SECONDS={poll:g}, the default)",
+            "s",
+            by_file["worker"],
+            by_file["bare"],
+            "worker max <= 1 s",
+            judge=lambda w, r: w["max"] <= 1.0,
+            notes=["bare: a watchfiles watcher sending `approve` when the file appears"],
+        )
         return [update, by_file_fig]
 
     # --- P3 ------------------------------------------------------------------------------------
@@ -337,27 +453,39 @@ class Bench:
         rates: dict[str, list[float]] = {s: [] for s in SIDES}
         events: dict[str, Any] = {}
         triage = {"blocks": ["bench block"], "flags": ["bench flag"]}
-        cpu: dict[str, dict[str, list[float]]] = {s: {"worker": [], "server": [], "bench": []}
-                                                  for s in SIDES}
-        async with (self.worker("worker") as (wq, wdir, wproc),
-                    self.worker("bare") as (bq, bdir, bproc),
-                    Agent("worker", self.client, wdir / "task-queue",
-                          complete={1, 2, 3, 5, 8}, approve=True, triage=triage) as wag,
-                    Agent("bare", self.client, bdir / "task-queue",
-                          complete={1, 2, 3, 5, 8}, approve=True) as bag):
+        cpu: dict[str, dict[str, list[float]]] = {
+            s: {"worker": [], "server": [], "bench": []} for s in SIDES
+        }
+        async with (
+            self.worker("worker") as (wq, wdir, wproc),
+            self.worker("bare") as (bq, bdir, bproc),
+            Agent(
+                "worker",
+                self.client,
+                wdir / "task-queue",
+                complete={1, 2, 3, 5, 8},
+                approve=True,
+                triage=triage,
+            ) as wag,
+            Agent(
+                "bare", self.client, bdir / "task-queue", complete={1, 2, 3, 5, 8}, approve=True
+            ) as bag,
+        ):
             for rep in range(self.s.throughput_reps):
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     agent = wag if side == "worker" else bag
                     queue, workdir = (wq, wdir) if side == "worker" else (bq, bdir)
-                    procs = {"worker": psutil.Process((wproc if side == "worker" else bproc).pid),
-                             "server": psutil.Process(self.server_pid),
-                             "bench": psutil.Process()}
+                    procs = {
+                        "worker": psutil.Process((wproc if side == "worker" else bproc).pid),
+                        "server": psutil.Process(self.server_pid),
+                        "bench": psutil.Process(),
+                    }
                     cpu_before = {k: cpu_seconds(p) for k, p in procs.items()}
                     started = time.monotonic()
                     handles = await self.start_pipelines(side, queue, workdir, agent, n)
                     results = await asyncio.wait_for(
-                        asyncio.gather(*(h.result() for h in handles), return_exceptions=True),
-                        600)
+                        asyncio.gather(*(h.result() for h in handles), return_exceptions=True), 600
+                    )
                     took = time.monotonic() - started
                     failed = [r for r in results if isinstance(r, BaseException)]
                     if failed:
@@ -368,14 +496,24 @@ class Bench:
                     if side not in events:
                         events[side] = await history_length(handles[0])
             errors = wag.errors + bag.errors
-        figure = Figure("P3", f"throughput: {n} pipelines at once, instant agents", "pipelines/s",
-                        rates["worker"], rates["bare"], "ratio >= 0.7", higher_is_better=True,
-                        judge=lambda w, r: r >= 0.7,
-                        notes=["agents and operator complete/approve through the bench's client, "
-                               "identically for both sides"])
+        figure = Figure(
+            "P3",
+            f"throughput: {n} pipelines at once, instant agents",
+            "pipelines/s",
+            rates["worker"],
+            rates["bare"],
+            "ratio >= 0.7",
+            higher_is_better=True,
+            judge=lambda w, r: r >= 0.7,
+            notes=[
+                "agents and operator complete/approve through the bench's client, "
+                "identically for both sides"
+            ],
+        )
         figure.extra["history_events_per_pipeline"] = events
         figure.extra["cpu_ms_per_pipeline"] = {
-            side: {k: statistics.median(v) for k, v in by.items()} for side, by in cpu.items()}
+            side: {k: statistics.median(v) for k, v in by.items()} for side, by in cpu.items()
+        }
         figure.extra["agent_errors"] = errors[:5]
         return figure
 
@@ -390,12 +528,20 @@ class Bench:
             parked = detail[side]["parked"] - self.s.parked_warmup
             growth = detail[side]["rss_after_mib"] - detail[side]["rss_before_mib"]
             per[side].append(growth * 1024 / parked if parked > 0 else 0.0)
-        figure = Figure("P4", f"memory: worker RSS growth per pipeline parked at the block gate "
-                        f"({total} parked)", "KiB", per["worker"], per["bare"],
-                        "worker <= 64 KiB each", judge=lambda w, r: w["median"] <= 64,
-                        notes=["bare: wait_condition raced with a running heartbeating activity",
-                               "idle_cpu_percent: the worker's CPU over "
-                               f"{self.s.settle_seconds:g} s with all parked"])
+        figure = Figure(
+            "P4",
+            f"memory: worker RSS growth per pipeline parked at the block gate ({total} parked)",
+            "KiB",
+            per["worker"],
+            per["bare"],
+            "worker <= 64 KiB each",
+            judge=lambda w, r: w["median"] <= 64,
+            notes=[
+                "bare: wait_condition raced with a running heartbeating activity",
+                "idle_cpu_percent: the worker's CPU over "
+                f"{self.s.settle_seconds:g} s with all parked",
+            ],
+        )
         figure.extra["detail"] = detail
         if detail["worker"]["stalled"]:
             figure.notes.append(f"worker side STALLED at {detail['worker']['parked']} parked")
@@ -406,8 +552,13 @@ class Bench:
         total, warm, settle = self.s.parked, self.s.parked_warmup, self.s.settle_seconds
         slots = total + 200 if side == "bare" else None
         async with self.worker(side, slots=slots) as (queue, workdir, proc):
-            agent = Agent(side, self.client, workdir / "task-queue", complete={1, 2, 3},
-                          triage={"blocks": ["bench block"], "flags": []})
+            agent = Agent(
+                side,
+                self.client,
+                workdir / "task-queue",
+                complete={1, 2, 3},
+                triage={"blocks": ["bench block"], "flags": []},
+            )
             async with agent:
                 await self.start_pipelines(side, queue, workdir, agent, warm, "BareGate")
                 await agent.wait(lambda: len(agent.gated) >= warm, 120, "P4 warm-up")
@@ -415,15 +566,19 @@ class Bench:
                 before = await rss(proc.pid)
                 started = time.monotonic()
                 await self.start_pipelines(side, queue, workdir, agent, total - warm, "BareGate")
-                reached = await wait_progress(lambda: len(agent.gated), total,
-                                              self.s.stall_seconds)
+                reached = await wait_progress(lambda: len(agent.gated), total, self.s.stall_seconds)
                 took = time.monotonic() - started
                 await asyncio.sleep(settle)
                 after = await rss(proc.pid)
                 cpu = await cpu_percent(proc.pid, settle)
-        return {"parked": reached, "stalled": reached < total, "seconds_to_park": took,
-                "rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20,
-                "idle_cpu_percent": cpu}
+        return {
+            "parked": reached,
+            "stalled": reached < total,
+            "seconds_to_park": took,
+            "rss_before_mib": before / 2**20,
+            "rss_after_mib": after / 2**20,
+            "idle_cpu_percent": cpu,
+        }
 
     # --- P7 ------------------------------------------------------------------------------------
 
@@ -436,30 +591,48 @@ class Bench:
         detail: dict[str, Any] = {}
         for side in ("bare", "worker"):
             async with self.worker(side, poll) as (queue, workdir, proc):
-                agent = Agent(side, self.client, workdir / "task-queue", complete={1, 2, 3},
-                              triage={"blocks": ["bench block"], "flags": []})
+                agent = Agent(
+                    side,
+                    self.client,
+                    workdir / "task-queue",
+                    complete={1, 2, 3},
+                    triage={"blocks": ["bench block"], "flags": []},
+                )
                 async with agent:
                     started = time.monotonic()
-                    await self.start_pipelines(side, queue, workdir, agent, total,
-                                               "BareTimerGate")
-                    reached = await wait_progress(partial(len, agent.gated), total,
-                                                  self.s.stall_seconds)
+                    await self.start_pipelines(side, queue, workdir, agent, total, "BareTimerGate")
+                    reached = await wait_progress(
+                        partial(len, agent.gated), total, self.s.stall_seconds
+                    )
                     took = time.monotonic() - started
                     await asyncio.sleep(self.s.rest_settle)
                     windows = await cpu_windows(
                         {"server": self.server_pid, "worker": proc.pid},
-                        self.s.rest_window, self.s.rest_windows)
+                        self.s.rest_window,
+                        self.s.rest_windows,
+                    )
             percent[side] = [w["server"] + w["worker"] for w in windows]
-            detail[side] = {"parked": reached, "seconds_to_park": took, "windows": windows,
-                            **{k: statistics.median(w[k] for w in windows)
-                               for k in ("server", "worker")}}
+            detail[side] = {
+                "parked": reached,
+                "seconds_to_park": took,
+                "windows": windows,
+                **{k: statistics.median(w[k] for w in windows) for k in ("server", "worker")},
+            }
         figure = Figure(
-            "P7", f"parked cost: server + worker CPU at rest, {total} parked "
-            f"(BLOCK_POLL_SECONDS={poll:g})", "% of a core", percent["worker"], percent["bare"],
-            "ratio <= 2 and worker <= 10%", judge=lambda w, r: r <= 2 and w["median"] <= 10,
-            notes=["bare: the same count parked on a 7-day wait_condition timer alone",
-                   f"{self.s.rest_windows} windows of {self.s.rest_window:g} s, "
-                   f"{self.s.rest_settle:g} s after the last one parked"])
+            "P7",
+            f"parked cost: server + worker CPU at rest, {total} parked "
+            f"(BLOCK_POLL_SECONDS={poll:g})",
+            "% of a core",
+            percent["worker"],
+            percent["bare"],
+            "ratio <= 2 and worker <= 10%",
+            judge=lambda w, r: r <= 2 and w["median"] <= 10,
+            notes=[
+                "bare: the same count parked on a 7-day wait_condition timer alone",
+                f"{self.s.rest_windows} windows of {self.s.rest_window:g} s, "
+                f"{self.s.rest_settle:g} s after the last one parked",
+            ],
+        )
         figure.extra["detail"] = detail
         if reached < total:
             figure.notes.append(f"worker side STALLED at {reached} parked")
@@ -478,9 +651,14 @@ class Bench:
                 self.server_pid = server.proc.pid
                 self.client = await server.connect()
                 steps: list[tuple[str, Callable[[], Awaitable[Figure | list[Figure]]]]] = [
-                    ("P6", self.p6_start), ("P2", self.p2_cli), ("P1", self.p1_handoff),
-                    ("P5", self.p5_approval), ("P3", self.p3_throughput),
-                    ("P7", self.p7_parked_cost), ("P4", self.p4_memory)]
+                    ("P6", self.p6_start),
+                    ("P2", self.p2_cli),
+                    ("P1", self.p1_handoff),
+                    ("P5", self.p5_approval),
+                    ("P3", self.p3_throughput),
+                    ("P7", self.p7_parked_cost),
+                    ("P4", self.p4_memory),
+                ]
                 for key, step in steps:
                     if key not in self.only:
                         continue
@@ -491,14 +669,17 @@ class Bench:
                     result = await step()
                     for fig in result if isinstance(result, list) else [result]:
                         self.figures.append(fig)
-                    self.load[key] = {"loadavg_1m_before": load_before,
-                                      "loadavg_1m_after": os.getloadavg()[0],
-                                      "seconds": time.monotonic() - started}
+                    self.load[key] = {
+                        "loadavg_1m_before": load_before,
+                        "loadavg_1m_after": os.getloadavg()[0],
+                        "seconds": time.monotonic() - started,
+                    }
                     print_figures([f for f in self.figures if f.key.startswith(key)])
             finally:
                 await server.stop()
-        order = {k: i for i, k in enumerate(
-            ("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6", "P7"))}
+        order = {
+            k: i for i, k in enumerate(("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6", "P7"))
+        }
         self.figures.sort(key=lambda f: order.get(f.key, 99))
         return {
             "meta": meta(self.s),
@@ -514,8 +695,9 @@ def approve_file(path: Path) -> None:
     """An operator's approval, written atomically (an editor's save is a rename, too)."""
     task = task_files.load_task(path)
     task["status"] = task_files.APPROVED
-    task.setdefault("history", []).append(task_files.history_entry(
-        task_files.APPROVED, "approved by the benchmark", actor="bench"))
+    task.setdefault("history", []).append(
+        task_files.history_entry(task_files.APPROVED, "approved by the benchmark", actor="bench")
+    )
     task_files.write_text_atomic(path, task_files.dump_yaml(task), 0o644)
 
 
@@ -529,7 +711,7 @@ def import_time(stderr: str) -> float:
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|", 2)
+        _, cumulative, name = line[len("import time:") :].split("|", 2)
         if not name.startswith("  "):  # " name": a top-level import; deeper ones are indented
             total += int(cumulative)
     return total / 1e6
@@ -569,8 +751,7 @@ async def cpu_percent(pid: int, seconds: float) -> float:
     return float(proc.cpu_percent(None))
 
 
-async def cpu_windows(pids: dict[str, int], seconds: float, count: int
-                      ) -> list[dict[str, float]]:
+async def cpu_windows(pids: dict[str, int], seconds: float, count: int) -> list[dict[str, float]]:
     """CPU of each process over `count` consecutive windows, in % of one core."""
     procs = {name: psutil.Process(pid) for name, pid in pids.items()}
     windows = []
@@ -579,8 +760,9 @@ async def cpu_windows(pids: dict[str, int], seconds: float, count: int
         started = time.monotonic()
         await asyncio.sleep(seconds)
         took = time.monotonic() - started
-        windows.append({name: (cpu_seconds(p) - before[name]) / took * 100
-                        for name, p in procs.items()})
+        windows.append(
+            {name: (cpu_seconds(p) - before[name]) / took * 100 for name, p in procs.items()}
+        )
     return windows
 
 
@@ -601,7 +783,7 @@ def meta(settings: Settings) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
-                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "temporalio": temporalio.__version__,
@@ -632,23 +814,30 @@ def print_figures(figures: list[Figure]) -> None:
         ratio = f"{data['ratio']:.2f}x" if data["ratio"] is not None else "-"
         met = {True: "met", False: "NOT MET", None: ""}[data["target_met"]]
         worker, bare = fmt(data["worker"], fig.unit), fmt(data["bare"], fig.unit)
-        print(f"  {fig.key:4} {fig.name}\n       worker {worker:32} bare {bare:32}"
-              f" ratio {ratio:7} target: {fig.target} {met}", flush=True)
+        print(
+            f"  {fig.key:4} {fig.name}\n       worker {worker:32} bare {bare:32}"
+            f" ratio {ratio:7} target: {fig.target} {met}",
+            flush=True,
+        )
         for note in fig.notes:
             print(f"       note: {note}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true",
-                        help="small counts: checks the harness in under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts: checks the harness in under a minute"
+    )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--pipelines", type=int, help="P3: pipelines at once (200)")
     parser.add_argument("--parked", type=int, help="P4 and P7: pipelines parked (2000)")
-    parser.add_argument("--profile", metavar="FIGURES",
-                        help="record the worker process with py-spy during these figures "
-                             "(collapsed stacks in bench/profile-<figure>.txt)")
+    parser.add_argument(
+        "--profile",
+        metavar="FIGURES",
+        help="record the worker process with py-spy during these figures "
+        "(collapsed stacks in bench/profile-<figure>.txt)",
+    )
     args = parser.parse_args()
     bench = Bench(args)
     result = asyncio.run(bench.run())

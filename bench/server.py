@@ -36,40 +36,62 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
             proc.wait()
 
 
-def start_worker(side: str, address: str, queue: str, workdir: Path, poll: float,
-                 slots: int | None = None) -> subprocess.Popen[bytes]:
+def start_worker(
+    side: str, address: str, queue: str, workdir: Path, poll: float, slots: int | None = None
+) -> subprocess.Popen[bytes]:
     """`worker.py` exactly as PM2 runs it (side "worker"), or the bare worker (side "bare")."""
     workdir.mkdir(parents=True, exist_ok=True)
     if side == "worker":
         command = [PYTHON, str(ROOT / "worker.py")]
-        config = make_config(workdir, address, task_queue=queue, block_poll_seconds=poll,
-                             send_matrix_script=NO_OP)
+        config = make_config(
+            workdir, address, task_queue=queue, block_poll_seconds=poll, send_matrix_script=NO_OP
+        )
         env = worker_env(config, LOG_LEVEL="INFO")
     else:
-        command = [PYTHON, "-m", "bench.bare", "--address", address, "--queue", queue,
-                   "--dir", str(workdir / "task-queue"), "--poll", str(poll)]
+        command = [
+            PYTHON,
+            "-m",
+            "bench.bare",
+            "--address",
+            address,
+            "--queue",
+            queue,
+            "--dir",
+            str(workdir / "task-queue"),
+            "--poll",
+            str(poll),
+        ]
         if slots:
             command += ["--slots", str(slots)]
         env = cli_env(address, PYTHONUNBUFFERED="1")
     with (workdir / f"{side}.log").open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(ROOT))
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)
+        )
 
 
 async def has_pollers(client: Client, queue: str) -> bool:
     """True once both a workflow and an activity poller have polled `queue`."""
     for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
-        answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-            namespace=NAMESPACE,
-            task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=kind))
+        answer = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=NAMESPACE,
+                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=kind,
+            )
+        )
         if not answer.pollers:
             return False
     return True
 
 
-async def wait_polling(client: Client, queue: str, proc: subprocess.Popen[bytes],
-                       timeout: float = 60, interval: float = 0.01) -> float:
+async def wait_polling(
+    client: Client,
+    queue: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 60,
+    interval: float = 0.01,
+) -> float:
     """Wait until the worker polls `queue`; returns the monotonic time it was seen."""
     deadline = time.monotonic() + timeout
     while not await has_pollers(client, queue):

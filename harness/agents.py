@@ -50,8 +50,14 @@ class ScriptedAgent:
     """
 
     def __init__(
-        self, queue_dir: Path, address: str, decide: Decide, env: dict[str, str] | None = None,
-        *, client: Client | None = None, parallel: int = 1,
+        self,
+        queue_dir: Path,
+        address: str,
+        decide: Decide,
+        env: dict[str, str] | None = None,
+        *,
+        client: Client | None = None,
+        parallel: int = 1,
     ) -> None:
         self.queue_dir = queue_dir
         self.address = address
@@ -108,22 +114,30 @@ class ScriptedAgent:
                     self.answer(path, *decision, task=task)
             await asyncio.sleep(0.05)
 
-    def answer(self, path: Path, status: str, message: str,
-               task: dict[str, Any] | None = None) -> asyncio.Task[None]:
+    def answer(
+        self, path: Path, status: str, message: str, task: dict[str, Any] | None = None
+    ) -> asyncio.Task[None]:
         """Answer one task in the background, retrying while Temporal is unreachable."""
         job = asyncio.create_task(self._answer(path, status, message, task))
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)
         return job
 
-    async def _answer(self, path: Path, status: str, message: str,
-                      task: dict[str, Any] | None) -> None:
+    async def _answer(
+        self, path: Path, status: str, message: str, task: dict[str, Any] | None
+    ) -> None:
         async with self.gate:
             await self.complete_now(path, status, message, task=task, retry_unreachable=True)
 
-    async def complete_now(self, path: Path, status: str = "success", message: str = "done",
-                           *, task: dict[str, Any] | None = None,
-                           retry_unreachable: bool = False) -> int:
+    async def complete_now(
+        self,
+        path: Path,
+        status: str = "success",
+        message: str = "done",
+        *,
+        task: dict[str, Any] | None = None,
+        retry_unreachable: bool = False,
+    ) -> int:
         """Answer one task now and wait for it; returns the CLI's exit code (by client: 0, or
         1 when the call failed). Each answer is recorded once, with its final exit code."""
         if task is None:
@@ -133,8 +147,9 @@ class ScriptedAgent:
             if self.client is not None:
                 code, out, err = await self._by_client(task, status, message)
             else:
-                code, out, err = await run_cli(["--task-file", str(path), status, message],
-                                               self.address, env=self.env)
+                code, out, err = await run_cli(
+                    ["--task-file", str(path), status, message], self.address, env=self.env
+                )
             self.outputs += [out, err]
             pause = next(pauses, None)
             if code != EXIT_UNREACHABLE or pause is None:
@@ -147,8 +162,9 @@ class ScriptedAgent:
             self.errors.append(f"{path.name}: exit {code}: {err.strip()}")
         return code
 
-    async def _by_client(self, task: dict[str, Any], status: str, message: str
-                         ) -> tuple[int, str, str]:
+    async def _by_client(
+        self, task: dict[str, Any], status: str, message: str
+    ) -> tuple[int, str, str]:
         """agent_calls' complete or fail: the very call complete_activity.py makes."""
         assert self.client is not None
         try:
@@ -167,8 +183,9 @@ def succeed_all(task: dict[str, Any]) -> Decision:
 
 
 @contextlib.asynccontextmanager
-async def client_agent(client: Client, queue_dir: Path, decide: Decide, parallel: int = 32
-                       ) -> AsyncIterator[ScriptedAgent]:
+async def client_agent(
+    client: Client, queue_dir: Path, decide: Decide, parallel: int = 32
+) -> AsyncIterator[ScriptedAgent]:
     """The agent answering by the client, `parallel` at a time: for load."""
     async with ScriptedAgent(queue_dir, "", decide, client=client, parallel=parallel) as agent:
         yield agent

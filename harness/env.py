@@ -81,6 +81,10 @@ def closed_address() -> str:
 
 def build_plan_input(name: str, phases: int = 1) -> BuildPlanInput:
     """A BuildPlan of `phases` dev phases, `phase 1` to `phase <n>`."""
-    return BuildPlanInput(plan_name=name, phases=[
-        PhaseSpec(number=n, agent_type="dev", description=f"phase {n}")
-        for n in range(1, phases + 1)])
+    return BuildPlanInput(
+        plan_name=name,
+        phases=[
+            PhaseSpec(number=n, agent_type="dev", description=f"phase {n}")
+            for n in range(1, phases + 1)
+        ],
+    )

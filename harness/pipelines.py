@@ -41,8 +41,7 @@ class PipelineScript:
         kind = task["task_type"]
         if kind in self.ignore_task_types:
             return None
-        if kind == self.fail_task_type and (not self.fail_first
-                                            or self.failures < self.fail_first):
+        if kind == self.fail_task_type and (not self.fail_first or self.failures < self.fail_first):
             self.failures += 1
             return ("failed", f"{kind} could not be done")
         if kind == "security_audit":
@@ -52,7 +51,8 @@ class PipelineScript:
                 text = self.triage_text
                 if text is None:
                     text = yaml.safe_dump(
-                        {"blocks": self.blocks, "flags": self.flags, "info": self.info})
+                        {"blocks": self.blocks, "flags": self.flags, "info": self.info}
+                    )
                 (out / TRIAGE_FILE).write_text(text)
             return ("success", "audit-complete")
         if kind == "build_closeout":
@@ -64,11 +64,22 @@ def originating_task(config: WorkerConfig, task_id: str | None = None) -> tuple[
     """The dispatcher's task file that started the pipeline (the one the block gate watches)."""
     task_id = task_id or str(uuid.uuid4())
     task = {
-        "id": task_id, "created": "2026-11-24T00:00:00+00:00", "source_agent": "dispatcher",
-        "target_agent": "helm-build", "task_type": "build_request", "status": "submitted",
-        "summary": "Build request", "payload": {"note": "keep me"},
-        "history": [{"timestamp": "2026-11-24T00:00:00+00:00", "status": "submitted",
-                     "actor": "dispatcher", "note": "created"}],
+        "id": task_id,
+        "created": "2026-11-24T00:00:00+00:00",
+        "source_agent": "dispatcher",
+        "target_agent": "helm-build",
+        "task_type": "build_request",
+        "status": "submitted",
+        "summary": "Build request",
+        "payload": {"note": "keep me"},
+        "history": [
+            {
+                "timestamp": "2026-11-24T00:00:00+00:00",
+                "status": "submitted",
+                "actor": "dispatcher",
+                "note": "created",
+            }
+        ],
     }
     task_files.ensure_private_dir(config.agent_task_dir)
     path = config.agent_task_dir / f"20261124-000000-{task_id[:8]}.yml"
@@ -81,16 +92,30 @@ def approve_by_file(path: Path, actor: str = "operator", note: str = "looks fine
     """What an operator does by hand: set status approved, add a history entry."""
     task = yaml.safe_load(path.read_text())
     task["status"] = "approved"
-    task["history"].append({"timestamp": "2026-11-24T01:00:00+00:00", "status": "approved",
-                            "actor": actor, "note": note})
+    task["history"].append(
+        {
+            "timestamp": "2026-11-24T01:00:00+00:00",
+            "status": "approved",
+            "actor": actor,
+            "note": note,
+        }
+    )
     path.write_text(yaml.safe_dump(task))
 
 
-def pipeline_input(task_id: str, build_name: str = "demo-build",
-                   plan_path: str = "/plans/demo/plan.md",
-                   failure_hold_seconds: float | None = None) -> BuildPipelineInput:
-    return BuildPipelineInput(build_name=build_name, plan_path=plan_path, task_id=task_id,
-                              target_agent="dev", failure_hold_seconds=failure_hold_seconds)
+def pipeline_input(
+    task_id: str,
+    build_name: str = "demo-build",
+    plan_path: str = "/plans/demo/plan.md",
+    failure_hold_seconds: float | None = None,
+) -> BuildPipelineInput:
+    return BuildPipelineInput(
+        build_name=build_name,
+        plan_path=plan_path,
+        task_id=task_id,
+        target_agent="dev",
+        failure_hold_seconds=failure_hold_seconds,
+    )
 
 
 def install_matrix_recorder(config: WorkerConfig) -> Path:
@@ -101,7 +126,8 @@ def install_matrix_recorder(config: WorkerConfig) -> Path:
     script.write_text(
         f"#!{sys.executable}\nimport json, sys\n"
         f"with open({str(record)!r}, 'a') as fh:\n"
-        "    fh.write(json.dumps({'room': sys.argv[1], 'message': sys.argv[2]}) + '\\n')\n")
+        "    fh.write(json.dumps({'room': sys.argv[1], 'message': sys.argv[2]}) + '\\n')\n"
+    )
     script.chmod(0o755)
     return record
 
@@ -135,20 +161,30 @@ async def wait_stage(handle: WorkflowHandle, stage: str, timeout: float = 30) ->
         await asyncio.sleep(0.1)
 
 
-async def start_pipeline(client: Client, config: WorkerConfig, task_id: str, **kw: Any
-                ) -> WorkflowHandle:
+async def start_pipeline(
+    client: Client, config: WorkerConfig, task_id: str, **kw: Any
+) -> WorkflowHandle:
     return await client.start_workflow(
-        "BuildPipelineWorkflow", pipeline_input(task_id, **kw),
-        id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
-        result_type=BuildPipelineResult)
+        "BuildPipelineWorkflow",
+        pipeline_input(task_id, **kw),
+        id=f"pipeline-{uuid.uuid4()}",
+        task_queue=config.task_queue,
+        result_type=BuildPipelineResult,
+    )
 
 
 async def temporal(address: str, *args: str) -> tuple[int, str, str]:
     """The operator's `temporal` CLI against `address`; returns (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN, *args, "--address", address, env=cli_env(address),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        TEMPORAL_BIN,
+        *args,
+        "--address",
+        address,
+        env=cli_env(address),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -157,8 +193,17 @@ async def temporal(address: str, *args: str) -> tuple[int, str, str]:
 async def update(address: str, workflow_id: str, name: str, *input_json: str) -> tuple[int, str]:
     """`temporal workflow update execute --name NAME [--input JSON]`: (exit code, output)."""
     extra = ["--input", input_json[0]] if input_json else []
-    code, out, err = await temporal(address, "workflow", "update", "execute", "--workflow-id",
-                                    workflow_id, "--name", name, *extra)
+    code, out, err = await temporal(
+        address,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        name,
+        *extra,
+    )
     return code, out + err
 
 

@@ -34,9 +34,10 @@ class DevServer:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [*dev_server_command(self.address, "default", self.db, headless=True,
-                                    log_level="error"),
-                *(arg for ns in self.namespaces for arg in ("--namespace", ns))]
+        return [
+            *dev_server_command(self.address, "default", self.db, headless=True, log_level="error"),
+            *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
+        ]
 
     async def start(self, timeout: float = 60.0) -> float:
         """Start and wait until a client can list workflows; returns the seconds that took."""
@@ -45,12 +46,17 @@ class DevServer:
         self.starts += 1
         with log.open("wb") as fh:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.command(), stdin=asyncio.subprocess.DEVNULL, stdout=fh,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fh,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
         while True:
             if self.proc.returncode is not None:
-                raise AssertionError(f"dev server exited {self.proc.returncode}:\n"
-                                     + read_if_exists(log)[-3000:])
+                raise AssertionError(
+                    f"dev server exited {self.proc.returncode}:\n" + read_if_exists(log)[-3000:]
+                )
             with contextlib.suppress(Exception):
                 client = await asyncio.wait_for(self.connect(), 5)
                 await asyncio.wait_for(client.count_workflows(), 5)
@@ -65,8 +71,9 @@ class DevServer:
         return [read_if_exists(self.workdir / f"server-{n}.log") for n in range(self.starts)]
 
     async def connect(self, namespace: str = "default") -> Client:
-        return await Client.connect(self.address, namespace=namespace,
-                                    data_converter=pydantic_data_converter)
+        return await Client.connect(
+            self.address, namespace=namespace, data_converter=pydantic_data_converter
+        )
 
     async def kill9(self) -> None:
         """SIGKILL to the server's group: no shutdown code runs, SQLite is left as it was."""

@@ -26,13 +26,26 @@ from harness.env import ROOT
 
 WORKER = ROOT / "worker.py"
 # Settings of the test process that must not reach a worker started here.
-FOREIGN_VARS = ("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "TASK_QUEUE",
-                "AGENT_TASK_DIR", "BLOCK_POLL_SECONDS", "SEND_MATRIX_SCRIPT", "WORKER_HOST",
-                "AGENT_HOSTS", "HOST_WAIT_SECONDS")
+FOREIGN_VARS = (
+    "VAULT_",
+    "OTEL_",
+    "PM2_",
+    "MATRIX_",
+    "TEMPORAL_",
+    "LOG_",
+    "TASK_QUEUE",
+    "AGENT_TASK_DIR",
+    "BLOCK_POLL_SECONDS",
+    "SEND_MATRIX_SCRIPT",
+    "WORKER_HOST",
+    "AGENT_HOSTS",
+    "HOST_WAIT_SECONDS",
+)
 
 
-def worker_env(config: WorkerConfig, base: Mapping[str, str] | None = None, /,
-               **extra: str) -> dict[str, str]:
+def worker_env(
+    config: WorkerConfig, base: Mapping[str, str] | None = None, /, **extra: str
+) -> dict[str, str]:
     """What PM2 would give worker.py for `config`: its queue, directories and poll interval.
 
     `base` is the environment to build on (e.g. an operator's Vault settings); by default this
@@ -56,8 +69,9 @@ def worker_env(config: WorkerConfig, base: Mapping[str, str] | None = None, /,
     return env
 
 
-def debug_env(config: WorkerConfig, log_dir: Path, base: Mapping[str, str] | None = None
-              ) -> dict[str, str]:
+def debug_env(
+    config: WorkerConfig, log_dir: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """worker_env at DEBUG, logging to `log_dir`/worker.log as well: the most the worker
     writes, for the tests that prove no secret is in any of it."""
     return worker_env(config, base, LOG_LEVEL="DEBUG", LOG_FILE=str(log_dir / "worker.log"))
@@ -111,11 +125,20 @@ class WorkerProcess:
     `stop_signal`: SIGINT is what PM2 sends, SIGTERM what systemd sends.
     """
 
-    def __init__(self, env: dict[str, str], log_dir: Path, *, name: str = "worker",
-                 cwd: Path = ROOT, python_args: Iterable[str] = (), prefix: Iterable[str] = (),
-                 preexec: Callable[[], None] | None = None,
-                 stop_signal: signal.Signals = signal.SIGINT, script: Path = WORKER,
-                 ready_event: str = "worker_started") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        name: str = "worker",
+        cwd: Path = ROOT,
+        python_args: Iterable[str] = (),
+        prefix: Iterable[str] = (),
+        preexec: Callable[[], None] | None = None,
+        stop_signal: signal.Signals = signal.SIGINT,
+        script: Path = WORKER,
+        ready_event: str = "worker_started",
+    ) -> None:
         self.script = script
         self.ready_event = ready_event
         self.env = env
@@ -160,9 +183,17 @@ class WorkerProcess:
         err = self.log_dir / f"{self.name}-{n}.err"
         with out.open("wb") as out_fh, err.open("wb") as err_fh:
             proc = await asyncio.create_subprocess_exec(
-                *self.prefix, sys.executable, *self.python_args, str(self.script), env=self.env,
-                cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
-                start_new_session=True, preexec_fn=self.preexec,
+                *self.prefix,
+                sys.executable,
+                *self.python_args,
+                str(self.script),
+                env=self.env,
+                cwd=self.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_fh,
+                stderr=err_fh,
+                start_new_session=True,
+                preexec_fn=self.preexec,
             )
         run = WorkerRun(proc, out, err, time.monotonic())
         self.runs.append(run)
@@ -179,7 +210,9 @@ class WorkerProcess:
                 await self.kill9()
                 raise AssertionError(
                     f"{self.script.name} did not start (exit {run.proc.returncode}):\n"
-                    + read_if_exists(run.err)[-3000:] + read_if_exists(run.out)[-3000:])
+                    + read_if_exists(run.err)[-3000:]
+                    + read_if_exists(run.out)[-3000:]
+                )
             await asyncio.sleep(0.05)
         return time.monotonic() - run.started
 

@@ -113,6 +113,7 @@ def _renderers(log_format: str, stdout: TextIO) -> Callable[[Any, str, Event], d
 
     def to_json(logger: Any, name: str, event: Event) -> str:
         return str(json_renderer(logger, name, event))  # json.dumps: always str
+
     to_stdout: Renderer = to_json
     if log_format == "console":
         colors = bool(stdout.isatty()) and "NO_COLOR" not in os.environ
@@ -120,8 +121,10 @@ def _renderers(log_format: str, stdout: TextIO) -> Callable[[Any, str, Event], d
 
     def render(logger: Any, name: str, event: Event) -> dict[str, str]:
         line = to_json(logger, name, event)
-        return {"file": line, "stdout": line if to_stdout is to_json else to_stdout(
-            logger, name, event)}
+        return {
+            "file": line,
+            "stdout": line if to_stdout is to_json else to_stdout(logger, name, event),
+        }
 
     return render
 

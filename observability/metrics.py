@@ -23,7 +23,22 @@ STAGE_FAILURES = "build_worker.stage.failures"
 BLOCK_WAIT = "build_worker.block.wait"
 # Stages run from seconds to the 7-day block window; Core's default buckets stop far lower.
 DURATION_BUCKETS = (
-    1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800,
+    1,
+    5,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+    259200,
+    604800,
 )
 HISTOGRAM_BUCKETS = {STAGE_DURATION: DURATION_BUCKETS, BLOCK_WAIT: DURATION_BUCKETS}
 MAX_LABEL_VALUES = 64  # per label: past this, new values are recorded as "other"

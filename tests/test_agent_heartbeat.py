@@ -65,7 +65,8 @@ async def test_worker_refuses_a_bad_setting(tmp_path: Any) -> None:
     code, _, err = await WorkerProcess(env, tmp_path / "logs").run_to_exit()
     assert code == 2
     assert stderr_line(err).endswith(
-        "AGENT_HEARTBEAT_TIMEOUT='1' must be 0 (off) or between 3 and 86400 seconds")
+        "AGENT_HEARTBEAT_TIMEOUT='1' must be 0 (off) or between 3 and 86400 seconds"
+    )
 
 
 def test_interval_is_a_third_of_the_timeout() -> None:
@@ -76,7 +77,7 @@ def test_interval_is_a_third_of_the_timeout() -> None:
     assert text.startswith("Do it. Then call: X\n\n")
     assert "every 100 seconds" in text and "after 300 seconds" in text
     assert text.splitlines()[-1] == task_files.completion_command("heartbeat", "'<progress>'")
-    assert text.splitlines()[-1].endswith('"$TASK_TOKEN" heartbeat \'<progress>\'')
+    assert text.splitlines()[-1].endswith("\"$TASK_TOKEN\" heartbeat '<progress>'")
 
 
 async def test_silent_agent_fails_its_stage_within_the_timeout(
@@ -87,9 +88,10 @@ async def test_silent_agent_fails_its_stage_within_the_timeout(
     task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
     env = worker_env(config, AGENT_HEARTBEAT_TIMEOUT=str(TIMEOUT))
-    async with WorkerProcess(env, tmp_path / "logs"), ScriptedAgent(
-        config.agent_task_dir, address, script.decide
-    ) as agent:
+    async with (
+        WorkerProcess(env, tmp_path / "logs"),
+        ScriptedAgent(config.agent_task_dir, address, script.decide) as agent,
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_for(lambda: "build_prefab" in agent.ignored, 30, what="the prefab task")
         seen = time.monotonic()
@@ -115,22 +117,30 @@ async def test_silent_agent_fails_its_stage_within_the_timeout(
     )
 
     events = (await handle.fetch_history()).events
-    [scheduled] = [e for e in events
-                   if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                   and e.activity_task_scheduled_event_attributes.activity_type.name
-                   == "prefab_scaffolding"]
+    [scheduled] = [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "prefab_scaffolding"
+    ]
     attrs = scheduled.activity_task_scheduled_event_attributes
     assert attrs.heartbeat_timeout.ToTimedelta() == timedelta(seconds=TIMEOUT)
     assert attrs.start_to_close_timeout.ToTimedelta() == timedelta(hours=2)
-    [started] = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-                 and e.activity_task_started_event_attributes.scheduled_event_id
-                 == scheduled.event_id]
-    [timed_out] = [e for e in events
-                   if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT]
+    [started] = [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id == scheduled.event_id
+    ]
+    [timed_out] = [
+        e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT
+    ]
     silence = timed_out.event_time.ToDatetime() - started.event_time.ToDatetime()
-    print(f"\nsilent agent: timed out {silence.total_seconds():.2f} s after its activity "
-          f"started (timeout {TIMEOUT} s); the workflow failed {noticed:.2f} s after the "
-          "agent first saw its task file")
+    print(
+        f"\nsilent agent: timed out {silence.total_seconds():.2f} s after its activity "
+        f"started (timeout {TIMEOUT} s); the workflow failed {noticed:.2f} s after the "
+        "agent first saw its task file"
+    )
     # the server's heartbeat timer fires at the timeout; a second on top covers its timer
     # queue and a loaded machine
     assert timedelta(seconds=TIMEOUT) <= silence < timedelta(seconds=TIMEOUT + 1)
@@ -159,15 +169,15 @@ async def test_heartbeating_agent_outlives_the_timeout(
             while time.monotonic() - started < 2 * timeout:
                 await asyncio.sleep(payload["heartbeat_seconds"])
                 text = f"step {len(progress) + 1}"
-                code, _, err = await run_cli(
-                    ["--task-file", str(path), "heartbeat", text], address)
+                code, _, err = await run_cli(["--task-file", str(path), "heartbeat", text], address)
                 assert code == 0, err
                 progress.append(text)
         return script.decide(task)
 
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, decide
-    ) as agent:
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, decide) as agent,
+    ):
         handle = await start_pipeline(client, config, task_id)
 
         async def described() -> bool:
@@ -192,15 +202,21 @@ async def test_setting_off_keeps_task_files_as_they_were(
     config = make_config(tmp_path, address)
     task_id, _ = originating_task(config)
     script = PipelineScript(flags=["tidy"])
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, script.decide
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
     ):
         handle = await start_pipeline(client, config, task_id)
         result = await handle.result()
     assert result.status == "complete"
     tasks = dispatched(config)
     assert [t["task_type"] for t in tasks] == [
-        "build_prefab", "build_plan", "security_audit", "security_fix", "build_closeout"]
+        "build_prefab",
+        "build_plan",
+        "security_audit",
+        "security_fix",
+        "build_closeout",
+    ]
     audit_request = config.audit_dir / "demo-build" / "request.md"
     expected = {
         "build_prefab": instructions.prefab("demo-build", "/plans/demo/plan.md"),
@@ -213,8 +229,11 @@ async def test_setting_off_keeps_task_files_as_they_were(
         assert "heartbeat_seconds" not in task["payload"]
         assert task["payload"]["instruction"] == expected[task["task_type"]]
     events = (await handle.fetch_history()).events
-    timeouts = [e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
-                for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    timeouts = [
+        e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
     assert timeouts and set(timeouts) <= {timedelta(0), timedelta(minutes=1)}  # notify's own
 
 
@@ -224,12 +243,17 @@ async def test_silent_phase_is_dispatched_again_then_fails_the_plan(
     """A BuildPlan phase has two attempts: a silent agent gets a second task file (the first
     is superseded), and after the second silence the plan fails saying why."""
     config = make_config(tmp_path, address, heartbeat_timeout_seconds=TIMEOUT)
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, lambda task: None
-    ) as agent:
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, lambda task: None) as agent,
+    ):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", build_plan_input("silent-plan"), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult)
+            "BuildPlanWorkflow",
+            build_plan_input("silent-plan"),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
+        )
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 60)
         await save_history(handle, "plan_heartbeat_timeout")
@@ -244,4 +268,5 @@ async def test_silent_phase_is_dispatched_again_then_fails_the_plan(
     assert first["status"] == task_files.SUPERSEDED
     assert second["payload"]["heartbeat_seconds"] == 1
     assert second["payload"]["instruction"] == instructions.with_heartbeat(
-        instructions.phase(1, "silent-plan"), timedelta(seconds=TIMEOUT))
+        instructions.phase(1, "silent-plan"), timedelta(seconds=TIMEOUT)
+    )

@@ -54,18 +54,31 @@ def table_after(heading: str) -> list[list[str]]:
     return rows[2:]
 
 
-async def test_example_matches_a_real_phase_file(client: Client, config: WorkerConfig,
-                                                 address: str) -> None:
+async def test_example_matches_a_real_phase_file(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     example = doc_example()
     phase = example["payload"]
-    plan = BuildPlanInput(plan_name=phase["plan_name"], phases=[PhaseSpec(
-        number=phase["phase_number"], agent_type=example["target_agent"],
-        description=phase["description"], context_refs=phase["context_refs"])])
+    plan = BuildPlanInput(
+        plan_name=phase["plan_name"],
+        phases=[
+            PhaseSpec(
+                number=phase["phase_number"],
+                agent_type=example["target_agent"],
+                description=phase["description"],
+                context_refs=phase["context_refs"],
+            )
+        ],
+    )
     workflow_id = f"agents-doc-{uuid.uuid4()}"
     async with running_worker(client, config):
-        handle = await client.start_workflow("BuildPlanWorkflow", plan, id=workflow_id,
-                                             task_queue=config.task_queue,
-                                             result_type=BuildPlanResult)
+        handle = await client.start_workflow(
+            "BuildPlanWorkflow",
+            plan,
+            id=workflow_id,
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
+        )
         await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
         (path,) = task_files_in(config.agent_task_dir)
         real = task_files.load_task(path)
@@ -74,8 +87,13 @@ async def test_example_matches_a_real_phase_file(client: Client, config: WorkerC
         command = real["payload"]["instruction"].splitlines()[1]
         env = cli_env(address, TASK_TOKEN=real["payload"]["task_token"])
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", command, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            "bash",
+            "-c",
+            command,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err
         assert await handle.result() == BuildPlanResult(status="complete", phases_run=1)
@@ -83,15 +101,31 @@ async def test_example_matches_a_real_phase_file(client: Client, config: WorkerC
     assert re.fullmatch(rf"\d{{8}}-\d{{6}}-{real['id'][:8]}\.yml", path.name)
     assert set(real) == set(example)
     assert set(real["payload"]) == set(example["payload"])
-    for key in ("source_agent", "target_agent", "task_type", "risk_level", "requires_approval",
-                "status", "summary", "ttl_days", "result"):
+    for key in (
+        "source_agent",
+        "target_agent",
+        "task_type",
+        "risk_level",
+        "requires_approval",
+        "status",
+        "summary",
+        "ttl_days",
+        "result",
+    ):
         assert real[key] == example[key], key
-    for key in ("description", "plan_name", "phase_number", "context_refs", "activity_id",
-                "attempt"):
+    for key in (
+        "description",
+        "plan_name",
+        "phase_number",
+        "context_refs",
+        "activity_id",
+        "attempt",
+    ):
         assert real["payload"][key] == example["payload"][key], key
     assert real["payload"]["workflow_id"] == workflow_id
     assert [{k: v for k, v in h.items() if k != "timestamp"} for h in real["history"]] == [
-        {k: v for k, v in h.items() if k != "timestamp"} for h in example["history"]]
+        {k: v for k, v in h.items() if k != "timestamp"} for h in example["history"]
+    ]
     assert uuid.UUID(real["id"]) and uuid.UUID(example["id"])
     for doc in (real, example):
         assert base64.b64decode(doc["payload"]["task_token"], validate=True)
@@ -118,10 +152,17 @@ def test_exit_codes_are_the_cli_codes() -> None:
 
 def test_statuses_are_the_protocol_vocabulary() -> None:
     documented = {row[0].strip("`") for row in table_after("## Statuses")}
-    assert documented == {task_files.SUBMITTED, task_files.SUPERSEDED, task_files.CANCELLED,
-                          task_files.INPUT_REQUIRED, task_files.APPROVED,
-                          task_files.REJECTED, task_files.IN_PROGRESS, task_files.COMPLETED,
-                          task_files.FAILED}
+    assert documented == {
+        task_files.SUBMITTED,
+        task_files.SUPERSEDED,
+        task_files.CANCELLED,
+        task_files.INPUT_REQUIRED,
+        task_files.APPROVED,
+        task_files.REJECTED,
+        task_files.IN_PROGRESS,
+        task_files.COMPLETED,
+        task_files.FAILED,
+    }
 
 
 def test_default_directory_is_the_config_default() -> None:
@@ -141,29 +182,44 @@ def test_triage_example_parses() -> None:
     assert triage.flags == ["plain strings work too"]
 
 
-async def test_heartbeat_forms_run_as_documented(client: Client, config: WorkerConfig,
-                                                 address: str) -> None:
+async def test_heartbeat_forms_run_as_documented(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """Each documented heartbeat command, run by bash against a real phase, is recorded."""
     section = DOC.split("### Heartbeats", 1)[1].split("\n### ", 1)[0]
     [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
     commands = block.strip().splitlines()
     assert [c.split("heartbeat", 1)[0].split("complete_activity.py ", 1)[1] for c in commands] == [
-        "--task-file <path of the task file> ", "- ", '"$TASK_TOKEN" ']
+        "--task-file <path of the task file> ",
+        "- ",
+        '"$TASK_TOKEN" ',
+    ]
     assert f"at most {MAX_PROGRESS_LEN} characters" in section
     progress = "running the tests"
     async with running_worker(client, config):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", build_plan_input("agents-doc-heartbeat"),
-            id=f"agents-doc-{uuid.uuid4()}", task_queue=config.task_queue)
+            "BuildPlanWorkflow",
+            build_plan_input("agents-doc-heartbeat"),
+            id=f"agents-doc-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+        )
         await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
         (path,) = task_files_in(config.agent_task_dir)
         token = task_files.load_task(path)["payload"]["task_token"]
         for i, command in enumerate(commands):
-            line = command.replace("complete_activity.py", f"{sys.executable} {CLI}").replace(
-                "<path of the task file>", str(path)).replace(progress, f"{progress} {i}")
+            line = (
+                command.replace("complete_activity.py", f"{sys.executable} {CLI}")
+                .replace("<path of the task file>", str(path))
+                .replace(progress, f"{progress} {i}")
+            )
             proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", line, env=cli_env(address, TASK_TOKEN=token),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                "bash",
+                "-c",
+                line,
+                env=cli_env(address, TASK_TOKEN=token),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, err
             assert token.encode() not in out + err

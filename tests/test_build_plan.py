@@ -20,20 +20,28 @@ def plan(*agents: str) -> BuildPlanInput:
     return BuildPlanInput(
         plan_name="demo-plan",
         phases=[
-            PhaseSpec(number=i + 1, agent_type=a, description=f"phase {i + 1} for {a}",
-                      context_refs=[f"ref-{i}"])
+            PhaseSpec(
+                number=i + 1,
+                agent_type=a,
+                description=f"phase {i + 1} for {a}",
+                context_refs=[f"ref-{i}"],
+            )
             for i, a in enumerate(agents)
         ],
     )
 
 
 async def test_two_phases_succeed(client: Client, config: WorkerConfig, address: str) -> None:
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, succeed_all
-    ) as agent:
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
+    ):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan("dev", "claudebox"), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            plan("dev", "claudebox"),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
         result = await handle.result()
         await save_history(handle, "plan_two_phases")
@@ -44,19 +52,24 @@ async def test_two_phases_succeed(client: Client, config: WorkerConfig, address:
     assert len(task_files_in(config.agent_task_dir)) == 2
 
 
-async def test_failed_phase_fails_workflow(client: Client, config: WorkerConfig,
-                                           address: str) -> None:
+async def test_failed_phase_fails_workflow(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     def decide(task: dict) -> tuple[str, str]:
         if task["payload"]["phase_number"] == 2:
             return ("failed", "tests are red: 3 failures")
         return ("success", "ok")
 
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, decide
-    ) as agent:
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, decide) as agent,
+    ):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan("dev", "dev", "dev"), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            plan("dev", "dev", "dev"),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result()
@@ -73,8 +86,11 @@ async def test_failed_phase_fails_workflow(client: Client, config: WorkerConfig,
 async def test_zero_phases_complete_at_once(client: Client, config: WorkerConfig) -> None:
     async with running_worker(client, config):
         result = await client.execute_workflow(
-            "BuildPlanWorkflow", BuildPlanInput(plan_name="empty", phases=[]),
-            id=f"plan-{uuid.uuid4()}", task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            BuildPlanInput(plan_name="empty", phases=[]),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
     assert result == BuildPlanResult(status="complete", phases_run=0)
 
@@ -83,8 +99,11 @@ async def test_invalid_agent_type_fails_workflow(client: Client, config: WorkerC
     async with running_worker(client, config):
         with pytest.raises(WorkflowFailureError) as caught:
             await client.execute_workflow(
-                "BuildPlanWorkflow", plan("../../etc"), id=f"plan-{uuid.uuid4()}",
-                task_queue=config.task_queue, result_type=BuildPlanResult,
+                "BuildPlanWorkflow",
+                plan("../../etc"),
+                id=f"plan-{uuid.uuid4()}",
+                task_queue=config.task_queue,
+                result_type=BuildPlanResult,
             )
     assert isinstance(caught.value.cause, ApplicationError)
     assert "phases[0].agent_type" in caught.value.cause.message

@@ -97,13 +97,22 @@ BAD_ARGS = {
     "empty stdin": (["-", "success"], "", "it is empty"),
     "garbage on stdin": (["-", "success"], "abc$def==\n", "not standard base64"),
     "task file missing": (["--task-file", "{tmp}/missing.yml", "success"], None, "cannot read"),
-    "task file without token": (["--task-file", "{tmp}/no-token.yml", "success"], None,
-                                "has no payload.task_token"),
-    "task file not a mapping": (["--task-file", "{tmp}/list.yml", "success"], None,
-                                "not a YAML mapping"),
+    "task file without token": (
+        ["--task-file", "{tmp}/no-token.yml", "success"],
+        None,
+        "has no payload.task_token",
+    ),
+    "task file not a mapping": (
+        ["--task-file", "{tmp}/list.yml", "success"],
+        None,
+        "not a YAML mapping",
+    ),
     "task file without status": (["--task-file", "{tmp}/no-token.yml"], None, "usage:"),
-    "task file, unknown status": (["--task-file", "{tmp}/with-token.yml", "ok"], None,
-                                  "unknown status"),
+    "task file, unknown status": (
+        ["--task-file", "{tmp}/with-token.yml", "ok"],
+        None,
+        "unknown status",
+    ),
 }
 
 
@@ -146,8 +155,9 @@ async def test_token_the_server_cannot_decode_exits_1(address: str) -> None:
 # --- Real tokens ------------------------------------------------------------------------------
 
 
-async def test_success_delivers_status_and_output(client: Client, config: WorkerConfig,
-                                                  address: str) -> None:
+async def test_success_delivers_status_and_output(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     message = "built ✓ — artefacts in /tmp/out dir"
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
@@ -160,8 +170,7 @@ async def test_success_delivers_status_and_output(client: Client, config: Worker
         assert await task.handle.result() == BuildPhaseResult(status="success", output=message)
 
 
-async def test_success_without_message(client: Client, config: WorkerConfig,
-                                       address: str) -> None:
+async def test_success_without_message(client: Client, config: WorkerConfig, address: str) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         code, _, err = await run_cli([task.token, "success"], address)
@@ -169,8 +178,9 @@ async def test_success_without_message(client: Client, config: WorkerConfig,
         assert await task.handle.result() == BuildPhaseResult(status="success", output="")
 
 
-async def test_failed_fails_the_phase_without_retry(client: Client, config: WorkerConfig,
-                                                    address: str) -> None:
+async def test_failed_fails_the_phase_without_retry(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """`failed` is a non-retryable PhaseFailedError: two attempts allowed, only one used."""
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config, max_attempts=2)
@@ -182,12 +192,14 @@ async def test_failed_fails_the_phase_without_retry(client: Client, config: Work
     cause = activity_failure(caught.value)
     assert isinstance(cause, ApplicationError)
     assert (cause.type, cause.message, cause.non_retryable) == (
-        "PhaseFailedError", "tests are red", True)
+        "PhaseFailedError",
+        "tests are red",
+        True,
+    )
     assert len(files_of(config, task.handle.id)) == 1
 
 
-async def test_failed_without_message(client: Client, config: WorkerConfig,
-                                      address: str) -> None:
+async def test_failed_without_message(client: Client, config: WorkerConfig, address: str) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         code, out, _ = await run_cli([task.token, "failed"], address)
@@ -200,8 +212,9 @@ async def test_failed_without_message(client: Client, config: WorkerConfig,
     assert (cause.type, cause.message) == ("PhaseFailedError", "Phase failed")
 
 
-async def test_second_completion_exits_4(client: Client, config: WorkerConfig,
-                                         address: str) -> None:
+async def test_second_completion_exits_4(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         first = await run_cli([task.token, "success", "one"], address)
@@ -213,8 +226,9 @@ async def test_second_completion_exits_4(client: Client, config: WorkerConfig,
         assert await task.handle.result() == BuildPhaseResult(status="success", output="one")
 
 
-async def test_timed_out_attempt_exits_4(client: Client, config: WorkerConfig,
-                                         address: str) -> None:
+async def test_timed_out_attempt_exits_4(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config, start_to_close_seconds=2, max_attempts=1)
         with pytest.raises(WorkflowFailureError) as caught:
@@ -226,24 +240,24 @@ async def test_timed_out_attempt_exits_4(client: Client, config: WorkerConfig,
     assert_clean_error(code, out, err, 4, task.token)
 
 
-async def test_token_from_task_file_and_stdin(client: Client, config: WorkerConfig,
-                                              address: str) -> None:
+async def test_token_from_task_file_and_stdin(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         by_file, by_stdin = await dispatch(client, config, count=2)
-        code, out, err = await run_cli(["--task-file", str(by_file.path), "success", "f"],
-                                       address)
+        code, out, err = await run_cli(["--task-file", str(by_file.path), "success", "f"], address)
         assert code == 0, err
         assert by_file.token not in out + err
-        code, out, err = await run_cli(["-", "success", "s"], address,
-                                       stdin=by_stdin.token + "\n")
+        code, out, err = await run_cli(["-", "success", "s"], address, stdin=by_stdin.token + "\n")
         assert code == 0, err
         assert by_stdin.token not in out + err
         assert await by_file.handle.result() == BuildPhaseResult("success", "f")
         assert await by_stdin.handle.result() == BuildPhaseResult("success", "s")
 
 
-async def test_task_file_of_used_token_exits_4(client: Client, config: WorkerConfig,
-                                               address: str) -> None:
+async def test_task_file_of_used_token_exits_4(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         assert (await run_cli([task.token, "success"], address))[0] == 0
@@ -296,5 +310,7 @@ async def test_many_runs_see_only_expected_exit_codes(
         assert t.token not in out1 + err1 + out2 + err2
     runs = len(first) + len(second)
     with capsys.disabled():
-        print(f"\n[complete_activity.py] {runs} runs ({tasks_n} x exit 0, {tasks_n} x exit 4), "
-              f"{parallel} at a time: {wall:.1f} s wall, {wall / runs * parallel:.2f} s per run")
+        print(
+            f"\n[complete_activity.py] {runs} runs ({tasks_n} x exit 0, {tasks_n} x exit 4), "
+            f"{parallel} at a time: {wall:.1f} s wall, {wall / runs * parallel:.2f} s per run"
+        )

@@ -149,32 +149,40 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert config.vault_configured is True
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("claudebox=alpha", {"claudebox": "alpha"}),
-    (" claudebox = alpha , security-agent=alpha,dev=beta.lan ",
-     {"claudebox": "alpha", "security-agent": "alpha", "dev": "beta.lan"}),
-    ("dispatcher=alpha,dev=alpha", {"dispatcher": "alpha", "dev": "alpha"}),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("claudebox=alpha", {"claudebox": "alpha"}),
+        (
+            " claudebox = alpha , security-agent=alpha,dev=beta.lan ",
+            {"claudebox": "alpha", "security-agent": "alpha", "dev": "beta.lan"},
+        ),
+        ("dispatcher=alpha,dev=alpha", {"dispatcher": "alpha", "dev": "alpha"}),
+    ],
+)
 def test_agent_hosts_parse(text: str, expected: dict[str, str]) -> None:
     assert parse_agent_hosts(text) == expected
     assert load_config({"HOME": HOME, "AGENT_HOSTS": text}).agent_hosts == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("claudebox", "AGENT_HOSTS entry 'claudebox' is not agent=host"),
-    ("claudebox:alpha", "AGENT_HOSTS entry 'claudebox:alpha' is not agent=host"),
-    ("claudebox=", "AGENT_HOSTS entry 'claudebox=': '' is not a host name"),
-    ("=alpha", "AGENT_HOSTS entry '=alpha': '' is not an agent name"),
-    ("dev=alpha,,claudebox=beta", "AGENT_HOSTS='dev=alpha,,claudebox=beta' has an empty entry"),
-    ("dev=alpha,", "AGENT_HOSTS='dev=alpha,' has an empty entry"),
-    ("dev=al@pha", "AGENT_HOSTS entry 'dev=al@pha': 'al@pha' is not a host name"),
-    ("dev=a/b", "AGENT_HOSTS entry 'dev=a/b': 'a/b' is not a host name"),
-    ("my agent=alpha", "AGENT_HOSTS entry 'my agent=alpha': 'my agent' is not an agent name"),
-    ("dev=alpha=beta", "AGENT_HOSTS entry 'dev=alpha=beta': 'alpha=beta' is not a host name"),
-    ("dev=alpha,dev=beta", "AGENT_HOSTS entry 'dev=beta': agent 'dev' is mapped twice"),
-    ("dev=alpha,dev=alpha", "AGENT_HOSTS entry 'dev=alpha': agent 'dev' is mapped twice"),
-    (f"dev={'h' * 64}", "is not a host name"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("claudebox", "AGENT_HOSTS entry 'claudebox' is not agent=host"),
+        ("claudebox:alpha", "AGENT_HOSTS entry 'claudebox:alpha' is not agent=host"),
+        ("claudebox=", "AGENT_HOSTS entry 'claudebox=': '' is not a host name"),
+        ("=alpha", "AGENT_HOSTS entry '=alpha': '' is not an agent name"),
+        ("dev=alpha,,claudebox=beta", "AGENT_HOSTS='dev=alpha,,claudebox=beta' has an empty entry"),
+        ("dev=alpha,", "AGENT_HOSTS='dev=alpha,' has an empty entry"),
+        ("dev=al@pha", "AGENT_HOSTS entry 'dev=al@pha': 'al@pha' is not a host name"),
+        ("dev=a/b", "AGENT_HOSTS entry 'dev=a/b': 'a/b' is not a host name"),
+        ("my agent=alpha", "AGENT_HOSTS entry 'my agent=alpha': 'my agent' is not an agent name"),
+        ("dev=alpha=beta", "AGENT_HOSTS entry 'dev=alpha=beta': 'alpha=beta' is not a host name"),
+        ("dev=alpha,dev=beta", "AGENT_HOSTS entry 'dev=beta': agent 'dev' is mapped twice"),
+        ("dev=alpha,dev=alpha", "AGENT_HOSTS entry 'dev=alpha': agent 'dev' is mapped twice"),
+        (f"dev={'h' * 64}", "is not a host name"),
+    ],
+)
 def test_agent_hosts_refused(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config({"HOME": HOME, "AGENT_HOSTS": text})
@@ -205,17 +213,30 @@ def test_home_is_the_root_of_the_default_paths() -> None:
 
 def test_client_settings_are_what_the_worker_uses() -> None:
     """complete_activity.py reads the same address, namespace and TLS settings as the worker."""
-    env = {"HOME": HOME, "TEMPORAL_ADDRESS": "h:1", "TEMPORAL_NAMESPACE": "ns",
-           "TEMPORAL_TLS_SERVER_NAME": "tls.example"}
+    env = {
+        "HOME": HOME,
+        "TEMPORAL_ADDRESS": "h:1",
+        "TEMPORAL_NAMESPACE": "ns",
+        "TEMPORAL_TLS_SERVER_NAME": "tls.example",
+    }
     client, worker = load_client_settings(env), load_config(env)
     for field in ("temporal_address", "temporal_namespace", "tls_server_name", "require_tls"):
         assert getattr(client, field) == getattr(worker, field)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("1", True), ("true", True), ("TRUE", True), ("Yes", True),
-    ("0", False), ("false", False), ("no", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+    ],
+)
 def test_require_tls_words(value: str, expected: bool) -> None:
     assert load_config({"HOME": HOME, "TEMPORAL_REQUIRE_TLS": value}).require_tls is expected
 
@@ -299,8 +320,9 @@ def test_start_up_and_vault_read_word_a_bad_secret_file_alike(tmp_path: Path) ->
 def test_matrix_api_settings(tmp_path: Path) -> None:
     token = private_file(tmp_path / "token", "syt_abc")
     assert refusal({"MATRIX_HOMESERVER": "https://m.example"}).startswith("MATRIX_HOMESERVER")
-    assert refusal({"MATRIX_HOMESERVER": "m.example", "MATRIX_ACCESS_TOKEN_FILE": str(token)}
-                   ).startswith("MATRIX_HOMESERVER=")
+    assert refusal(
+        {"MATRIX_HOMESERVER": "m.example", "MATRIX_ACCESS_TOKEN_FILE": str(token)}
+    ).startswith("MATRIX_HOMESERVER=")
     empty = private_file(tmp_path / "empty", "\n")
     assert refusal({"MATRIX_ACCESS_TOKEN_FILE": str(empty)}).endswith("is empty")
     missing = refusal({"MATRIX_ACCESS_TOKEN_FILE": str(tmp_path / "missing")})
@@ -311,10 +333,16 @@ def test_matrix_api_settings(tmp_path: Path) -> None:
 def test_config_loaded_fields_hold_no_secret_path(tmp_path: Path) -> None:
     secret = private_file(tmp_path / "secret-id-file")
     token = private_file(tmp_path / "matrix-token-file", "syt_abc")
-    config = load_config({"HOME": HOME, "VAULT_ADDR": "http://v:8200", "VAULT_ROLE_ID": "r",
-                          "VAULT_SECRET_ID_FILE": str(secret),
-                          "MATRIX_HOMESERVER": "https://m.example",
-                          "MATRIX_ACCESS_TOKEN_FILE": str(token)})
+    config = load_config(
+        {
+            "HOME": HOME,
+            "VAULT_ADDR": "http://v:8200",
+            "VAULT_ROLE_ID": "r",
+            "VAULT_SECRET_ID_FILE": str(secret),
+            "MATRIX_HOMESERVER": "https://m.example",
+            "MATRIX_ACCESS_TOKEN_FILE": str(token),
+        }
+    )
     text = json.dumps(config.public_fields())
     assert str(tmp_path) not in text
     assert config.public_fields()["vault_configured"] is True
@@ -332,8 +360,15 @@ def test_observability_is_off_and_unimported_without_endpoint() -> None:
         env = worker_env(closed_address())
         if value is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = value
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
-                             capture_output=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
         assert out.split() == ["False", "False"]
 
 
@@ -342,36 +377,48 @@ def test_observability_is_off_and_unimported_without_endpoint() -> None:
 
 def worker_env(address: str, **extra: str) -> dict[str, str]:
     """The caller's environment minus every setting the worker reads, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in DEFAULTS and not k.startswith(("VAULT_", "OTEL_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in DEFAULTS and not k.startswith(("VAULT_", "OTEL_"))
+    }
     env["TEMPORAL_ADDRESS"] = address
     env.update(extra)
     return env
 
 
 def run_worker(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "worker.py")],
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("LOG_LEVEL", "verbose"),
-    ("BLOCK_POLL_SECONDS", "abc"),
-    ("FAILURE_HOLD", "1h"),
-    ("TEMPORAL_REQUIRE_TLS", "maybe"),
-    ("TEMPORAL_ADDRESS", "no-port"),
-    ("VAULT_SECRET_ID_FILE", "{tmp}/missing-secret-id"),
-    ("VAULT_SECRET_ID_FILE", "{tmp}/shared-secret-id"),
-    ("LOG_FILE", "{tmp}/shared-secret-id/worker.log"),  # a directory that is a file
-    ("MATRIX_HOMESERVER", "https://matrix.example"),
-    ("WORKER_HOST", "alpha/beta"),
-    ("AGENT_HOSTS", "claudebox"),
-    ("HOST_WAIT_SECONDS", "0"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOG_LEVEL", "verbose"),
+        ("BLOCK_POLL_SECONDS", "abc"),
+        ("FAILURE_HOLD", "1h"),
+        ("TEMPORAL_REQUIRE_TLS", "maybe"),
+        ("TEMPORAL_ADDRESS", "no-port"),
+        ("VAULT_SECRET_ID_FILE", "{tmp}/missing-secret-id"),
+        ("VAULT_SECRET_ID_FILE", "{tmp}/shared-secret-id"),
+        ("LOG_FILE", "{tmp}/shared-secret-id/worker.log"),  # a directory that is a file
+        ("MATRIX_HOMESERVER", "https://matrix.example"),
+        ("WORKER_HOST", "alpha/beta"),
+        ("AGENT_HOSTS", "claudebox"),
+        ("HOST_WAIT_SECONDS", "0"),
+    ],
+)
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
     private_file(tmp_path / "shared-secret-id", mode=0o644)
     env = worker_env(closed_address(), **{name: value.format(tmp=tmp_path)})
@@ -405,7 +452,8 @@ def test_worker_exit_code_is_reliable(tmp_path: Path, capsys: pytest.CaptureFixt
         procs = list(pool.map(lambda _: run_worker(env, tmp_path), range(runs)))
     wall = time.monotonic() - started
     assert Counter(p.returncode for p in procs) == Counter({3: runs}), [
-        (p.returncode, p.stderr[-300:]) for p in procs if p.returncode != 3]
+        (p.returncode, p.stderr[-300:]) for p in procs if p.returncode != 3
+    ]
     for proc in procs:
         assert stderr_line(proc.stderr).startswith("temporal-build-worker: cannot reach Temporal")
     with capsys.disabled():
@@ -415,8 +463,13 @@ def test_worker_exit_code_is_reliable(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_config_loaded_line_names_no_secret_path(tmp_path: Path) -> None:
     """With Vault configured (and unreachable), no log line names the secret-id file."""
     secret = private_file(tmp_path / "approle-secret-id")
-    env = worker_env(closed_address(), HOME=str(tmp_path), VAULT_ADDR=f"http://{closed_address()}",
-                     VAULT_ROLE_ID="role-123", VAULT_SECRET_ID_FILE=str(secret))
+    env = worker_env(
+        closed_address(),
+        HOME=str(tmp_path),
+        VAULT_ADDR=f"http://{closed_address()}",
+        VAULT_ROLE_ID="role-123",
+        VAULT_SECRET_ID_FILE=str(secret),
+    )
     proc = run_worker(env, tmp_path)
     assert proc.returncode == 2, proc
     assert stderr_line(proc.stderr).startswith("temporal-build-worker: CredentialError: ")

@@ -48,8 +48,10 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
     record = install_matrix_recorder(config)
     task_id, _ = originating_task(config)
     script = PipelineScript(fail_task_type="build_plan", fail_first=1)
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-retry")
         status = await status_of(handle)
@@ -57,9 +59,14 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
         assert status.failed_error == "build_plan could not be done"
         first = next(t for t in dispatched(config) if t["task_type"] == "build_plan")
         assert status.task_ids["implement"] == first["id"]
+
         async def listed() -> bool:  # the operator's inbox of held stages; visibility may lag
-            return [w.id async for w in client.list_workflows(
-                f"BuildStage='awaiting-retry' AND WorkflowId='{handle.id}'")] == [handle.id]
+            return [
+                w.id
+                async for w in client.list_workflows(
+                    f"BuildStage='awaiting-retry' AND WorkflowId='{handle.id}'"
+                )
+            ] == [handle.id]
 
         await wait_for(listed, 10, what="the pipeline listed as awaiting retry")
         # approve and reject belong to the block gate, not to a held stage
@@ -78,8 +85,9 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
         asked = time.monotonic()
         code, out = await update(address, handle.id, "retry", json.dumps(note))
         assert code == 0, out
-        await wait_for(lambda: len([t for t in dispatched(config)
-                                    if t["task_type"] == "build_plan"]) == 2, 30)
+        await wait_for(
+            lambda: len([t for t in dispatched(config) if t["task_type"] == "build_plan"]) == 2, 30
+        )
         retry_to_file = time.monotonic() - asked
         result = await asyncio.wait_for(handle.result(), 60)
         await save_history(handle, "pipeline_hold_retry")
@@ -114,8 +122,10 @@ async def test_skip_carries_on(client: Client, config: WorkerConfig, address: st
     assert config.failure_hold_seconds == 0
     task_id, _ = originating_task(config)
     script = PipelineScript(flags=["chmod the key"], fail_task_type="security_fix")
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
         await wait_stage(handle, "awaiting-retry")
         code, out = await update(address, handle.id, "skip")
@@ -136,14 +146,17 @@ async def test_skip_carries_on(client: Client, config: WorkerConfig, address: st
     assert summary["phases_completed"][-1] == "close"
 
 
-async def test_audit_cannot_be_skipped_then_abort(client: Client, tmp_path: Path,
-                                                  address: str) -> None:
+async def test_audit_cannot_be_skipped_then_abort(
+    client: Client, tmp_path: Path, address: str
+) -> None:
     config = make_config(tmp_path, address, failure_hold_seconds=HOLD)
     record = install_matrix_recorder(config)
     task_id, _ = originating_task(config)
     script = PipelineScript(fail_task_type="security_audit")
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         # before any failure, nothing is held
         code, out = await update(address, handle.id, "retry")
@@ -153,8 +166,9 @@ async def test_audit_cannot_be_skipped_then_abort(client: Client, tmp_path: Path
         assert code != 0
         assert "the audit stage cannot be skipped: the security gate cannot be bypassed" in out
         assert (await status_of(handle)).stage == "awaiting-retry"  # still held
-        code, out = await update(address, handle.id, "abort",
-                                 '{"note": "giving up", "by": "carol"}')
+        code, out = await update(
+            address, handle.id, "abort", '{"note": "giving up", "by": "carol"}'
+        )
         assert code == 0, out
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 60)
@@ -172,11 +186,14 @@ async def test_audit_cannot_be_skipped_then_abort(client: Client, tmp_path: Path
 
 
 async def test_malformed_triage_holds_and_retry_reads_it_again(
-        client: Client, config: WorkerConfig, address: str) -> None:
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     task_id, _ = originating_task(config)
     script = PipelineScript(triage_text="blocks: [unclosed\n")
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
         await wait_stage(handle, "awaiting-retry")
         status = await status_of(handle)
@@ -193,8 +210,9 @@ async def test_malformed_triage_holds_and_retry_reads_it_again(
     assert [t["task_type"] for t in dispatched(config)].count("security_audit") == 1
 
 
-async def test_worker_failure_hold_is_fixed_in_history(client: Client, config: WorkerConfig,
-                                                       address: str, tmp_path: Path) -> None:
+async def test_worker_failure_hold_is_fixed_in_history(
+    client: Client, config: WorkerConfig, address: str, tmp_path: Path
+) -> None:
     """worker.py with FAILURE_HOLD holds a failure; restarted without it, the held pipeline
     still runs by the hold it started with (its settings replay from its history)."""
     task_id, _ = originating_task(config)
@@ -218,13 +236,13 @@ async def test_worker_failure_hold_is_fixed_in_history(client: Client, config: W
     assert "implement" in summary_of(result.summary_path)["phases_completed"]
 
 
-async def test_silent_agent_holds_then_retry_completes(client: Client, tmp_path: Path,
-                                                      address: str) -> None:
+async def test_silent_agent_holds_then_retry_completes(
+    client: Client, tmp_path: Path, address: str
+) -> None:
     """A stage that times out holds too: with AGENT_HEARTBEAT_TIMEOUT, an agent that never
     answers fails its stage by heartbeat timeout, the pipeline parks at `awaiting-retry` with
     that error, and `retry` (the real CLI) dispatches a new task file that an agent completes."""
-    config = make_config(tmp_path, address, failure_hold_seconds=HOLD,
-                         heartbeat_timeout_seconds=3)
+    config = make_config(tmp_path, address, failure_hold_seconds=HOLD, heartbeat_timeout_seconds=3)
     task_id, _ = originating_task(config)
     script = PipelineScript()
     silent: list[str] = []
@@ -235,8 +253,10 @@ async def test_silent_agent_holds_then_retry_completes(client: Client, tmp_path:
             return None
         return script.decide(task)
 
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-retry", 60)
         status = await status_of(handle)

@@ -33,10 +33,14 @@ async def test_more_parked_pipelines_than_activity_slots(
 ) -> None:
     script = PipelineScript(blocks=["needs a human"])
     origins = [originating_task(config) for _ in range(PARKED)]
-    async with running_worker(client, config, max_concurrent_activities=SLOTS), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
-        handles = [await start_pipeline(client, config, task_id, build_name=f"slots-{i}")
-                   for i, (task_id, _) in enumerate(origins)]
+    async with (
+        running_worker(client, config, max_concurrent_activities=SLOTS),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
+        handles = [
+            await start_pipeline(client, config, task_id, build_name=f"slots-{i}")
+            for i, (task_id, _) in enumerate(origins)
+        ]
         for handle in handles:  # each must reach the gate with fewer slots than pipelines
             await wait_stage(handle, "awaiting-approval", 60)
         await wait_for(lambda: all("input-required" in p.read_text() for _, p in origins))

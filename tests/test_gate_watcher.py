@@ -46,15 +46,17 @@ BLOCK = "world-writable socket"
 RESULT_BOUND = 120.0  # a hang fails the test instead of stalling the suite
 
 
-def decide_in_file(path: Path, decision: str, how: str, actor: str = "dana",
-                   note: str = "decided in the file") -> None:
+def decide_in_file(
+    path: Path, decision: str, how: str, actor: str = "dana", note: str = "decided in the file"
+) -> None:
     """An operator's edit: `in-place` rewrites the file where it is (truncate and write), as
     `sed -i`-less tools and simple editors do; `rename` saves aside and renames over it, as vim,
     emacs and most YAML tools do."""
     task = yaml.safe_load(path.read_text())
     task["status"] = decision
-    task["history"].append({"timestamp": "2026-11-24T01:00:00+00:00", "status": decision,
-                            "actor": actor, "note": note})
+    task["history"].append(
+        {"timestamp": "2026-11-24T01:00:00+00:00", "status": decision, "actor": actor, "note": note}
+    )
     text = yaml.safe_dump(task)
     if how == "in-place":
         with path.open("w") as fh:
@@ -69,8 +71,10 @@ def strip_marks(path: Path) -> None:
     """What a tool that keeps only the keys it knows does to the file (and what an earlier
     release's notify_blocks wrote): history entries without the run's mark."""
     task = yaml.safe_load(path.read_text())
-    task["history"] = [{k: e[k] for k in ("timestamp", "status", "actor", "note") if k in e}
-                       for e in task["history"]]
+    task["history"] = [
+        {k: e[k] for k in ("timestamp", "status", "actor", "note") if k in e}
+        for e in task["history"]
+    ]
     path.write_text(yaml.safe_dump(task))
 
 
@@ -102,17 +106,31 @@ def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
     return make_config(tmp_path, address, block_poll_seconds=300)
 
 
-@pytest.mark.parametrize(("how", "decision"), [
-    ("in-place", "approved"), ("rename", "approved"), ("in-place", "rejected"),
-    ("rename", "rejected")])
+@pytest.mark.parametrize(
+    ("how", "decision"),
+    [
+        ("in-place", "approved"),
+        ("rename", "approved"),
+        ("in-place", "rejected"),
+        ("rename", "rejected"),
+    ],
+)
 async def test_file_decision_reaches_the_parked_pipeline_at_once(
-        client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path,
-        figures: Figures, how: str, decision: str) -> None:
+    client: Client,
+    gate_config: WorkerConfig,
+    address: str,
+    tmp_path: Path,
+    figures: Figures,
+    how: str,
+    decision: str,
+) -> None:
     config = gate_config
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=[BLOCK])
-    async with WorkerProcess(worker_env(config), tmp_path / "logs") as worker, ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        WorkerProcess(worker_env(config), tmp_path / "logs") as worker,
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
         await wait_watching([worker])
@@ -132,12 +150,18 @@ async def test_file_decision_reaches_the_parked_pipeline_at_once(
         return
     assert result.status == "complete"
     resolution = summary_of(result.summary_path)["resolution"]
-    assert resolution == {**resolution, "decision": "approved", "via": "task-file",
-                          "by": "dana", "note": "decided in the file"}
+    assert resolution == {
+        **resolution,
+        "decision": "approved",
+        "via": "task-file",
+        "by": "dana",
+        "note": "decided in the file",
+    }
 
 
 async def test_file_rejected_while_no_worker_ran_is_found_by_the_fallback_check(
-        client: Client, address: str, tmp_path: Path) -> None:
+    client: Client, address: str, tmp_path: Path
+) -> None:
     """The watcher cannot see this one: the file was rewritten, while no worker ran, by a tool
     that drops the keys it does not know, so it no longer names the parked run. The gate's own
     check, every BLOCK_POLL_SECONDS, still reads it."""
@@ -168,14 +192,17 @@ async def test_file_rejected_while_no_worker_ran_is_found_by_the_fallback_check(
 
 
 async def test_two_workers_on_one_directory_decide_once(
-        client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path) -> None:
+    client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path
+) -> None:
     config = gate_config
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=[BLOCK], flags=["pin the image"])
     env = worker_env(config)
-    async with (WorkerProcess(env, tmp_path / "a", name="a") as a,
-                WorkerProcess(env, tmp_path / "b", name="b") as b,
-                ScriptedAgent(config.agent_task_dir, address, script.decide)):
+    async with (
+        WorkerProcess(env, tmp_path / "a", name="a") as a,
+        WorkerProcess(env, tmp_path / "b", name="b") as b,
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
         await wait_watching([a, b])
@@ -185,20 +212,31 @@ async def test_two_workers_on_one_directory_decide_once(
     assert result.status == "complete"
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "partial"
-    assert summary["phases_completed"] == ["prefab", "implement", "audit", "triage", "fixes",
-                                           "close"]
+    assert summary["phases_completed"] == [
+        "prefab",
+        "implement",
+        "audit",
+        "triage",
+        "fixes",
+        "close",
+    ]
     assert len(events([a, b], "file_decision_delivered")) == 1
     assert len(events([a, b], "file_decision_refused")) == 1
     history = await handle.fetch_history()
-    accepted = [e for e in history.events
-                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    accepted = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
     assert len(accepted) == 1
-    assert not [e for e in history.events
-                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED]
+    assert not [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    ]
 
 
 async def test_restarted_worker_delivers_a_file_approved_while_it_was_down(
-        client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path) -> None:
+    client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path
+) -> None:
     config = gate_config
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=[BLOCK])
@@ -224,8 +262,11 @@ async def test_restarted_worker_delivers_a_file_approved_while_it_was_down(
 
 
 async def wait_watching(workers: list[WorkerProcess]) -> None:
-    await wait_for(lambda: all(w.current and w.current.events("gate_watch_started")
-                               for w in workers), 30, what="every worker's watch up")
+    await wait_for(
+        lambda: all(w.current and w.current.events("gate_watch_started") for w in workers),
+        30,
+        what="every worker's watch up",
+    )
 
 
 async def wait_logged(workers: list[WorkerProcess], name: str, count: int) -> None:
@@ -239,8 +280,9 @@ async def test_a_watch_that_cannot_start_is_said_once(address: str, tmp_path: Pa
     blocker.write_text("")
     config = make_config(tmp_path, address, agent_task_dir=blocker / "task-queue")
     async with WorkerProcess(worker_env(config), tmp_path / "logs") as worker:
-        await wait_for(lambda: bool(worker.events("gate_watch_failed")), 30,
-                       what="gate_watch_failed")
+        await wait_for(
+            lambda: bool(worker.events("gate_watch_failed")), 30, what="gate_watch_failed"
+        )
         await asyncio.sleep(RESTART_DELAY + 3)  # at least one retry has failed again
         assert worker.alive()
     failed = worker.events("gate_watch_failed")

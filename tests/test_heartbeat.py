@@ -41,8 +41,9 @@ def recorded(out: str) -> str:
     return str(record["progress"])
 
 
-async def test_heartbeat_progress_shows_in_describe(client: Client, config: WorkerConfig,
-                                                    address: str) -> None:
+async def test_heartbeat_progress_shows_in_describe(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         code, out, err = await run_cli([task.token, "heartbeat", "compiling 3/7"], address)
@@ -66,8 +67,9 @@ async def test_heartbeat_progress_shows_in_describe(client: Client, config: Work
     assert "already completed, timed out, or unknown" in line
 
 
-async def test_progress_arrives_as_one_capped_line(client: Client, config: WorkerConfig,
-                                                   address: str) -> None:
+async def test_progress_arrives_as_one_capped_line(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """Newlines and control characters cannot forge a second line in what operators read."""
     noisy = "step 1\n\x1b[31mred\x1b[0m\r\nstep 2\x07\u202e <b>" + "x" * 600
     async with probe_worker(client, config):
@@ -83,12 +85,14 @@ async def test_progress_arrives_as_one_capped_line(client: Client, config: Worke
     assert not any(ch in details for ch in "\n\r\x1b\x07\u202e<>")
 
 
-async def test_a_token_in_the_progress_is_never_recorded(client: Client, config: WorkerConfig,
-                                                         address: str) -> None:
+async def test_a_token_in_the_progress_is_never_recorded(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         code, out, err = await run_cli(
-            ["--task-file", str(task.path), "heartbeat", f"my token is {task.token}!"], address)
+            ["--task-file", str(task.path), "heartbeat", f"my token is {task.token}!"], address
+        )
         assert code == 0, err
         details = await heartbeat_details(task.handle.id, address)
         await task.handle.terminate("test over")
@@ -96,16 +100,19 @@ async def test_a_token_in_the_progress_is_never_recorded(client: Client, config:
     assert task.token not in out + err
 
 
-async def test_heartbeat_from_task_file_and_stdin(client: Client, config: WorkerConfig,
-                                                  address: str) -> None:
+async def test_heartbeat_from_task_file_and_stdin(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         by_file, by_stdin = await dispatch(client, config, count=2)
         code, out, err = await run_cli(
-            ["--task-file", str(by_file.path), "heartbeat", "from file"], address)
+            ["--task-file", str(by_file.path), "heartbeat", "from file"], address
+        )
         assert code == 0, err
         assert by_file.token not in out + err
-        code, out, err = await run_cli(["-", "heartbeat", "from stdin"], address,
-                                       stdin=by_stdin.token + "\n")
+        code, out, err = await run_cli(
+            ["-", "heartbeat", "from stdin"], address, stdin=by_stdin.token + "\n"
+        )
         assert code == 0, err
         assert by_stdin.token not in out + err
         assert await heartbeat_details(by_file.handle.id, address) == ["from file"]
@@ -114,14 +121,18 @@ async def test_heartbeat_from_task_file_and_stdin(client: Client, config: Worker
             await task.handle.terminate("test over")
 
 
-@pytest.mark.parametrize("args, stdin, expected", [
-    (["abc$def==", "heartbeat", "x"], None, "not standard base64"),
-    (["-", "heartbeat"], "YWI\n", "not standard base64"),
-    ([FAKE_TOKEN, "heartbeat", "x"], None, "the server cannot decode it"),
-    ([FAKE_TOKEN, "Heartbeat"], None, "unknown status"),
-])
-async def test_garbled_token_exits_1(args: list[str], stdin: str | None, expected: str,
-                                     address: str) -> None:
+@pytest.mark.parametrize(
+    "args, stdin, expected",
+    [
+        (["abc$def==", "heartbeat", "x"], None, "not standard base64"),
+        (["-", "heartbeat"], "YWI\n", "not standard base64"),
+        ([FAKE_TOKEN, "heartbeat", "x"], None, "the server cannot decode it"),
+        ([FAKE_TOKEN, "Heartbeat"], None, "unknown status"),
+    ],
+)
+async def test_garbled_token_exits_1(
+    args: list[str], stdin: str | None, expected: str, address: str
+) -> None:
     code, out, err = await run_cli(args, address, stdin=stdin)
     line = assert_clean_error(code, out, err, 1, FAKE_TOKEN, "abc$def")
     assert expected in line, line
@@ -134,8 +145,9 @@ async def cancel_requested(task: Dispatched) -> bool:
     return False
 
 
-async def test_cancel_while_the_activity_is_open_exits_6(client: Client, config: WorkerConfig,
-                                                         address: str) -> None:
+async def test_cancel_while_the_activity_is_open_exits_6(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """The workflow waits for the cancel to reach the agent: the heartbeat is how it does."""
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config, wait_for_cancel=True)
@@ -147,21 +159,22 @@ async def test_cancel_while_the_activity_is_open_exits_6(client: Client, config:
         await task.handle.terminate("test over")
 
 
-async def test_paused_activity_exits_6(client: Client, config: WorkerConfig,
-                                       address: str) -> None:
+async def test_paused_activity_exits_6(client: Client, config: WorkerConfig, address: str) -> None:
     """`temporal activity pause` asks the running attempt to stop; the line says it was a pause."""
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
-        await temporal_cli(["activity", "pause", "--workflow-id", task.handle.id,
-                            "--activity-id", "1"], address)
+        await temporal_cli(
+            ["activity", "pause", "--workflow-id", task.handle.id, "--activity-id", "1"], address
+        )
         code, out, err = await run_cli([task.token, "heartbeat", "working"], address)
         line = assert_clean_error(code, out, err, 6, task.token)
         assert "stop: an operator paused this activity" in line
         await task.handle.terminate("test over")
 
 
-async def test_cancel_of_a_closed_workflow_exits_6(client: Client, config: WorkerConfig,
-                                                   address: str) -> None:
+async def test_cancel_of_a_closed_workflow_exits_6(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """Once the workflow is closed the server only says NOT_FOUND; the CLI finds out why."""
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
@@ -175,8 +188,9 @@ async def test_cancel_of_a_closed_workflow_exits_6(client: Client, config: Worke
         assert_clean_error(code, out, err, 4, task.token)
 
 
-async def test_terminated_workflow_exits_4(client: Client, config: WorkerConfig,
-                                           address: str) -> None:
+async def test_terminated_workflow_exits_4(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """Not every closed workflow means "stop": a terminate is the plain dead-token case."""
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
@@ -186,11 +200,14 @@ async def test_terminated_workflow_exits_4(client: Client, config: WorkerConfig,
 
 
 async def test_pipeline_cancel_marks_the_file_and_its_heartbeat_exits_6(
-        client: Client, config: WorkerConfig, address: str) -> None:
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     task_id, origin = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_for(lambda: len(dispatched(config)) == 1)
         await temporal_cli(["workflow", "cancel", "--workflow-id", handle.id], address)
@@ -204,8 +221,9 @@ async def test_pipeline_cancel_marks_the_file_and_its_heartbeat_exits_6(
 
 
 @pytest.mark.parametrize("status", [task_files.SUPERSEDED, task_files.CANCELLED])
-async def test_task_file_marked_stopped_exits_6(status: str, client: Client,
-                                                config: WorkerConfig, address: str) -> None:
+async def test_task_file_marked_stopped_exits_6(
+    status: str, client: Client, config: WorkerConfig, address: str
+) -> None:
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         assert (await run_cli([task.token, "success"], address))[0] == 0
@@ -217,8 +235,9 @@ async def test_task_file_marked_stopped_exits_6(status: str, client: Client,
     assert STOP in assert_clean_error(code, out, err, 6, task.token)
 
 
-async def test_token_of_a_retried_attempt_exits_6(client: Client, config: WorkerConfig,
-                                                  address: str) -> None:
+async def test_token_of_a_retried_attempt_exits_6(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """Attempt 1 timed out and a newer attempt is pending: the old token's agent must stop, even
     without the task file to tell it so."""
     async with probe_worker(client, config):

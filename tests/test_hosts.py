@@ -53,8 +53,19 @@ def host_env(config: WorkerConfig, host: str, **extra: str) -> dict[str, str]:
 async def pollers(address: str, queue: str) -> list[dict[str, Any]]:
     """`temporal task-queue describe` of a host queue: the workers polling it for activities."""
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN, "task-queue", "describe", "--task-queue", queue, "--task-queue-type",
-        "activity", "--address", address, "-o", "json", stdout=asyncio.subprocess.PIPE)
+        TEMPORAL_BIN,
+        "task-queue",
+        "describe",
+        "--task-queue",
+        queue,
+        "--task-queue-type",
+        "activity",
+        "--address",
+        address,
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+    )
     out, _ = await proc.communicate()
     assert proc.returncode == 0
     return list(json.loads(out)["pollers"] or [])
@@ -64,8 +75,9 @@ def our_task_types(config: WorkerConfig) -> list[str]:
     return sorted(task["task_type"] for _, task in new_tasks(config.agent_task_dir, set()))
 
 
-async def test_each_stage_runs_on_its_agents_host(client: Client, address: str,
-                                                  tmp_path: Path) -> None:
+async def test_each_stage_runs_on_its_agents_host(
+    client: Client, address: str, tmp_path: Path
+) -> None:
     queue = f"test-{uuid.uuid4().hex[:12]}"
     alpha = host_config(tmp_path, address, queue, "alpha")
     beta = host_config(tmp_path, address, queue, "beta")
@@ -113,12 +125,19 @@ async def test_each_stage_runs_on_its_agents_host(client: Client, address: str,
     assert task_files.load_task(origin)["status"] == task_files.APPROVED
     summary = summary_of(result.summary_path)
     assert summary["resolution"]["via"] == "task-file"
-    assert summary["phases_completed"] == ["prefab", "implement", "audit", "triage", "fixes",
-                                           "close"]
+    assert summary["phases_completed"] == [
+        "prefab",
+        "implement",
+        "audit",
+        "triage",
+        "fixes",
+        "close",
+    ]
 
 
-async def test_failure_path_closes_task_files_on_every_host(client: Client, address: str,
-                                                            tmp_path: Path) -> None:
+async def test_failure_path_closes_task_files_on_every_host(
+    client: Client, address: str, tmp_path: Path
+) -> None:
     queue = f"test-{uuid.uuid4().hex[:12]}"
     alpha = host_config(tmp_path, address, queue, "alpha")
     beta = host_config(tmp_path, address, queue, "beta")
@@ -134,16 +153,22 @@ async def test_failure_path_closes_task_files_on_every_host(client: Client, addr
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(handle.result(), 60)
     assert "implement failed: build_plan could not be done" in str(failed.value.cause)
-    statuses = {host: {task["task_type"]: task["status"]
-                       for _, task in new_tasks(config.agent_task_dir, set())}
-                for host, config in (("alpha", alpha), ("beta", beta))}
+    statuses = {
+        host: {
+            task["task_type"]: task["status"] for _, task in new_tasks(config.agent_task_dir, set())
+        }
+        for host, config in (("alpha", alpha), ("beta", beta))
+    }
     # end_pipeline closed alpha's (the dispatcher's host), close_pipeline_tasks beta's
-    assert statuses == {"alpha": {"build_prefab": task_files.CANCELLED},
-                        "beta": {"build_plan": task_files.CANCELLED}}
+    assert statuses == {
+        "alpha": {"build_prefab": task_files.CANCELLED},
+        "beta": {"build_plan": task_files.CANCELLED},
+    }
 
 
-async def test_plan_phases_run_on_their_agents_hosts(client: Client, address: str,
-                                                     tmp_path: Path) -> None:
+async def test_plan_phases_run_on_their_agents_hosts(
+    client: Client, address: str, tmp_path: Path
+) -> None:
     queue = f"test-{uuid.uuid4().hex[:12]}"
     alpha = host_config(tmp_path, address, queue, "alpha")
     beta = host_config(tmp_path, address, queue, "beta")
@@ -156,8 +181,13 @@ async def test_plan_phases_run_on_their_agents_hosts(client: Client, address: st
         ScriptedAgent(beta.agent_task_dir, address, succeed_all) as on_beta,
     ):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", plan, id=f"plan-{uuid.uuid4()}", task_queue=queue,
-            result_type=BuildPlanResult, execution_timeout=timedelta(seconds=90))
+            "BuildPlanWorkflow",
+            plan,
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=queue,
+            result_type=BuildPlanResult,
+            execution_timeout=timedelta(seconds=90),
+        )
         result = await handle.result()
         await save_history(handle, "plan_two_hosts")
     assert result == BuildPlanResult(status="complete", phases_run=2)
@@ -170,11 +200,13 @@ WAIT = 2
 
 
 async def test_stage_for_a_host_that_never_polls_fails_naming_it(
-        client: Client, address: str, tmp_path: Path) -> None:
+    client: Client, address: str, tmp_path: Path
+) -> None:
     config = make_config(tmp_path, address)
     task_id, _ = originating_task(config)
-    env = worker_env(config, WORKER_HOST="alpha", AGENT_HOSTS="claudebox=gamma",
-                     HOST_WAIT_SECONDS=str(WAIT))
+    env = worker_env(
+        config, WORKER_HOST="alpha", AGENT_HOSTS="claudebox=gamma", HOST_WAIT_SECONDS=str(WAIT)
+    )
     async with WorkerProcess(env, tmp_path / "logs"):
         handle = await start_pipeline(client, config, task_id)
         began = time.monotonic()
@@ -193,7 +225,8 @@ async def test_stage_for_a_host_that_never_polls_fails_naming_it(
     assert cause.type == HOST_UNAVAILABLE
     assert cause.message.startswith(
         f"prefab failed: no worker on host 'gamma' took the prefab stage within {WAIT} s "
-        f"(task queue {config.task_queue}@gamma): start worker.py there with WORKER_HOST=gamma")
+        f"(task queue {config.task_queue}@gamma): start worker.py there with WORKER_HOST=gamma"
+    )
     # the bound, plus a workflow task or two; a dead host is never held for the stage's 2 h
     assert WAIT <= took < WAIT + 20, took
     assert our_task_types(config) == []
@@ -204,14 +237,20 @@ async def test_stage_for_a_host_that_never_polls_fails_naming_it(
 
 
 async def test_plan_phase_for_a_host_that_never_polls_fails_naming_it(
-        client: Client, address: str, tmp_path: Path) -> None:
+    client: Client, address: str, tmp_path: Path
+) -> None:
     config = make_config(tmp_path, address)
-    env = worker_env(config, WORKER_HOST="alpha", AGENT_HOSTS="dev=gamma",
-                     HOST_WAIT_SECONDS=str(WAIT))
+    env = worker_env(
+        config, WORKER_HOST="alpha", AGENT_HOSTS="dev=gamma", HOST_WAIT_SECONDS=str(WAIT)
+    )
     async with WorkerProcess(env, tmp_path / "logs"):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", build_plan_input("lost-host"), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult)
+            "BuildPlanWorkflow",
+            build_plan_input("lost-host"),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
+        )
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(handle.result(), 60)
     cause = failed.value.cause
@@ -232,9 +271,15 @@ def test_host_queue_form() -> None:
 
 def test_route_of_a_mapped_agent() -> None:
     where = route(SETTINGS, "helm-build", "dev")
-    assert where == Route(host="beta", queue="helm-build@beta", wait=timedelta(seconds=30),
-                          options={"task_queue": "helm-build@beta",
-                                   "schedule_to_start_timeout": timedelta(seconds=30)})
+    assert where == Route(
+        host="beta",
+        queue="helm-build@beta",
+        wait=timedelta(seconds=30),
+        options={
+            "task_queue": "helm-build@beta",
+            "schedule_to_start_timeout": timedelta(seconds=30),
+        },
+    )
     unbounded = route(SETTINGS, "helm-build", "dev", bounded=False)
     assert unbounded.options == {"task_queue": "helm-build@beta"}
 
@@ -247,23 +292,31 @@ def test_unmapped_agent_gets_no_options() -> None:
 
 
 def activity_error(cause: BaseException) -> ActivityError:
-    error = ActivityError("activity failed", scheduled_event_id=1, started_event_id=0,
-                          identity="", activity_type="prefab_scaffolding", activity_id="1",
-                          retry_state=None)
+    error = ActivityError(
+        "activity failed",
+        scheduled_event_id=1,
+        started_event_id=0,
+        identity="",
+        activity_type="prefab_scaffolding",
+        activity_id="1",
+        retry_state=None,
+    )
     error.__cause__ = cause
     return error
 
 
 def test_unplaced_names_the_host_only_for_schedule_to_start() -> None:
     where = route(SETTINGS, "helm-build", "dev")
-    lost = activity_error(TimeoutError("timed out", type=TimeoutType.SCHEDULE_TO_START,
-                                       last_heartbeat_details=[]))
+    lost = activity_error(
+        TimeoutError("timed out", type=TimeoutType.SCHEDULE_TO_START, last_heartbeat_details=[])
+    )
     assert unplaced(lost, where, "close stage") == (
         "no worker on host 'beta' took the close stage within 30 s (task queue helm-build@beta):"
-        " start worker.py there with WORKER_HOST=beta")
-    slow = activity_error(TimeoutError("timed out", type=TimeoutType.START_TO_CLOSE,
-                                       last_heartbeat_details=[]))
+        " start worker.py there with WORKER_HOST=beta"
+    )
+    slow = activity_error(
+        TimeoutError("timed out", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
+    )
     assert unplaced(slow, where, "close stage") == ""
     assert unplaced(lost, Route(), "close stage") == ""
     assert unplaced(activity_error(ApplicationError("no")), where, "close stage") == ""
-

@@ -42,8 +42,9 @@ async def sample_rss(worker: WorkerProcess, samples: list[int]) -> None:
 
 
 @pytest.mark.slow
-async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Path,
-                                     figures: Figures) -> None:
+async def test_300_pipelines_at_once(
+    client: Client, address: str, tmp_path: Path, figures: Figures
+) -> None:
     config = make_config(tmp_path, address)
     env = worker_env(config, LOG_LEVEL="INFO", LOG_FILE=str(tmp_path / "logs" / "worker.log"))
     worker = WorkerProcess(env, tmp_path / "logs")
@@ -53,29 +54,35 @@ async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Pat
         await worker.start()
         await asyncio.sleep(1)
         idle_rss = worker.rss()
-        async with client_agent(client, config.agent_task_dir, script.decide,
-                                PARALLEL_ANSWERS) as agent:
+        async with client_agent(
+            client, config.agent_task_dir, script.decide, PARALLEL_ANSWERS
+        ) as agent:
             sampler = asyncio.create_task(sample_rss(worker, rss))
             try:
                 started = time.monotonic()
-                handles: list[WorkflowHandle[Any, BuildPipelineResult]] = await asyncio.gather(*(
-                    client.start_workflow(
-                        "BuildPipelineWorkflow",
-                        pipeline_input(f"load-{i}", build_name=f"load-{i}"),
-                        id=f"load-{i}-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
-                        result_type=BuildPipelineResult)
-                    for i in range(PIPELINES)))
+                handles: list[WorkflowHandle[Any, BuildPipelineResult]] = await asyncio.gather(
+                    *(
+                        client.start_workflow(
+                            "BuildPipelineWorkflow",
+                            pipeline_input(f"load-{i}", build_name=f"load-{i}"),
+                            id=f"load-{i}-{uuid.uuid4().hex[:8]}",
+                            task_queue=config.task_queue,
+                            result_type=BuildPipelineResult,
+                        )
+                        for i in range(PIPELINES)
+                    )
+                )
                 all_started = time.monotonic() - started
                 done_at: list[float] = []
 
-                async def finish(handle: WorkflowHandle[Any, BuildPipelineResult]
-                                 ) -> BuildPipelineResult:
+                async def finish(
+                    handle: WorkflowHandle[Any, BuildPipelineResult],
+                ) -> BuildPipelineResult:
                     result = await handle.result()
                     done_at.append(time.monotonic() - started)
                     return result
 
-                results = await asyncio.wait_for(
-                    asyncio.gather(*(finish(h) for h in handles)), 300)
+                results = await asyncio.wait_for(asyncio.gather(*(finish(h) for h in handles)), 300)
                 wall = time.monotonic() - started
                 cpu = psutil.Process(worker.pid).cpu_times()
             finally:
@@ -101,18 +108,31 @@ async def test_300_pipelines_at_once(client: Client, address: str, tmp_path: Pat
     assert scan.hits == [], scan.hits[:5]
 
     mib = 1024 * 1024
-    figures.record("load", "pipelines started at once / completed / lost",
-                   f"{PIPELINES} / {len(results)} / 0")
-    figures.record("load", "task files / answered / dispatched twice",
-                   f"{sum(counts.values())} / {agent.answered} / 0")
+    figures.record(
+        "load", "pipelines started at once / completed / lost", f"{PIPELINES} / {len(results)} / 0"
+    )
+    figures.record(
+        "load",
+        "task files / answered / dispatched twice",
+        f"{sum(counts.values())} / {agent.answered} / 0",
+    )
     figures.record("load", "all started (s) / all done (s)", f"{all_started:.1f} / {wall:.1f}")
-    figures.record("load", "pipeline done at p50 / p95 (s)",
-                   f"{statistics.median(done_at):.1f} / "
-                   f"{statistics.quantiles(done_at, n=20)[-1]:.1f}")
-    figures.record("load", "throughput (pipelines/s, task files/s)",
-                   f"{PIPELINES / wall:.1f}, {PIPELINES * STAGES / wall:.1f}")
-    figures.record("load", "worker RSS idle / peak (MiB)",
-                   f"{idle_rss / mib:.0f} / {max(rss, default=0) / mib:.0f}")
+    figures.record(
+        "load",
+        "pipeline done at p50 / p95 (s)",
+        f"{statistics.median(done_at):.1f} / {statistics.quantiles(done_at, n=20)[-1]:.1f}",
+    )
+    figures.record(
+        "load",
+        "throughput (pipelines/s, task files/s)",
+        f"{PIPELINES / wall:.1f}, {PIPELINES * STAGES / wall:.1f}",
+    )
+    figures.record(
+        "load",
+        "worker RSS idle / peak (MiB)",
+        f"{idle_rss / mib:.0f} / {max(rss, default=0) / mib:.0f}",
+    )
     figures.record("load", "worker CPU user+system (s)", cpu.user + cpu.system)
-    figures.record("load", "log scan (INFO): texts / token forms / hits",
-                   f"{scan.texts} / {scan.needles} / 0")
+    figures.record(
+        "load", "log scan (INFO): texts / token forms / hits", f"{scan.texts} / {scan.needles} / 0"
+    )

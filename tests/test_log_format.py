@@ -45,8 +45,12 @@ def test_console_line_reads_at_a_glance() -> None:
 
 def test_console_escapes_control_characters() -> None:
     """A value cannot colour the terminal, move its cursor, or forge a second log line."""
-    line = render(event="phase\x1b[2J failed\n", message="bad\x1b[2J\r\nworker_started forged",
-                  bell="\x07", quote="it's")
+    line = render(
+        event="phase\x1b[2J failed\n",
+        message="bad\x1b[2J\r\nworker_started forged",
+        bell="\x07",
+        quote="it's",
+    )
     assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x07" not in line
     assert "phase\\x1b[2J failed\\n" in line
     assert "message='bad\\x1b[2J\\r\\nworker_started forged'" in line
@@ -58,8 +62,11 @@ def test_console_keeps_a_traceback_readable() -> None:
     line = render(event="activity_failed", level="error", exception=trace)
     first, *rest = line.split("\n")
     assert "activity_failed" in first
-    assert rest == ["Traceback (most recent call last):", '  File "x.py", line 1',
-                    "ValueError: \\x1bno"]
+    assert rest == [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "ValueError: \\x1bno",
+    ]
 
 
 class Terminal(io.StringIO):

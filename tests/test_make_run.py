@@ -42,12 +42,21 @@ class MakeRun:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            "make", "-s", "run", f"RUN_ARGS=--dev-server-dir {self.state}", cwd=ROOT,
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            "make",
+            "-s",
+            "run",
+            f"RUN_ARGS=--dev-server-dir {self.state}",
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.reader = asyncio.create_task(self._read())
-        await wait_for(lambda: "worker_started" in self.events()
-                       or self.proc.returncode is not None, timeout=90)
+        await wait_for(
+            lambda: "worker_started" in self.events() or self.proc.returncode is not None,
+            timeout=90,
+        )
         assert "worker_started" in self.events(), self.lines
 
     async def _read(self) -> None:
@@ -74,11 +83,12 @@ async def test_make_run_starts_dev_server_and_ctrl_c_stops_both(tmp_path: Path) 
     assert (state / "dev.db").exists()
 
     client = await Client.connect(config.temporal_address, data_converter=pydantic_data_converter)
-    plan = BuildPlanInput(plan_name="restart", phases=[
-        PhaseSpec(number=1, agent_type="dev", description="survive a restart")])
+    plan = BuildPlanInput(
+        plan_name="restart",
+        phases=[PhaseSpec(number=1, agent_type="dev", description="survive a restart")],
+    )
     workflow_id = f"make-run-{uuid.uuid4()}"
-    await client.start_workflow("BuildPlanWorkflow", plan, id=workflow_id,
-                                task_queue="helm-build")
+    await client.start_workflow("BuildPlanWorkflow", plan, id=workflow_id, task_queue="helm-build")
     await wait_for(lambda: any(config.agent_task_dir.glob("*.yml")), timeout=30)
 
     # make itself dies of the SIGINT (as GNU make does); what counts is what it ran
@@ -89,8 +99,9 @@ async def test_make_run_starts_dev_server_and_ctrl_c_stops_both(tmp_path: Path) 
     second = MakeRun(env, state)
     await second.start()
     try:
-        client = await Client.connect(config.temporal_address,
-                                      data_converter=pydantic_data_converter)
+        client = await Client.connect(
+            config.temporal_address, data_converter=pydantic_data_converter
+        )
         async with ScriptedAgent(config.agent_task_dir, config.temporal_address, succeed_all):
             handle = client.get_workflow_handle(workflow_id, result_type=BuildPlanResult)
             result = await asyncio.wait_for(handle.result(), 60)

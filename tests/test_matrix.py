@@ -54,8 +54,10 @@ def bob(synapse: Synapse) -> MatrixUser:
     """
     user = synapse.register("bob")
     with synapse.api(user.access_token) as http:
-        http.put("/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
-                 json={"enabled": False}).raise_for_status()
+        http.put(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
+            json={"enabled": False},
+        ).raise_for_status()
     return user
 
 
@@ -77,16 +79,21 @@ def token_file(directory: Path, token: str) -> Path:
     return write_text_atomic(directory / "matrix-token", token + "\n")
 
 
-def matrix_config(tmp: Path, synapse: Synapse, token: str, room: str,
-                  address: str = "localhost:7233") -> WorkerConfig:
+def matrix_config(
+    tmp: Path, synapse: Synapse, token: str, room: str, address: str = "localhost:7233"
+) -> WorkerConfig:
     return make_config(
-        tmp, address, matrix_homeserver=synapse.url,
-        matrix_access_token_file=token_file(tmp, token), matrix_room=room,
+        tmp,
+        address,
+        matrix_homeserver=synapse.url,
+        matrix_access_token_file=token_file(tmp, token),
+        matrix_room=room,
     )
 
 
-def notices(synapse: Synapse, reader: MatrixUser, room_id: str,
-            sender: MatrixUser) -> list[dict[str, Any]]:
+def notices(
+    synapse: Synapse, reader: MatrixUser, room_id: str, sender: MatrixUser
+) -> list[dict[str, Any]]:
     return [e for e in synapse.messages(reader, room_id) if e["sender"] == sender.user_id]
 
 
@@ -106,8 +113,13 @@ def test_token_file_is_checked_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is empty"):
         load_config({**base, "MATRIX_ACCESS_TOKEN_FILE": str(empty)})
     with pytest.raises(ConfigError, match="not an http"):
-        load_config({**base, "MATRIX_HOMESERVER": "matrix.example.org",
-                     "MATRIX_ACCESS_TOKEN_FILE": str(token_file(tmp_path, "t"))})
+        load_config(
+            {
+                **base,
+                "MATRIX_HOMESERVER": "matrix.example.org",
+                "MATRIX_ACCESS_TOKEN_FILE": str(token_file(tmp_path, "t")),
+            }
+        )
     good = load_config({**base, "MATRIX_ACCESS_TOKEN_FILE": str(token_file(tmp_path, "secret"))})
     assert notify_module.uses_matrix_api(good)
     assert "secret" not in repr(good.public_fields())
@@ -116,19 +128,26 @@ def test_token_file_is_checked_at_start(tmp_path: Path) -> None:
 # --- addressing -------------------------------------------------------------------------------
 
 
-async def test_posts_to_room_by_id(tmp_path: Path, synapse: Synapse, notifier: MatrixUser,
-                                   bob: MatrixUser, room: Room) -> None:
+async def test_posts_to_room_by_id(
+    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
+) -> None:
     config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
     assert await notify(config, "[ACTION] demo: block 1/1 needs review", key="run-a:block:1")
     [event] = notices(synapse, bob, room.room_id, notifier)
     assert event["content"] == {
-        "msgtype": "m.notice", "body": "[ACTION] demo: block 1/1 needs review", "m.mentions": {},
+        "msgtype": "m.notice",
+        "body": "[ACTION] demo: block 1/1 needs review",
+        "m.mentions": {},
     }
 
 
 @pytest.mark.parametrize("form", ["alias", "hash-name", "bare-name"])
 async def test_posts_to_room_by_alias_and_by_name(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room,
+    tmp_path: Path,
+    synapse: Synapse,
+    notifier: MatrixUser,
+    bob: MatrixUser,
+    room: Room,
     form: str,
 ) -> None:
     matrix_room = {
@@ -153,12 +172,14 @@ async def test_alias_is_resolved_once_per_process(
         http.delete(f"/_matrix/client/v3/directory/room/{quote(alias, safe='')}").raise_for_status()
     assert await notify(config, "second", key="run-cache:block:2")  # ...the cached id still works
     assert [e["content"]["body"] for e in notices(synapse, bob, room.room_id, notifier)] == [
-        "first", "second"
+        "first",
+        "second",
     ]
 
 
-async def test_unknown_alias_is_a_warning(tmp_path: Path, synapse: Synapse,
-                                          notifier: MatrixUser) -> None:
+async def test_unknown_alias_is_a_warning(
+    tmp_path: Path, synapse: Synapse, notifier: MatrixUser
+) -> None:
     config = matrix_config(tmp_path, synapse, notifier.access_token, "no-such-room")
     with capture_logs() as logs:
         assert await notify(config, "lost", key="run-x:block:1") is False
@@ -252,13 +273,15 @@ async def test_unreachable_and_silent_homeserver_time_out_without_blocking(
 
     tick_task = asyncio.create_task(ticker())
     try:
-        config = make_config(tmp_path, matrix_access_token_file=token_file(tmp_path, "t"),
-                             matrix_homeserver=f"http://127.0.0.1:{port}",
-                             matrix_room="!room:tbw.test")
+        config = make_config(
+            tmp_path,
+            matrix_access_token_file=token_file(tmp_path, "t"),
+            matrix_homeserver=f"http://127.0.0.1:{port}",
+            matrix_room="!room:tbw.test",
+        )
         started = time.monotonic()
         with capture_logs() as logs:
-            sent = await send_matrix_api(config, "hello", key="k", timeout=1.5,
-                                         request_timeout=0.5)
+            sent = await send_matrix_api(config, "hello", key="k", timeout=1.5, request_timeout=0.5)
         elapsed = time.monotonic() - started
         assert sent is False
         assert 1.4 < elapsed < 3
@@ -301,20 +324,23 @@ async def test_transient_error_is_retried_with_the_same_transaction(
         if connections == 1:
             head = await reader.readuntil(b"\r\n\r\n")
             request_lines.append(head.split(b"\r\n", 1)[0])
-            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
             writer.close()
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", synapse.port)
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
 
     server = await asyncio.start_server(proxy, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         config = make_config(
-            tmp_path, matrix_homeserver=f"http://127.0.0.1:{port}",
+            tmp_path,
+            matrix_homeserver=f"http://127.0.0.1:{port}",
             matrix_access_token_file=token_file(tmp_path, notifier.access_token),
             matrix_room=room.room_id,
         )
@@ -430,8 +456,13 @@ class AnswerLosingProxy:
 
 
 async def test_pipeline_posts_one_message_per_block_across_a_retry(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room,
-    client: Client, address: str,
+    tmp_path: Path,
+    synapse: Synapse,
+    notifier: MatrixUser,
+    bob: MatrixUser,
+    room: Room,
+    client: Client,
+    address: str,
 ) -> None:
     """Two blocks, two messages, even though notify_blocks is retried after block 2 was posted
     but its answer was lost (the worker is shut down while waiting for it)."""
@@ -446,8 +477,9 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
     ):
         via_proxy = replace(direct, matrix_homeserver=proxy.url)
         with capture_logs() as logs:
-            async with running_worker(client, via_proxy,
-                                      graceful_shutdown_timeout=timedelta(seconds=1)):
+            async with running_worker(
+                client, via_proxy, graceful_shutdown_timeout=timedelta(seconds=1)
+            ):
                 handle = await start_pipeline(client, direct, task_id)
                 await asyncio.wait_for(proxy.lost.wait(), 60)
                 await wait_for(lambda: len(notices(synapse, bob, room.room_id, notifier)) == 2)
@@ -481,16 +513,23 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
 
 
 async def test_pipeline_carries_on_with_a_wrong_token(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room,
-    client: Client, address: str,
+    tmp_path: Path,
+    synapse: Synapse,
+    notifier: MatrixUser,
+    bob: MatrixUser,
+    room: Room,
+    client: Client,
+    address: str,
 ) -> None:
     wrong = "syt_" + uuid.uuid4().hex
     config = matrix_config(tmp_path, synapse, wrong, room.room_id, address)
     task_id, _ = originating_task(config)
     script = PipelineScript(blocks=["root login enabled", "telnet open"])
     with capture_logs() as logs:
-        async with running_worker(client, config), ScriptedAgent(
-                config.agent_task_dir, address, script.decide):
+        async with (
+            running_worker(client, config),
+            ScriptedAgent(config.agent_task_dir, address, script.decide),
+        ):
             handle = await start_pipeline(client, config, task_id)
             await wait_stage(handle, "awaiting-approval", timeout=60)
             await handle.execute_update("approve", DecisionInput(note="ok"))

@@ -61,8 +61,16 @@ from tests.servers.otlp import OtlpReceiver, Point, Span
 
 PLAN = "otel-plan"
 SDK_METRICS = ("temporal_request", "temporal_workflow_completed")
-OUR_LABELS = {"task_type", "stage", "outcome", "decision", "namespace", "task_queue",
-              "workflow_type", "activity_type"}
+OUR_LABELS = {
+    "task_type",
+    "stage",
+    "outcome",
+    "decision",
+    "namespace",
+    "task_queue",
+    "workflow_type",
+    "activity_type",
+}
 
 
 @pytest.fixture
@@ -79,8 +87,11 @@ async def one_phase_dispatched(
 ) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:
     """Start a one-phase BuildPlan and wait for its task file: an agent's view of a task."""
     handle = await client.start_workflow(
-        "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
-        task_queue=config.task_queue, result_type=BuildPlanResult,
+        "BuildPlanWorkflow",
+        build_plan_input(PLAN),
+        id=f"plan-{uuid.uuid4()}",
+        task_queue=config.task_queue,
+        result_type=BuildPlanResult,
     )
     await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
     [path] = task_files_in(config.agent_task_dir)
@@ -89,8 +100,12 @@ async def one_phase_dispatched(
 
 def otel_env(config: WorkerConfig, receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
     # spans leave the worker within 0.2 s rather than the SDK's default 5 s
-    return worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-                      OTEL_BSP_SCHEDULE_DELAY="200", **extra)
+    return worker_env(
+        config,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        **extra,
+    )
 
 
 @contextlib.contextmanager
@@ -118,8 +133,11 @@ def named(spans: list[Span], name: str) -> list[Span]:
 
 def latest(points: list[Point], metric: str, **labels: Any) -> Point | None:
     """The last exported point of a cumulative metric with these labels."""
-    found = [p for p in points if p.metric == metric
-             and all(p.attributes.get(k) == v for k, v in labels.items())]
+    found = [
+        p
+        for p in points
+        if p.metric == metric and all(p.attributes.get(k) == v for k, v in labels.items())
+    ]
     return found[-1] if found else None
 
 
@@ -147,16 +165,21 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
     workflow_id = f"plan-{uuid.uuid4()}"
     with traced_client_provider(receiver) as provider:
         client = await Client.connect(
-            address, data_converter=pydantic_data_converter,
+            address,
+            data_converter=pydantic_data_converter,
             interceptors=[TracingInterceptor(provider.get_tracer("starter"))],
         )
         worker_env_ = otel_env(config, receiver)
-        async with WorkerProcess(worker_env_, tmp_path / "logs") as worker, ScriptedAgent(
-            config.agent_task_dir, address, succeed_all, env=agent_env
-        ) as agent:
+        async with (
+            WorkerProcess(worker_env_, tmp_path / "logs") as worker,
+            ScriptedAgent(config.agent_task_dir, address, succeed_all, env=agent_env) as agent,
+        ):
             result = await client.execute_workflow(
-                "BuildPlanWorkflow", build_plan_input(PLAN, 2), id=workflow_id,
-                task_queue=config.task_queue, result_type=BuildPlanResult,
+                "BuildPlanWorkflow",
+                build_plan_input(PLAN, 2),
+                id=workflow_id,
+                task_queue=config.task_queue,
+                result_type=BuildPlanResult,
             )
             assert result == BuildPlanResult(status="complete", phases_run=2)
             await wait_for(lambda: len(agent.results) == 2)  # the CLI exits after completing
@@ -168,10 +191,16 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
     # Traces: the starter's span is the root; everything else is in its trace.
     start = one(receiver.spans(), "StartWorkflow:BuildPlanWorkflow")
     # the plan reads its settings (AGENT_HOSTS) once, as a local activity, then runs its phases
-    wanted = {"RunWorkflow:BuildPlanWorkflow": 1, "StartActivity:pipeline_settings": 1,
-              "RunActivity:pipeline_settings": 1, "StartActivity:execute_build_phase": 2,
-              "RunActivity:execute_build_phase": 2, "DispatchTask:build_phase": 2,
-              "CompleteActivity": 2, "CompleteWorkflow:BuildPlanWorkflow": 1}
+    wanted = {
+        "RunWorkflow:BuildPlanWorkflow": 1,
+        "StartActivity:pipeline_settings": 1,
+        "RunActivity:pipeline_settings": 1,
+        "StartActivity:execute_build_phase": 2,
+        "RunActivity:execute_build_phase": 2,
+        "DispatchTask:build_phase": 2,
+        "CompleteActivity": 2,
+        "CompleteWorkflow:BuildPlanWorkflow": 1,
+    }
 
     def trace_complete() -> list[Span]:
         spans = [s for s in receiver.spans() if s.trace_id == start.trace_id]
@@ -193,14 +222,16 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
         assert done.attributes["exit_code"] == 0
         assert done.status_code != 2  # not ERROR
     for span in spans:
-        service = "pipeline-starter" if span.name.startswith("StartWorkflow") else \
-            "temporal-build-worker"
+        service = (
+            "pipeline-starter" if span.name.startswith("StartWorkflow") else "temporal-build-worker"
+        )
         assert span.resource["service.name"] == service, span.name
     # the file carries the dispatch span's W3C context
     files = sorted(task_files.iter_task_files(config.agent_task_dir))
     parents = [task_files.load_task(p)["payload"]["traceparent"].split("-") for p in files]
-    assert {tuple(p[:3]) for p in parents} == {("00", start.trace_id, d.span_id)
-                                               for d in dispatches}
+    assert {tuple(p[:3]) for p in parents} == {
+        ("00", start.trace_id, d.span_id) for d in dispatches
+    }
     assert all(int(p[3], 16) & 1 for p in parents)  # sampled
 
     # Metrics: ours and the SDK's, from a resource named after the service.
@@ -242,9 +273,17 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
     assert all("timestamp" in e and "level" in e for e in events)
 
 
-PIPELINE_ACTIVITIES = ("prefab_scaffolding", "implement_build", "request_security_audit",
-                       "process_triage_output", "apply_flag_fixes", "notify_blocks",
-                       "wait_for_block_resolution", "close_build", "summarize_workflow")
+PIPELINE_ACTIVITIES = (
+    "prefab_scaffolding",
+    "implement_build",
+    "request_security_audit",
+    "process_triage_output",
+    "apply_flag_fixes",
+    "notify_blocks",
+    "wait_for_block_resolution",
+    "close_build",
+    "summarize_workflow",
+)
 
 
 async def test_pipeline_is_one_trace(
@@ -259,16 +298,20 @@ async def test_pipeline_is_one_trace(
     agent_env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
     with traced_client_provider(receiver) as provider:
         client = await Client.connect(
-            address, data_converter=pydantic_data_converter,
+            address,
+            data_converter=pydantic_data_converter,
             interceptors=[TracingInterceptor(provider.get_tracer("starter"))],
         )
         worker_env_ = otel_env(config, receiver, BLOCK_POLL_SECONDS="0.2")
-        async with WorkerProcess(worker_env_, tmp_path / "logs"), ScriptedAgent(
-            config.agent_task_dir, address, script.decide, env=agent_env
-        ) as agent:
+        async with (
+            WorkerProcess(worker_env_, tmp_path / "logs"),
+            ScriptedAgent(config.agent_task_dir, address, script.decide, env=agent_env) as agent,
+        ):
             handle = await client.start_workflow(
-                "BuildPipelineWorkflow", pipeline_input(task_id, build_name=build),
-                id=f"pipeline-{uuid.uuid4()}", task_queue=config.task_queue,
+                "BuildPipelineWorkflow",
+                pipeline_input(task_id, build_name=build),
+                id=f"pipeline-{uuid.uuid4()}",
+                task_queue=config.task_queue,
                 result_type=BuildPipelineResult,
             )
             await wait_for(lambda: "input-required" in origin.read_text())
@@ -279,8 +322,9 @@ async def test_pipeline_is_one_trace(
 
     start = one(receiver.spans(), "StartWorkflow:BuildPipelineWorkflow")
     wanted = {"RunWorkflow:BuildPipelineWorkflow", "CompleteWorkflow:BuildPipelineWorkflow"}
-    wanted |= {f"{kind}:{a}" for a in PIPELINE_ACTIVITIES for kind in ("StartActivity",
-                                                                       "RunActivity")}
+    wanted |= {
+        f"{kind}:{a}" for a in PIPELINE_ACTIVITIES for kind in ("StartActivity", "RunActivity")
+    }
     wanted |= {f"DispatchTask:{t}" for t in STAGE_OF_TYPE}
 
     def trace_complete() -> list[Span]:
@@ -292,29 +336,46 @@ async def test_pipeline_is_one_trace(
     by_id = {s.span_id: s for s in spans}
     for task_type, stage in STAGE_OF_TYPE.items():
         dispatch = one(spans, f"DispatchTask:{task_type}")
-        assert (dispatch.attributes["build"], dispatch.attributes["stage"],
-                dispatch.attributes["task_type"]) == (build, stage, task_type)
+        assert (
+            dispatch.attributes["build"],
+            dispatch.attributes["stage"],
+            dispatch.attributes["task_type"],
+        ) == (build, stage, task_type)
         assert by_id[dispatch.parent_span_id].name.startswith("RunActivity:")
-        [done] = [s for s in spans if s.name == "CompleteActivity"
-                  and s.parent_span_id == dispatch.span_id]
+        [done] = [
+            s
+            for s in spans
+            if s.name == "CompleteActivity" and s.parent_span_id == dispatch.span_id
+        ]
         assert done.attributes["exit_code"] == 0
     # one span per check of the task file; "not approved yet" is benign, never an error span
     gates = named(spans, "RunActivity:wait_for_block_resolution")
     assert gates and all(g.end_ns > g.start_ns and g.status_code != 2 for g in gates), gates
     assert {s.resource["service.name"] for s in spans if s.span_id != start.span_id} == {
-        "temporal-build-worker"}
+        "temporal-build-worker"
+    }
 
     def all_counted() -> list[Point]:
         points = receiver.points()
-        counts = [latest(points, observability.TASKS_DISPATCHED, task_type=t)
-                  for t in STAGE_OF_TYPE]
-        stages = [latest(points, observability.STAGE_DURATION, stage=s, outcome="success")
-                  for s in ("prefab", "implement", "audit", "triage", "fixes", "notify",
-                            "close", "summary")]
+        counts = [
+            latest(points, observability.TASKS_DISPATCHED, task_type=t) for t in STAGE_OF_TYPE
+        ]
+        stages = [
+            latest(points, observability.STAGE_DURATION, stage=s, outcome="success")
+            for s in (
+                "prefab",
+                "implement",
+                "audit",
+                "triage",
+                "fixes",
+                "notify",
+                "close",
+                "summary",
+            )
+        ]
         wait = latest(points, observability.BLOCK_WAIT, decision="approved")
         done = counts + stages + [wait]
-        return points if all(c is not None and (c.value == 1 or c.count == 1)
-                             for c in done) else []
+        return points if all(c is not None and (c.value == 1 or c.count == 1) for c in done) else []
 
     points = await receiver.wait(all_counted)
     assert not [p for p in points if build in repr(p.attributes)]
@@ -327,12 +388,16 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
     """A workflow started without tracing (as `temporal workflow start` does) still gives one
     trace: its id is the run id, so an operator can find it from the workflow."""
     agent_env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
-    async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs"), ScriptedAgent(
-        config.agent_task_dir, address, succeed_all, env=agent_env
-    ) as agent:
+    async with (
+        WorkerProcess(otel_env(config, receiver), tmp_path / "logs"),
+        ScriptedAgent(config.agent_task_dir, address, succeed_all, env=agent_env) as agent,
+    ):
         handle = await client.start_workflow(
-            "BuildPlanWorkflow", build_plan_input(PLAN, 2), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            build_plan_input(PLAN, 2),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
         assert (await handle.result()).phases_run == 2
         await wait_for(lambda: len(agent.results) == 2)
@@ -344,10 +409,19 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
 
     spans = await receiver.wait(all_spans)
     assert sorted(s.name for s in spans) == sorted(
-        ["RunWorkflow:BuildPlanWorkflow", "CompleteWorkflow:BuildPlanWorkflow",
-         "StartActivity:pipeline_settings", "RunActivity:pipeline_settings"]
-        + ["StartActivity:execute_build_phase", "RunActivity:execute_build_phase",
-           "DispatchTask:build_phase", "CompleteActivity"] * 2
+        [
+            "RunWorkflow:BuildPlanWorkflow",
+            "CompleteWorkflow:BuildPlanWorkflow",
+            "StartActivity:pipeline_settings",
+            "RunActivity:pipeline_settings",
+        ]
+        + [
+            "StartActivity:execute_build_phase",
+            "RunActivity:execute_build_phase",
+            "DispatchTask:build_phase",
+            "CompleteActivity",
+        ]
+        * 2
     )
     # and no span of this workflow went to a trace of its own
     assert {s.trace_id for s in receiver.spans()} == {trace_id}
@@ -388,13 +462,16 @@ async def test_cli_with_collector_down_still_completes(
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
         env = cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=closed)
-        code, out, err = await run_cli(["--task-file", str(path), "success", "ok"], address,
-                                       env=env)
+        code, out, err = await run_cli(
+            ["--task-file", str(path), "success", "ok"], address, env=env
+        )
         assert (await handle.result()).phases_run == 1
     assert (code, err) == (0, "")
     lines = [json.loads(line) for line in out.splitlines()]
     assert [(e["event"], e["level"]) for e in lines] == [
-        ("otel_export_failed", "warning"), ("activity_completed", "info")]
+        ("otel_export_failed", "warning"),
+        ("activity_completed", "info"),
+    ]
 
 
 async def test_worker_with_collector_down_runs_and_says_so(
@@ -405,16 +482,22 @@ async def test_worker_with_collector_down_runs_and_says_so(
     closed = f"http://{closed_address()}"  # a collector that is down
     # the standard timeout bounds the futile flush at shutdown (10 s by default)
     env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT=closed, OTEL_EXPORTER_OTLP_TIMEOUT="1")
-    async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
-        config.agent_task_dir, address, succeed_all
-    ) as agent:
+    async with (
+        WorkerProcess(env, tmp_path / "logs") as worker,
+        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
+    ):
         result = await client.execute_workflow(
-            "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            build_plan_input(PLAN),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
         await wait_for(lambda: len(agent.results) == 1)
-        await wait_for(lambda: bool([e for e in worker.events()
-                                     if e.get("logger") == "temporalio.core"]), timeout=15)
+        await wait_for(
+            lambda: bool([e for e in worker.events() if e.get("logger") == "temporalio.core"]),
+            timeout=15,
+        )
     assert result.phases_run == 1 and worker.returncode == 0
     core = [e for e in worker.events() if e.get("logger") == "temporalio.core"]
     assert all(e["level"] == "warning" and "metric_export" in e["core_target"] for e in core)
@@ -433,14 +516,20 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
     async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs") as worker:
         with pytest.raises(WorkflowFailureError):
             await client.execute_workflow(
-                "BuildPlanWorkflow", build_plan_input(PLAN), id=workflow_id,
-                task_queue=config.task_queue, result_type=BuildPlanResult,
+                "BuildPlanWorkflow",
+                build_plan_input(PLAN),
+                id=workflow_id,
+                task_queue=config.task_queue,
+                result_type=BuildPlanResult,
             )
     failure = await receiver.wait(
-        lambda: latest(receiver.points(), observability.STAGE_FAILURES, stage="phase"))
+        lambda: latest(receiver.points(), observability.STAGE_FAILURES, stage="phase")
+    )
     assert failure.value == 1
-    assert latest(receiver.points(), observability.STAGE_DURATION, stage="phase",
-                  outcome="error") is not None
+    assert (
+        latest(receiver.points(), observability.STAGE_DURATION, stage="phase", outcome="error")
+        is not None
+    )
     warnings = [e for e in worker.events() if e.get("logger") == "temporalio.activity"]
     assert [e["attempt"] for e in warnings] == [1, 2], worker.stdout
     for event in warnings:
@@ -460,25 +549,47 @@ async def test_stage_metrics_from_workflow_are_replay_safe(
     """record_stage / record_block_wait from workflow code record once, though the workflow
     replays on every activation (no cache); count_dispatch from an activity gets its labels."""
     quiet = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
-    runtime = Runtime(telemetry=TelemetryConfig(logging=quiet, metrics=OpenTelemetryConfig(
-        url=receiver.endpoint, metric_periodicity=timedelta(milliseconds=200),
-        histogram_bucket_overrides={observability.BLOCK_WAIT: observability.DURATION_BUCKETS},
-    )))
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            logging=quiet,
+            metrics=OpenTelemetryConfig(
+                url=receiver.endpoint,
+                metric_periodicity=timedelta(milliseconds=200),
+                histogram_bucket_overrides={
+                    observability.BLOCK_WAIT: observability.DURATION_BUCKETS
+                },
+            ),
+        )
+    )
 
     def recorded() -> list[Point]:
         points = receiver.points()
-        names = {observability.BLOCK_WAIT, observability.STAGE_DURATION,
-                 observability.STAGE_FAILURES, observability.TASKS_DISPATCHED}
-        return points if names <= {p.metric for p in points} and latest(
-            points, observability.STAGE_DURATION, stage="close") else []
+        names = {
+            observability.BLOCK_WAIT,
+            observability.STAGE_DURATION,
+            observability.STAGE_FAILURES,
+            observability.TASKS_DISPATCHED,
+        }
+        return (
+            points
+            if names <= {p.metric for p in points}
+            and latest(points, observability.STAGE_DURATION, stage="close")
+            else []
+        )
 
     client = await Client.connect(address, runtime=runtime)
     try:
         queue = f"metrics-{uuid.uuid4().hex[:8]}"
-        async with Worker(client, task_queue=queue, workflows=[MetricsWorkflow],
-                          activities=[record_from_activity], max_cached_workflows=0):
-            await client.execute_workflow(MetricsWorkflow.run, id=f"m-{uuid.uuid4()}",
-                                          task_queue=queue)
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[MetricsWorkflow],
+            activities=[record_from_activity],
+            max_cached_workflows=0,
+        ):
+            await client.execute_workflow(
+                MetricsWorkflow.run, id=f"m-{uuid.uuid4()}", task_queue=queue
+            )
         await receiver.wait(recorded)
         await asyncio.sleep(0.6)  # a few more exports: a replayed record would show by now
         points = receiver.points()
@@ -504,8 +615,10 @@ async def test_stage_metrics_from_workflow_are_replay_safe(
 def test_label_values_are_bounded() -> None:
     """A caller passing an unbounded value (a build name, a number) cannot grow a label past
     MAX_LABEL_VALUES distinct values."""
-    seen = {observability.metrics.bounded_label("stage-test", f"build-{i}")
-            for i in range(observability.MAX_LABEL_VALUES + 50)}
+    seen = {
+        observability.metrics.bounded_label("stage-test", f"build-{i}")
+        for i in range(observability.MAX_LABEL_VALUES + 50)
+    }
     assert len(seen) == observability.MAX_LABEL_VALUES + 1
     assert "other" in seen
     assert observability.metrics.bounded_label("stage-test", "build-0") == "build-0"
@@ -551,8 +664,14 @@ async def test_without_endpoint_nothing_of_opentelemetry_is_loaded(
 ) -> None:
     """The worker and the CLI, through a whole BuildPlan phase, never import opentelemetry."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", NO_OTEL_SCRIPT, f"plan-{uuid.uuid4()}", cwd=ROOT,
-        env=worker_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        NO_OTEL_SCRIPT,
+        f"plan-{uuid.uuid4()}",
+        cwd=ROOT,
+        env=worker_env(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     first: dict[str, Any] = {}
@@ -561,14 +680,26 @@ async def test_without_endpoint_nothing_of_opentelemetry_is_loaded(
     task_file = first["task_file"]
     # the agent's CLI, with the interpreter listing every module it imports
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-X", "importtime", CLI, "--task-file", task_file, "success", "ok",
-        env=cli_env(address), cwd="/", stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-X",
+        "importtime",
+        CLI,
+        "--task-file",
+        task_file,
+        "success",
+        "ok",
+        env=cli_env(address),
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     _, cli_err = await asyncio.wait_for(cli.communicate(), 60)
     assert cli.returncode == 0, cli_err.decode()[-2000:]
-    imported = [ln.rsplit("|", 1)[-1].strip() for ln in cli_err.decode().splitlines()
-                if ln.startswith("import time:")]
+    imported = [
+        ln.rsplit("|", 1)[-1].strip()
+        for ln in cli_err.decode().splitlines()
+        if ln.startswith("import time:")
+    ]
     assert "temporalio.client" in imported  # the listing is real
     assert not [m for m in imported if m.startswith(("opentelemetry", "observability"))]
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -580,10 +711,13 @@ async def test_without_endpoint_nothing_of_opentelemetry_is_loaded(
 
 def test_observability_imports_only_the_standard_library() -> None:
     """Workflow modules import observability: it must stay light and free of OTel until used."""
-    code = ("import sys, json; before = set(sys.modules); import observability; "
-            "print(json.dumps(sorted(set(sys.modules) - before)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, json; before = set(sys.modules); import observability; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     added = {m.split(".")[0] for m in json.loads(out)}
     assert not added & {"opentelemetry", "temporalio", "structlog", "yaml", "pydantic", "grpc"}
     # our own modules, each standard-library-only itself (secret_files: config's file check)
@@ -601,12 +735,16 @@ async def test_missing_packages_warn_once_and_the_worker_runs(
     client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     env = otel_env(config, receiver)
-    async with WorkerProcess(
-        env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]
-    ) as worker, ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent:
+    async with (
+        WorkerProcess(env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]) as worker,
+        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
+    ):
         result = await client.execute_workflow(
-            "BuildPlanWorkflow", build_plan_input(PLAN), id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue, result_type=BuildPlanResult,
+            "BuildPlanWorkflow",
+            build_plan_input(PLAN),
+            id=f"plan-{uuid.uuid4()}",
+            task_queue=config.task_queue,
+            result_type=BuildPlanResult,
         )
         await wait_for(lambda: len(agent.results) == 1)
     assert result == BuildPlanResult(status="complete", phases_run=1)
@@ -616,8 +754,12 @@ async def test_missing_packages_warn_once_and_the_worker_runs(
     assert "missing opentelemetry" in warning["reason"]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning["reason"]
     assert not worker.events("otel_enabled")
-    assert "traceparent" not in task_files.load_task(
-        next(task_files.iter_task_files(config.agent_task_dir)))["payload"]
+    assert (
+        "traceparent"
+        not in task_files.load_task(next(task_files.iter_task_files(config.agent_task_dir)))[
+            "payload"
+        ]
+    )
     assert receiver.spans() == [] and receiver.points() == []
 
 
@@ -628,12 +770,18 @@ async def test_cli_warns_once_without_packages(
     still delivered."""
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         handle, path = await one_phase_dispatched(client, config)
-        code = (f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
-                "sys.modules['opentelemetry'] = None; "
-                f"sys.argv = [{CLI!r}, '--task-file', {str(path)!r}, 'success', 'ok']; "
-                f"runpy.run_path({CLI!r}, run_name='__main__')")
+        code = (
+            f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "sys.modules['opentelemetry'] = None; "
+            f"sys.argv = [{CLI!r}, '--task-file', {str(path)!r}, 'success', 'ok']; "
+            f"runpy.run_path({CLI!r}, run_name='__main__')"
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, cwd="/", stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-c",
+            code,
+            cwd="/",
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint),
         )
@@ -642,7 +790,9 @@ async def test_cli_warns_once_without_packages(
         assert (await handle.result()).phases_run == 1
     lines = [json.loads(ln) for ln in out.decode().splitlines()]
     assert [(e["event"], e["level"]) for e in lines] == [
-        ("otel_unavailable", "warning"), ("activity_completed", "info")]
+        ("otel_unavailable", "warning"),
+        ("activity_completed", "info"),
+    ]
     assert err.decode() == ""
 
 

@@ -33,10 +33,13 @@ from tests.helpers.histories import save_history
 HOLD = 600.0
 
 
-@pytest.mark.parametrize(("where", "stage"), [
-    ("agent", "prefab"), ("gate", "awaiting-approval"), ("hold", "awaiting-retry")])
-async def test_cancel_runs_the_failure_path(client: Client, config: WorkerConfig, address: str,
-                                            where: str, stage: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "stage"),
+    [("agent", "prefab"), ("gate", "awaiting-approval"), ("hold", "awaiting-retry")],
+)
+async def test_cancel_runs_the_failure_path(
+    client: Client, config: WorkerConfig, address: str, where: str, stage: str
+) -> None:
     record = install_matrix_recorder(config)
     task_id, _ = originating_task(config)
     script = {
@@ -44,14 +47,15 @@ async def test_cancel_runs_the_failure_path(client: Client, config: WorkerConfig
         "gate": PipelineScript(blocks=["root login"]),
         "hold": PipelineScript(fail_task_type="build_plan"),
     }[where]
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
         await wait_stage(handle, stage)
         if where == "agent":
             await wait_for(lambda: len(dispatched(config)) == 1, 10)
-        code, out, err = await temporal(address, "workflow", "cancel", "--workflow-id",
-                                        handle.id)
+        code, out, err = await temporal(address, "workflow", "cancel", "--workflow-id", handle.id)
         assert code == 0, out + err
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 60)
@@ -63,8 +67,10 @@ async def test_cancel_runs_the_failure_path(client: Client, config: WorkerConfig
     assert final.stage == "cancelled" and final.outcome == "cancelled"
     [summary] = summaries(config)
     assert summary["outcome"] == "cancelled"
-    assert summary["failed_stage"] == {"agent": "prefab", "gate": "awaiting-approval",
-                                       "hold": "implement"}[where]
+    assert (
+        summary["failed_stage"]
+        == {"agent": "prefab", "gate": "awaiting-approval", "hold": "implement"}[where]
+    )
     assert "cancelled by the operator" in summary["error"]
     tasks = dispatched(config)
     assert tasks and all(t["status"] == "cancelled" for t in tasks)
@@ -73,26 +79,39 @@ async def test_cancel_runs_the_failure_path(client: Client, config: WorkerConfig
     assert len(ends) == 1 and "demo-build" in ends[0]
 
 
-@pytest.mark.parametrize(("result", "output"), [
-    ('"done by hand"', "done by hand"),
-    ('{"output": "/tmp/report.md", "by": "ops"}', "/tmp/report.md"),
-    ('{"status": "success", "output": {"path": "/tmp/r"}}', '{"path": "/tmp/r"}'),
-    ("42", "42"),
-])
-async def test_activity_complete_by_hand(client: Client, config: WorkerConfig, address: str,
-                                         result: str, output: str) -> None:
+@pytest.mark.parametrize(
+    ("result", "output"),
+    [
+        ('"done by hand"', "done by hand"),
+        ('{"output": "/tmp/report.md", "by": "ops"}', "/tmp/report.md"),
+        ('{"status": "success", "output": {"path": "/tmp/r"}}', '{"path": "/tmp/r"}'),
+        ("42", "42"),
+    ],
+)
+async def test_activity_complete_by_hand(
+    client: Client, config: WorkerConfig, address: str, result: str, output: str
+) -> None:
     """Any JSON result completes the stage; the close stage's output is the report path."""
     task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_closeout",))
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
-        await wait_for(lambda: "build_closeout" in [t["task_type"] for t in dispatched(config)],
-                       30)
+        await wait_for(lambda: "build_closeout" in [t["task_type"] for t in dispatched(config)], 30)
         close = dispatched(config)[-1]
         code, out, err = await temporal(
-            address, "activity", "complete", "--workflow-id", handle.id,
-            "--activity-id", close["payload"]["activity_id"], "--result", result)
+            address,
+            "activity",
+            "complete",
+            "--workflow-id",
+            handle.id,
+            "--activity-id",
+            close["payload"]["activity_id"],
+            "--result",
+            result,
+        )
         assert code == 0, out + err
         done = await asyncio.wait_for(handle.result(), 60)
     assert done.status == "complete"
@@ -102,17 +121,28 @@ async def test_activity_complete_by_hand(client: Client, config: WorkerConfig, a
 
 
 async def test_unreadable_completion_takes_the_stage_failure_path(
-        client: Client, config: WorkerConfig, address: str) -> None:
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     record = install_matrix_recorder(config)
     task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_for(lambda: len(dispatched(config)) == 1, 30)
         code, out, err = await temporal(
-            address, "activity", "complete", "--workflow-id", handle.id, "--activity-id",
-            dispatched(config)[0]["payload"]["activity_id"], "--result", '{"status": "maybe"}')
+            address,
+            "activity",
+            "complete",
+            "--workflow-id",
+            handle.id,
+            "--activity-id",
+            dispatched(config)[0]["payload"]["activity_id"],
+            "--result",
+            '{"status": "maybe"}',
+        )
         assert code == 0, out + err
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 60)
@@ -124,26 +154,39 @@ async def test_unreadable_completion_takes_the_stage_failure_path(
     assert len([m for m in matrix_messages(record) if m["message"].startswith("[FAILED]")]) == 1
 
 
-async def test_activity_fail_by_hand_holds(client: Client, config: WorkerConfig,
-                                           address: str) -> None:
+async def test_activity_fail_by_hand_holds(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_plan",))
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
         await wait_for(lambda: "build_plan" in [t["task_type"] for t in dispatched(config)], 30)
         implement = dispatched(config)[-1]
         code, out, err = await temporal(
-            address, "activity", "fail", "--workflow-id", handle.id, "--activity-id",
-            implement["payload"]["activity_id"], "--reason", "the agent's host died",
-            "--detail", json.dumps("no details"))
+            address,
+            "activity",
+            "fail",
+            "--workflow-id",
+            handle.id,
+            "--activity-id",
+            implement["payload"]["activity_id"],
+            "--reason",
+            "the agent's host died",
+            "--detail",
+            json.dumps("no details"),
+        )
         assert code == 0, out + err
         await wait_stage(handle, "awaiting-retry")
         status = await status_of(handle)
         assert status.failed_stage == "implement"
         assert "the agent's host died" in status.failed_error
-        code, out, err = await temporal(address, "workflow", "update", "execute",
-                                        "--workflow-id", handle.id, "--name", "abort")
+        code, out, err = await temporal(
+            address, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "abort"
+        )
         assert code == 0, out + err
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(handle.result(), 60)
@@ -152,20 +195,35 @@ async def test_activity_fail_by_hand_holds(client: Client, config: WorkerConfig,
     assert "the agent's host died; aborted by the operator" in cause.message
 
 
-async def test_approve_takes_a_bare_note(client: Client, config: WorkerConfig,
-                                         address: str) -> None:
+async def test_approve_takes_a_bare_note(
+    client: Client, config: WorkerConfig, address: str
+) -> None:
     """`--input '"ok"'` is the note, for the gate's updates as for the hold's."""
     task_id, _ = originating_task(config)
     script = PipelineScript(blocks=["debug port open"])
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
-        code, out, err = await temporal(address, "workflow", "update", "execute",
-                                        "--workflow-id", handle.id, "--name", "approve",
-                                        "--input", '"ok by me"')
+        code, out, err = await temporal(
+            address,
+            "workflow",
+            "update",
+            "execute",
+            "--workflow-id",
+            handle.id,
+            "--name",
+            "approve",
+            "--input",
+            '"ok by me"',
+        )
         assert code == 0, out + err
         done = await asyncio.wait_for(handle.result(), 60)
     resolution = summary_of(done.summary_path)["resolution"]
     assert (resolution["via"], resolution["note"], resolution["by"]) == (
-        "update", "ok by me", "operator")
+        "update",
+        "ok by me",
+        "operator",
+    )

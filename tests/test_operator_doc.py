@@ -42,15 +42,24 @@ def option(argv: list[str], name: str) -> str:
 async def run_block(name: str, address: str, cwd: Path) -> str:
     env = cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", readme_block(name), env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        readme_block(name),
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, (name, out, err)
     return out.decode()
 
 
-async def test_operator_command_runs_a_build_plan(client: Client, tmp_path: Path,
-                                                  address: str) -> None:
+async def test_operator_command_runs_a_build_plan(
+    client: Client, tmp_path: Path, address: str
+) -> None:
     argv = shlex.split(readme_block("start-build-plan"))
     assert argv[:3] == ["temporal", "workflow", "start"]
     assert option(argv, "--task-queue") == "helm-build"
@@ -60,9 +69,10 @@ async def test_operator_command_runs_a_build_plan(client: Client, tmp_path: Path
     assert len(plan["phases"]) == 2
 
     config = make_config(tmp_path, address, task_queue="helm-build")
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, succeed_all
-    ) as agent:
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
+    ):
         out = await run_block("start-build-plan", address, tmp_path)
         handle = client.get_workflow_handle(workflow_id, result_type=BuildPlanResult)
         result = await asyncio.wait_for(handle.result(), 60)
@@ -71,14 +81,17 @@ async def test_operator_command_runs_a_build_plan(client: Client, tmp_path: Path
     assert result == BuildPlanResult(status="complete", phases_run=2)
     assert [t["target_agent"] for t in agent.handled] == [p["agent_type"] for p in plan["phases"]]
     assert [t["payload"]["description"] for t in agent.handled] == [
-        p["description"] for p in plan["phases"]]
+        p["description"] for p in plan["phases"]
+    ]
     assert [t["payload"]["context_refs"] for t in agent.handled] == [
-        p.get("context_refs", []) for p in plan["phases"]]
+        p.get("context_refs", []) for p in plan["phases"]
+    ]
     assert [code for _, code, _ in agent.results] == [0, 0]
 
 
-async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path,
-                                                  address: str) -> None:
+async def test_operator_commands_steer_a_pipeline(
+    client: Client, tmp_path: Path, address: str
+) -> None:
     argv = shlex.split(readme_block("start-pipeline"))
     assert option(argv, "--task-queue") == "helm-build"
     assert option(argv, "--type") == "BuildPipelineWorkflow"
@@ -88,8 +101,10 @@ async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path
     originating_task(config, build["task_id"])
     script = PipelineScript(blocks=["debug port open"])
     handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         await run_block("start-pipeline", address, tmp_path)
         await wait_stage(handle, "awaiting-approval")
         status = await run_block("status", address, tmp_path)
@@ -109,13 +124,18 @@ async def test_operator_commands_steer_a_pipeline(client: Client, tmp_path: Path
 
     assert approved.status == "complete"
     assert {k: approval[k] for k in ("decision", "via", "by", "note")} == {
-        "decision": "approved", "via": "update", "by": "alice", "note": "risk accepted"}
+        "decision": "approved",
+        "via": "update",
+        "by": "alice",
+        "note": "risk accepted",
+    }
     assert rejected.status == "rejected"
     assert summary_of(rejected.summary_path)["outcome"] == "rejected"
 
 
-async def test_operator_commands_decide_a_held_stage(client: Client, tmp_path: Path,
-                                                     address: str) -> None:
+async def test_operator_commands_decide_a_held_stage(
+    client: Client, tmp_path: Path, address: str
+) -> None:
     """The documented retry, skip and abort, each on a stage held by FAILURE_HOLD."""
     workflow_id = option(shlex.split(readme_block("start-pipeline")), "--workflow-id")
     for name in ("retry", "skip", "abort"):
@@ -125,14 +145,17 @@ async def test_operator_commands_decide_a_held_stage(client: Client, tmp_path: P
     originating_task(config, build["task_id"])
     script = PipelineScript(fail_task_type="build_plan", fail_first=1)
     handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
-    async with running_worker(client, config), ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         await run_block("start-pipeline", address, tmp_path)
         await wait_stage(handle, "awaiting-retry")
         await run_block("retry", address, tmp_path)
         retried = await asyncio.wait_for(handle.result(), 60)
-        note = [t for t in dispatched(config) if t["task_type"] == "build_plan"][-1][
-            "payload"]["operator_note"]
+        note = [t for t in dispatched(config) if t["task_type"] == "build_plan"][-1]["payload"][
+            "operator_note"
+        ]
 
         script.fail_task_type, script.failures = "build_closeout", 0
         await run_block("start-pipeline", address, tmp_path)

@@ -23,8 +23,13 @@ from workflows import operator_view
 
 async def temporal(address: str, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN, *args, "--address", address, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        TEMPORAL_BIN,
+        *args,
+        "--address",
+        address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     return out.decode()
@@ -33,23 +38,36 @@ async def temporal(address: str, *args: str) -> str:
 def test_summaries_and_commands() -> None:
     task_id = "3f2a9c1b-0000-5000-8000-000000000000"
     assert operator_view.agent_summary("implement", "dev", task_id) == (
-        "implement · dev · task 3f2a9c1b")
+        "implement · dev · task 3f2a9c1b"
+    )
     assert operator_view.worker_summary("triage", "b1") == (
-        "triage · b1 · reads the audit's triage-output.yml")
+        "triage · b1 · reads the audit's triage-output.yml"
+    )
     assert operator_view.update_command("a b'c", "approve") == (
-        "temporal workflow update execute --workflow-id 'a b'\"'\"'c' --name approve")
+        "temporal workflow update execute --workflow-id 'a b'\"'\"'c' --name approve"
+    )
     details = operator_view.current_details(
-        build_name="b1", stage="implement", agent="dev", task_id=task_id)
-    assert details == (f"**b1** · stage **implement**\n\n- agent: `dev`\n"
-                       f"- task: `{task_id}` (file `$AGENT_TASK_DIR/*-3f2a9c1b.yml`)")
+        build_name="b1", stage="implement", agent="dev", task_id=task_id
+    )
+    assert details == (
+        f"**b1** · stage **implement**\n\n- agent: `dev`\n"
+        f"- task: `{task_id}` (file `$AGENT_TASK_DIR/*-3f2a9c1b.yml`)"
+    )
     parked = operator_view.current_details(
-        build_name="b1", stage="awaiting-approval", task_id="t-1", task_file="/q/t.yml",
-        commands=operator_view.gate_commands("w1"))
+        build_name="b1",
+        stage="awaiting-approval",
+        task_id="t-1",
+        task_file="/q/t.yml",
+        commands=operator_view.gate_commands("w1"),
+    )
     assert "- task: `t-1` (file `/q/t.yml`)" in parked
-    assert ("- approve the blocks: `temporal workflow update execute --workflow-id w1 "
-            "--name approve`") in parked
-    assert "- reject the build: `temporal workflow update execute --workflow-id w1 --name " \
-           "reject`" in parked
+    assert (
+        "- approve the blocks: `temporal workflow update execute --workflow-id w1 --name approve`"
+    ) in parked
+    assert (
+        "- reject the build: `temporal workflow update execute --workflow-id w1 --name "
+        "reject`" in parked
+    )
 
 
 async def test_ui_shows_summaries_and_the_gate_commands(
@@ -57,14 +75,16 @@ async def test_ui_shows_summaries_and_the_gate_commands(
 ) -> None:
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=["root login enabled"])
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, script.decide
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
     ):
         handle = await start_pipeline(client, config, task_id)
 
         async def parked() -> bool:
             return "--name approve" in await temporal(
-                address, "workflow", "metadata", "--workflow-id", handle.id)
+                address, "workflow", "metadata", "--workflow-id", handle.id
+            )
 
         await wait_for(parked, 30, what="the approve command in the current details")
         metadata = await temporal(address, "workflow", "metadata", "--workflow-id", handle.id)
@@ -72,16 +92,24 @@ async def test_ui_shows_summaries_and_the_gate_commands(
         assert f"- task: `{task_id}` (file `{origin}`)" in metadata
         [approve] = re.findall(r"approve the blocks: `([^`]+)`", metadata)
         assert approve == operator_view.update_command(handle.id, "approve")
-        described = json.loads(await temporal(
-            address, "workflow", "describe", "--workflow-id", handle.id, "--output", "json"))
+        described = json.loads(
+            await temporal(
+                address, "workflow", "describe", "--workflow-id", handle.id, "--output", "json"
+            )
+        )
         pending = described["pendingActivities"]
         assert [a["activityType"]["name"] for a in pending] == ["wait_for_block_resolution"]
 
         # the operator copies the command from the details and runs it
         env = cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", approve, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            "bash",
+            "-c",
+            approve,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
         result = await handle.result()
@@ -93,8 +121,9 @@ async def test_ui_shows_summaries_and_the_gate_commands(
     assert "stage **done**" in done and "--name approve" not in done
 
     # the event history as the UI and `temporal workflow show` have it
-    shown = json.loads(await temporal(
-        address, "workflow", "show", "--workflow-id", handle.id, "--output", "json"))
+    shown = json.loads(
+        await temporal(address, "workflow", "show", "--workflow-id", handle.id, "--output", "json")
+    )
     summaries = {}
     for event in shown["events"]:
         if event["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED":
@@ -107,9 +136,9 @@ async def test_ui_shows_summaries_and_the_gate_commands(
         "request_security_audit": f"audit · security-agent · task {ids['audit'][:8]}",
         "process_triage_output": "triage · demo-build · reads the audit's triage-output.yml",
         "notify_blocks": "notify · demo-build · marks the originating task input-required, "
-                         "notifies per block",
+        "notifies per block",
         "wait_for_block_resolution": "awaiting-approval · demo-build · checks the originating "
-                                     "task file",
+        "task file",
         "close_build": f"close · dev · task {ids['close'][:8]}",
         "summarize_workflow": "summary · demo-build · writes the run's summary",
     }

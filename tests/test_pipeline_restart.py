@@ -25,14 +25,16 @@ from tests.helpers.histories import save_history
 
 
 @pytest.mark.parametrize("approval", ["update", "task-file"])
-async def test_kill_9_while_parked_then_approve(client: Client, config: WorkerConfig,
-                                                address: str, approval: str,
-                                                tmp_path: Path) -> None:
+async def test_kill_9_while_parked_then_approve(
+    client: Client, config: WorkerConfig, address: str, approval: str, tmp_path: Path
+) -> None:
     task_id, origin = originating_task(config)
     script = PipelineScript(blocks=["world-writable socket"], flags=["pin the image"])
     env = worker_env(config, BLOCK_POLL_SECONDS="0.5")
-    async with WorkerProcess(env, tmp_path / "logs") as worker, ScriptedAgent(
-            config.agent_task_dir, address, script.decide):
+    async with (
+        WorkerProcess(env, tmp_path / "logs") as worker,
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
+    ):
         handle = await start_pipeline(client, config, task_id)
 
         await wait_stage(handle, "awaiting-approval")
@@ -52,5 +54,10 @@ async def test_kill_9_while_parked_then_approve(client: Client, config: WorkerCo
     assert summary["resolution"]["via"] == approval
     assert summary["resolution"]["note"] == "after restart"
     kinds = [t["task_type"] for t in dispatched(config)]
-    assert kinds == ["build_prefab", "build_plan", "security_audit", "security_fix",
-                     "build_closeout"]
+    assert kinds == [
+        "build_prefab",
+        "build_plan",
+        "security_audit",
+        "security_fix",
+        "build_closeout",
+    ]

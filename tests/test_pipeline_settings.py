@@ -22,8 +22,9 @@ async def test_replay_ignores_the_replaying_workers_features(
     task_id, _ = originating_task(config)
     script = PipelineScript(fail_task_type="build_prefab")
     assert Features.stage_search_attribute
-    async with running_worker(client, config), ScriptedAgent(
-        config.agent_task_dir, address, script.decide
+    async with (
+        running_worker(client, config),
+        ScriptedAgent(config.agent_task_dir, address, script.decide),
     ):
         handle = await start_pipeline(client, config, task_id)
         try:

@@ -34,7 +34,8 @@ from tests.helpers.checks import wait_for
 @pytest.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter)
+        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
+    )
     try:
         yield env
     finally:
@@ -44,8 +45,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(autouse=True)
 async def search_attribute_check(ts_env: WorkflowEnvironment) -> AsyncIterator[None]:
     """The worker's own start-up check: the Java test server has no BuildStage attribute."""
-    Features.stage_search_attribute = await worker.check_search_attribute(ts_env.client,
-                                                                          "default")
+    Features.stage_search_attribute = await worker.check_search_attribute(ts_env.client, "default")
     try:
         yield
     finally:
@@ -55,8 +55,9 @@ async def search_attribute_check(ts_env: WorkflowEnvironment) -> AsyncIterator[N
 @pytest.fixture
 def ts_config(tmp_path, ts_env: WorkflowEnvironment) -> WorkerConfig:
     # an hourly poll keeps the gate's 7 skipped days to 168 real checks of the task file
-    return make_config(tmp_path, ts_env.client.service_client.config.target_host,
-                       block_poll_seconds=3600)
+    return make_config(
+        tmp_path, ts_env.client.service_client.config.target_host, block_poll_seconds=3600
+    )
 
 
 async def failed(handle: WorkflowHandle) -> ApplicationError:
@@ -74,13 +75,16 @@ async def workflow_span(handle: WorkflowHandle) -> timedelta:
     return last - first
 
 
-async def test_gate_times_out_after_seven_days(ts_env: WorkflowEnvironment,
-                                               ts_config: WorkerConfig) -> None:
+async def test_gate_times_out_after_seven_days(
+    ts_env: WorkflowEnvironment, ts_config: WorkerConfig
+) -> None:
     task_id, _ = originating_task(ts_config)
     script = PipelineScript(blocks=["needs a human"])
     client = ts_env.client
-    async with running_worker(client, ts_config), ScriptedAgent(
-            ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
+    async with (
+        running_worker(client, ts_config),
+        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
+    ):
         handle = await start_pipeline(client, ts_config, task_id)
         error = await failed(handle)
     assert error.type == "ApprovalTimedOutError"
@@ -93,21 +97,27 @@ async def test_gate_times_out_after_seven_days(ts_env: WorkflowEnvironment,
     assert "close" not in summary["phases_completed"]
 
 
-@pytest.mark.parametrize(("silent", "stage", "hours"), [
-    ("build_prefab", "prefab", 2),
-    ("build_plan", "implement", 4),
-    ("security_audit", "audit", 4),
-    ("build_closeout", "close", 2),
-])
+@pytest.mark.parametrize(
+    ("silent", "stage", "hours"),
+    [
+        ("build_prefab", "prefab", 2),
+        ("build_plan", "implement", 4),
+        ("security_audit", "audit", 4),
+        ("build_closeout", "close", 2),
+    ],
+)
 async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: int) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter)
+        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
+    )
     try:
         config = make_config(tmp_path, env.client.service_client.config.target_host)
         task_id, _ = originating_task(config)
         script = PipelineScript(ignore_task_types=(silent,))
-        async with running_worker(env.client, config), ScriptedAgent(
-                config.agent_task_dir, config.temporal_address, script.decide) as agent:
+        async with (
+            running_worker(env.client, config),
+            ScriptedAgent(config.agent_task_dir, config.temporal_address, script.decide) as agent,
+        ):
             handle = await start_pipeline(env.client, config, task_id)
             await wait_for(lambda: silent in agent.ignored, 30)
             # release the lock the silent stage's in-flight activity holds on the clock, and
@@ -119,8 +129,10 @@ async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: i
     finally:
         await env.shutdown()
     scheduled = next(
-        e for e in history.events
-        if e.event_id == timed_out.activity_task_timed_out_event_attributes.scheduled_event_id)
+        e
+        for e in history.events
+        if e.event_id == timed_out.activity_task_timed_out_event_attributes.scheduled_event_id
+    )
     attrs = scheduled.activity_task_scheduled_event_attributes
     assert attrs.activity_type.name == STAGE_ACTIVITY[stage]
     assert attrs.start_to_close_timeout.ToTimedelta() == timedelta(hours=hours)
@@ -129,8 +141,12 @@ async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: i
     assert timedelta(hours=hours) <= waited < timedelta(hours=hours, minutes=1)
 
 
-STAGE_ACTIVITY = {"prefab": "prefab_scaffolding", "implement": "implement_build",
-                  "audit": "request_security_audit", "close": "close_build"}
+STAGE_ACTIVITY = {
+    "prefab": "prefab_scaffolding",
+    "implement": "implement_build",
+    "audit": "request_security_audit",
+    "close": "close_build",
+}
 
 
 async def history_event(handle: WorkflowHandle, kind: int, timeout: float = 30) -> Any:
@@ -143,20 +159,24 @@ async def history_event(handle: WorkflowHandle, kind: int, timeout: float = 30) 
         await asyncio.sleep(0.1)
 
 
-async def test_triage_retry_is_bounded(ts_env: WorkflowEnvironment,
-                                       ts_config: WorkerConfig) -> None:
+async def test_triage_retry_is_bounded(
+    ts_env: WorkflowEnvironment, ts_config: WorkerConfig
+) -> None:
     task_id, _ = originating_task(ts_config)
     script = PipelineScript(write_triage=False)
     client = ts_env.client
-    async with running_worker(client, ts_config), ScriptedAgent(
-            ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
+    async with (
+        running_worker(client, ts_config),
+        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
+    ):
         handle = await start_pipeline(client, ts_config, task_id)
         error = await failed(handle)
     assert error.type == "StageFailedError"
     assert "triage-output.yml not found" in error.message
     history = await handle.fetch_history()
     attempts = [
-        e.activity_task_started_event_attributes.attempt for e in history.events
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     ]
     # the triage stage's last start carries its attempt number: five, then the failure path
@@ -171,13 +191,16 @@ async def test_failure_hold_expires(ts_env: WorkflowEnvironment, ts_config: Work
     task_id, _ = originating_task(ts_config)
     script = PipelineScript(fail_task_type="build_plan")
     client = ts_env.client
-    async with running_worker(client, ts_config), ScriptedAgent(
-            ts_config.agent_task_dir, ts_config.temporal_address, script.decide):
+    async with (
+        running_worker(client, ts_config),
+        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
+    ):
         handle = await start_pipeline(client, ts_config, task_id, failure_hold_seconds=3 * 3600)
         error = await failed(handle)
     assert error.type == "PhaseFailedError"
     assert error.message.startswith(
-        "implement failed: build_plan could not be done; no decision came within the 10800s hold")
+        "implement failed: build_plan could not be done; no decision came within the 10800s hold"
+    )
     span = await workflow_span(handle)
     assert timedelta(hours=3) <= span < timedelta(hours=3, minutes=5)
     summary = summary_of(error.message.split("(summary: ")[1].rstrip(")"))

@@ -47,8 +47,12 @@ class Pm2:
 
     async def run(self, *args: str, check: bool = True) -> str:
         proc = await asyncio.create_subprocess_exec(
-            str(PM2), *args, env=self.env, cwd=self.home,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            str(PM2),
+            *args,
+            env=self.env,
+            cwd=self.home,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -62,8 +66,9 @@ class Pm2:
         apps = json.loads(await self.run("jlist"))
         return next((a for a in apps if a["name"] == name), None)
 
-    async def wait_app(self, timeout: float = 60, app_name: str = APP,
-                       **want: Any) -> dict[str, Any]:
+    async def wait_app(
+        self, timeout: float = 60, app_name: str = APP, **want: Any
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             app = await self.app(app_name)
@@ -116,7 +121,8 @@ def _alive(pid: int) -> bool:
 
 def worker_env(tmp: Path, pm2_home: Path, address: str, task_queue: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("VAULT_", "OTEL_", "PM2_", "MATRIX_", "TEMPORAL_", "LOG_", "AGENT_"))
     }
     env.update(
@@ -172,8 +178,11 @@ def two_phase_plan() -> BuildPlanInput:
 
 async def start_plan(client: Client, pm2: Pm2) -> WorkflowHandle[Any, BuildPlanResult]:
     return await client.start_workflow(
-        "BuildPlanWorkflow", two_phase_plan(), id=f"pm2-plan-{uuid.uuid4()}",
-        task_queue=pm2.task_queue, result_type=BuildPlanResult,
+        "BuildPlanWorkflow",
+        two_phase_plan(),
+        id=f"pm2-plan-{uuid.uuid4()}",
+        task_queue=pm2.task_queue,
+        result_type=BuildPlanResult,
     )
 
 
@@ -191,7 +200,10 @@ def ecosystem_apps(extra_env: dict[str, str]) -> list[dict[str, Any]]:
     loaded = json.loads(
         subprocess.run(
             ["node", "-e", f"console.log(JSON.stringify(require({json.dumps(str(ECOSYSTEM))})))"],
-            check=True, capture_output=True, text=True, env={**env, **extra_env},
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**env, **extra_env},
         ).stdout
     )
     return list(loaded["apps"])
@@ -299,8 +311,11 @@ async def test_temporal_down_at_boot_is_retried_until_it_comes_back(
         during = await pm2.app()
         assert during is not None and "errored" not in statuses
         assert during["pm2_env"]["restart_time"] >= 4
-        delays = [int(line.rsplit(" ", 1)[1].removesuffix("ms"))
-                  for line in pm2.daemon_log().splitlines() if "will restart in" in line]
+        delays = [
+            int(line.rsplit(" ", 1)[1].removesuffix("ms"))
+            for line in pm2.daemon_log().splitlines()
+            if "will restart in" in line
+        ]
         assert delays[:4] == [500, 750, 1125, 1687]  # backing off, not hammering
 
         server = await asyncio.start_server(relay, "127.0.0.1", relay_port)

@@ -54,11 +54,18 @@ from tests.helpers.secrets import harvest_tokens, scan_for_secrets
 
 PIPELINE_STAGES = list(STAGE_OF_TYPE.values())
 # The worker's log event that says a stage began, for each of the nine stages (and phases).
-BEGIN_EVENTS = {"prefab_dispatched": "prefab", "build_dispatched": "implement",
-                "audit_dispatched": "audit", "triage_processed": "triage",
-                "flags_dispatched": "fixes", "block_notified": "notify",
-                "waiting_for_resolution": "awaiting-approval", "closeout_dispatched": "close",
-                "summary_written": "summary", "phase_dispatched": "phase"}
+BEGIN_EVENTS = {
+    "prefab_dispatched": "prefab",
+    "build_dispatched": "implement",
+    "audit_dispatched": "audit",
+    "triage_processed": "triage",
+    "flags_dispatched": "fixes",
+    "block_notified": "notify",
+    "waiting_for_resolution": "awaiting-approval",
+    "closeout_dispatched": "close",
+    "summary_written": "summary",
+    "phase_dispatched": "phase",
+}
 GATE_FILE, GATE_UPDATE = "gate-file", "gate-update"
 
 
@@ -66,12 +73,16 @@ async def is_closed(handle: WorkflowHandle) -> bool:
     return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
 
 
-def assert_no_secrets(texts: list[str], tokens: list[bytes], *, figures: Figures,
-                      area: str, label: str = "") -> None:
+def assert_no_secrets(
+    texts: list[str], tokens: list[bytes], *, figures: Figures, area: str, label: str = ""
+) -> None:
     """No token dispatched here, nor anything token-shaped or PEM, in any of `texts`."""
     scan = scan_for_secrets(texts, tokens)
-    figures.record(area, f"{label}log scan: texts / MB / token forms / hits",
-                   f"{scan.texts} / {scan.chars / 1e6:.1f} / {scan.needles} / {len(scan.hits)}")
+    figures.record(
+        area,
+        f"{label}log scan: texts / MB / token forms / hits",
+        f"{scan.texts} / {scan.chars / 1e6:.1f} / {scan.needles} / {len(scan.hits)}",
+    )
     assert scan.needles > 0
     assert scan.hits == [], scan.hits[:5]
 
@@ -112,18 +123,47 @@ class KillCase:
 # first check) or, once that check saw the approval, the close-out.
 AT_GATE = ("awaiting-approval", "close")
 KILL_CASES = [
-    KillCase("flags", {0: "prefab", 1: "fixes", 2: "close"}, PIPELINE_STAGES,
-             {0: "implement", 1: "close", 2: "summary"}, flags=(FLAG,)),
-    KillCase("blocks-by-file", {0: "implement", 1: "fixes", 2: GATE_FILE}, PIPELINE_STAGES,
-             {0: "audit", 1: "notify", 2: AT_GATE}, flags=(FLAG,), blocks=(BLOCK,),
-             outcome="partial", resolution=("task-file", "operator-file")),
-    KillCase("blocks-by-update", {0: "audit", 1: GATE_UPDATE},
-             ["prefab", "implement", "audit", "close"], {0: "triage", 1: AT_GATE},
-             blocks=(BLOCK,), outcome="partial", resolution=("update", "bob")),
-    KillCase("started-while-down", {1: "audit"}, PIPELINE_STAGES, {0: "prefab", 1: "triage"},
-             flags=(FLAG,), start_round=0),
-    KillCase("plan", {0: "phase-1", 1: "phase-2", 2: "phase-3"}, PLAN_PHASES,
-             {0: "phase", 1: "phase"}, plan=True),
+    KillCase(
+        "flags",
+        {0: "prefab", 1: "fixes", 2: "close"},
+        PIPELINE_STAGES,
+        {0: "implement", 1: "close", 2: "summary"},
+        flags=(FLAG,),
+    ),
+    KillCase(
+        "blocks-by-file",
+        {0: "implement", 1: "fixes", 2: GATE_FILE},
+        PIPELINE_STAGES,
+        {0: "audit", 1: "notify", 2: AT_GATE},
+        flags=(FLAG,),
+        blocks=(BLOCK,),
+        outcome="partial",
+        resolution=("task-file", "operator-file"),
+    ),
+    KillCase(
+        "blocks-by-update",
+        {0: "audit", 1: GATE_UPDATE},
+        ["prefab", "implement", "audit", "close"],
+        {0: "triage", 1: AT_GATE},
+        blocks=(BLOCK,),
+        outcome="partial",
+        resolution=("update", "bob"),
+    ),
+    KillCase(
+        "started-while-down",
+        {1: "audit"},
+        PIPELINE_STAGES,
+        {0: "prefab", 1: "triage"},
+        flags=(FLAG,),
+        start_round=0,
+    ),
+    KillCase(
+        "plan",
+        {0: "phase-1", 1: "phase-2", 2: "phase-3"},
+        PLAN_PHASES,
+        {0: "phase", 1: "phase"},
+        plan=True,
+    ),
 ]
 
 
@@ -139,8 +179,11 @@ class Track:
     released: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.script = None if self.case.plan else PipelineScript(
-            flags=list(self.case.flags), blocks=list(self.case.blocks))
+        self.script = (
+            None
+            if self.case.plan
+            else PipelineScript(flags=list(self.case.flags), blocks=list(self.case.blocks))
+        )
 
     def next_hold(self) -> str | None:
         holds = self.case.holds
@@ -184,13 +227,21 @@ class KillRun:
         self.by_id[wf_id] = track
         if track.script is None:
             track.handle = await self.client.start_workflow(
-                "BuildPlanWorkflow", build_plan_input("kill-plan", 3), id=wf_id,
-                task_queue=self.config.task_queue, result_type=BuildPlanResult)
+                "BuildPlanWorkflow",
+                build_plan_input("kill-plan", 3),
+                id=wf_id,
+                task_queue=self.config.task_queue,
+                result_type=BuildPlanResult,
+            )
         else:
             track.task_id, track.origin = originating_task(self.config)
             track.handle = await self.client.start_workflow(
-                "BuildPipelineWorkflow", pipeline_input(track.task_id, build_name=track.case.name),
-                id=wf_id, task_queue=self.config.task_queue, result_type=BuildPipelineResult)
+                "BuildPipelineWorkflow",
+                pipeline_input(track.task_id, build_name=track.case.name),
+                id=wf_id,
+                task_queue=self.config.task_queue,
+                result_type=BuildPipelineResult,
+            )
 
     async def parked(self, track: Track) -> bool:
         """At its next hold (held task written, or at the gate), or finished: nothing of it
@@ -214,8 +265,9 @@ class KillRun:
         answer the held tasks, approve by file, start what starts now; restart, then approve
         by update."""
         live = [t for t in self.tracks if t.handle is not None]
-        await wait_for(partial(self.all_parked, live), 90,
-                       what=f"every workflow parked for kill round {rnd}")
+        await wait_for(
+            partial(self.all_parked, live), 90, what=f"every workflow parked for kill round {rnd}"
+        )
         await self.worker.kill9()
         # --- no worker runs: answers, approvals, a new workflow ---
         releases = []
@@ -247,8 +299,9 @@ class KillRun:
 
 
 @pytest.mark.slow
-async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_path: Path,
-                                             figures: Figures) -> None:
+async def test_kill9_at_every_stage_boundary(
+    client: Client, address: str, tmp_path: Path, figures: Figures
+) -> None:
     """Three kill -9 rounds over the workflows of KILL_CASES. Before each, every workflow is
     parked at a stage (or finished); answers, approvals and a new start arrive while no worker
     runs; the next run carries on.
@@ -266,8 +319,7 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     gate_file_wait = 0.0
     try:
         await worker.start()
-        async with ScriptedAgent(config.agent_task_dir, address, run.decide,
-                                 parallel=4) as agent:
+        async with ScriptedAgent(config.agent_task_dir, address, run.decide, parallel=4) as agent:
             run.agent = agent
             for track in tracks:
                 if track.case.start_round is None:
@@ -301,7 +353,8 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
         if case.resolution is not None:
             assert (summary["resolution"]["via"], summary["resolution"]["by"]) == case.resolution
     assert sorted(p.name for p in config.summary_dir.rglob("*.yml")) == sorted(
-        f"{t.handle.id}.yml" for t in tracks if t.script is not None and t.handle is not None)
+        f"{t.handle.id}.yml" for t in tracks if t.script is not None and t.handle is not None
+    )
 
     # no stage dispatched twice: one task file per workflow and stage, and no other
     counts = dispatch_counts(config.agent_task_dir)
@@ -309,13 +362,22 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     wanted = {(t.handle.id, s) for t in tracks if t.handle is not None for s in t.case.stages}
     assert set(counts) == wanted
     # one Matrix message per block, none repeated by a restarted worker
-    actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
-               if m["message"].startswith("[ACTION]")]
-    assert sorted(actions) == ["[ACTION] blocks-by-file: block 1/1 needs review",
-                               "[ACTION] blocks-by-update: block 1/1 needs review"]
+    actions = [
+        m["message"].splitlines()[0]
+        for m in matrix_messages(record)
+        if m["message"].startswith("[ACTION]")
+    ]
+    assert sorted(actions) == [
+        "[ACTION] blocks-by-file: block 1/1 needs review",
+        "[ACTION] blocks-by-update: block 1/1 needs review",
+    ]
     assert leftovers(config.agent_task_dir, config.audit_dir, config.summary_dir) == []
-    assert_no_secrets(worker.outputs() + agent.outputs, harvest_tokens(config.agent_task_dir),
-                      figures=figures, area="kill -9")
+    assert_no_secrets(
+        worker.outputs() + agent.outputs,
+        harvest_tokens(config.agent_task_dir),
+        figures=figures,
+        area="kill -9",
+    )
 
     # What each restarted run did first, per workflow: the stage its downtime led into.
     names = {t.handle.id: t.case.name for t in tracks if t.handle is not None}
@@ -336,10 +398,12 @@ async def test_kill9_at_every_stage_boundary(client: Client, address: str, tmp_p
     begun_after_kill = {stage for r in worker.runs[1:] for _, stage in _begun(r, names)}
     assert begun_after_kill >= set(BEGIN_EVENTS.values())
 
-    figures.record("kill -9", "kills / workflows / stages held at a kill",
-                   f"{KILL_ROUNDS} / {len(tracks)} / {sum(len(c.holds) for c in KILL_CASES)}")
-    figures.record("kill -9", "answers delivered while no worker ran (exit 0)",
-                   run.down_answers[0])
+    figures.record(
+        "kill -9",
+        "kills / workflows / stages held at a kill",
+        f"{KILL_ROUNDS} / {len(tracks)} / {sum(len(c.holds) for c in KILL_CASES)}",
+    )
+    figures.record("kill -9", "answers delivered while no worker ran (exit 0)", run.down_answers[0])
     figures.record("kill -9", "task files / dispatched twice", f"{sum(counts.values())} / 0")
     figures.record("kill -9", "worker restart to worker_started, max (s)", max(run.restarts))
     figures.record("kill -9", "update approval after restart (s)", run.update_latency)
@@ -405,8 +469,9 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
         client = await server.connect()
         await worker.start()
         pid = worker.pid
-        async with ScriptedAgent(config.agent_task_dir, server.address, decide,
-                                 parallel=4) as agent:
+        async with ScriptedAgent(
+            config.agent_task_dir, server.address, decide, parallel=4
+        ) as agent:
             handles: dict[str, WorkflowHandle] = {}
             for name in scripts:
                 task_id, origin = originating_task(config)
@@ -415,12 +480,15 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                 wf_id = f"restart-{name}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = name
                 handles[name] = await client.start_workflow(
-                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=name), id=wf_id,
-                    task_queue=config.task_queue, result_type=BuildPipelineResult)
+                    "BuildPipelineWorkflow",
+                    pipeline_input(task_id, build_name=name),
+                    id=wf_id,
+                    task_queue=config.task_queue,
+                    result_type=BuildPipelineResult,
+                )
 
             for round_, how in enumerate(("stop", "kill")):
-                await wait_for(partial(_more_than, held["agent"], round_), 60,
-                               what="a held task")
+                await wait_for(partial(_more_than, held["agent"], round_), 60, what="a held task")
                 if round_ == 0:
                     await wait_stage(handles["gate"], "awaiting-approval", 60)
                 if how == "stop":
@@ -428,8 +496,9 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                 else:
                     await server.kill9()
                 path, task = held["agent"][round_]
-                code, _, err = await run_cli(["--task-file", str(path), "success", "late"],
-                                             server.address)
+                code, _, err = await run_cli(
+                    ["--task-file", str(path), "success", "late"], server.address
+                )
                 down_codes.append((code, stderr_line(err)))
                 if round_ == 0:
                     approve_by_file(gate_origin, actor="operator-file")
@@ -440,8 +509,11 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                 answer = scripts["agent"].decide(task)
                 assert answer is not None
                 assert await agent.complete_now(path, *answer) == 0
-                await wait_for(partial(_began_since, worker, len(worker.events())), 60,
-                               what="the worker's next stage")
+                await wait_for(
+                    partial(_began_since, worker, len(worker.events())),
+                    60,
+                    what="the worker's next stage",
+                )
                 reconnect.append(time.monotonic() - back)
             results = {name: await asyncio.wait_for(h.result(), 90) for name, h in handles.items()}
     finally:
@@ -458,14 +530,19 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
     counts = dispatch_counts(config.agent_task_dir)
     assert set(counts.values()) == {1}, counts
     assert sorted(s for _, s in counts) == sorted(
-        [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"])
+        [*PIPELINE_STAGES, "prefab", "implement", "audit", "close"]
+    )
     assert leftovers(config.agent_task_dir, config.summary_dir) == []
-    assert_no_secrets(worker.outputs() + agent.outputs + server.logs(),
-                      harvest_tokens(config.agent_task_dir), figures=figures,
-                      area="server restart")
+    assert_no_secrets(
+        worker.outputs() + agent.outputs + server.logs(),
+        harvest_tokens(config.agent_task_dir),
+        figures=figures,
+        area="server restart",
+    )
     figures.record("server restart", "restarts (SIGTERM, SIGKILL) / worker restarts", "2 / 0")
-    figures.record("server restart", "answers while down: exit codes",
-                   " ".join(str(c) for c, _ in down_codes))
+    figures.record(
+        "server restart", "answers while down: exit codes", " ".join(str(c) for c, _ in down_codes)
+    )
     figures.record("server restart", "server start, max (s)", max(restart_times))
     figures.record("server restart", "server back to next stage begun, max (s)", max(reconnect))
 
@@ -473,16 +550,19 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
 # --- Two workers on one task queue ---------------------------------------------------------------
 
 
-async def test_two_workers_dispatch_each_stage_once(client: Client, address: str, tmp_path: Path,
-                                                    figures: Figures) -> None:
+async def test_two_workers_dispatch_each_stage_once(
+    client: Client, address: str, tmp_path: Path, figures: Figures
+) -> None:
     """Two worker.py processes poll one queue: both do work, and no stage is dispatched twice
     (every task file, Matrix message and summary exists exactly once)."""
     config = make_config(tmp_path, address, block_poll_seconds=0.5)
     record = install_matrix_recorder(config)
     flag, block = "drop the debug endpoint", "shared admin password"
     pipelines = 6
-    script = {i: PipelineScript(flags=[flag], blocks=[block] if i % 3 == 0 else [])
-              for i in range(pipelines)}
+    script = {
+        i: PipelineScript(flags=[flag], blocks=[block] if i % 3 == 0 else [])
+        for i in range(pipelines)
+    }
     names: dict[str, int] = {}
 
     def decide(task: dict[str, Any]) -> tuple[str, str] | None:
@@ -502,13 +582,24 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
                 task_id, _ = originating_task(config)
                 wf_id = f"two-{i}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = i
-                handles.append(await client.start_workflow(
-                    "BuildPipelineWorkflow", pipeline_input(task_id, build_name=f"two-{i}"),
-                    id=wf_id, task_queue=config.task_queue, result_type=BuildPipelineResult))
-            handles.append(await client.start_workflow(
-                "BuildPlanWorkflow", build_plan_input("kill-plan", 3),
-                id=f"two-plan-{uuid.uuid4().hex[:8]}",
-                task_queue=config.task_queue, result_type=BuildPlanResult))
+                handles.append(
+                    await client.start_workflow(
+                        "BuildPipelineWorkflow",
+                        pipeline_input(task_id, build_name=f"two-{i}"),
+                        id=wf_id,
+                        task_queue=config.task_queue,
+                        result_type=BuildPipelineResult,
+                    )
+                )
+            handles.append(
+                await client.start_workflow(
+                    "BuildPlanWorkflow",
+                    build_plan_input("kill-plan", 3),
+                    id=f"two-plan-{uuid.uuid4().hex[:8]}",
+                    task_queue=config.task_queue,
+                    result_type=BuildPlanResult,
+                )
+            )
 
             async def approve_when_parked(handle: WorkflowHandle) -> None:
                 await wait_stage(handle, "awaiting-approval", 60)
@@ -516,10 +607,10 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
                 await handle.execute_update("approve", DecisionInput(by="carol"))
                 update_latency.append(time.monotonic() - t0)
 
-            await asyncio.gather(*(approve_when_parked(handles[i])
-                                   for i in range(pipelines) if script[i].blocks))
-            results = await asyncio.wait_for(
-                asyncio.gather(*(h.result() for h in handles)), 120)
+            await asyncio.gather(
+                *(approve_when_parked(handles[i]) for i in range(pipelines) if script[i].blocks)
+            )
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
     finally:
         await asyncio.gather(*(w.stop() for w in workers))
 
@@ -532,16 +623,27 @@ async def test_two_workers_dispatch_each_stage_once(client: Client, address: str
     assert set(counts.values()) == {1}, counts
     assert len(counts) == pipelines * len(PIPELINE_STAGES) + 3
     assert len(list(config.summary_dir.rglob("*.yml"))) == pipelines
-    actions = [m["message"].splitlines()[0] for m in matrix_messages(record)
-               if m["message"].startswith("[ACTION]")]
-    assert sorted(actions) == sorted(f"[ACTION] two-{i}: block 1/1 needs review"
-                                     for i in range(pipelines) if script[i].blocks)
+    actions = [
+        m["message"].splitlines()[0]
+        for m in matrix_messages(record)
+        if m["message"].startswith("[ACTION]")
+    ]
+    assert sorted(actions) == sorted(
+        f"[ACTION] two-{i}: block 1/1 needs review" for i in range(pipelines) if script[i].blocks
+    )
     share = [sum(1 for e in w.events() if e.get("event") in BEGIN_EVENTS) for w in workers]
     assert all(n > 0 for n in share), share  # both workers really took part
-    assert_no_secrets([t for w in workers for t in w.outputs()] + agent.outputs,
-                      harvest_tokens(config.agent_task_dir), figures=figures, area="two workers")
-    figures.record("two workers", "workflows / task files / dispatched twice",
-                   f"{len(handles)} / {sum(counts.values())} / 0")
+    assert_no_secrets(
+        [t for w in workers for t in w.outputs()] + agent.outputs,
+        harvest_tokens(config.agent_task_dir),
+        figures=figures,
+        area="two workers",
+    )
+    figures.record(
+        "two workers",
+        "workflows / task files / dispatched twice",
+        f"{len(handles)} / {sum(counts.values())} / 0",
+    )
     figures.record("two workers", "stages begun by worker 1 / worker 2", f"{share[0]} / {share[1]}")
     figures.record("two workers", "update approval, workers alive, max (s)", max(update_latency))
 
@@ -572,11 +674,16 @@ def _limit_file_size() -> None:  # runs in the child, before exec
 def full_tmpfs(path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs mounted at `path` (`fill` fills it), unmounted afterwards."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
-                              str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
-                    "the file-size-limit case covers a full disk")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
+            "the file-size-limit case covers a full disk"
+        )
     try:
         yield path
     finally:
@@ -598,10 +705,12 @@ def fill(directory: Path, free_pages: int) -> Path:
     return filler
 
 
-@pytest.mark.parametrize("case", ["task-dir-read-only", "audit-dir-read-only",
-                                  "task-dir-disk-full", "file-size-limit"])
-async def test_unwritable_directories_fail_cleanly(case: str, client: Client, address: str,
-                                                   tmp_path: Path, figures: Figures) -> None:
+@pytest.mark.parametrize(
+    "case", ["task-dir-read-only", "audit-dir-read-only", "task-dir-disk-full", "file-size-limit"]
+)
+async def test_unwritable_directories_fail_cleanly(
+    case: str, client: Client, address: str, tmp_path: Path, figures: Figures
+) -> None:
     """The stage that cannot write fails at once with the OS's reason; no temporary or partial
     file stays behind; the failure path still writes the summary (`outcome: failed`). The
     worker keeps running, and writes again once it can."""
@@ -637,13 +746,16 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     try:
         with stack:
             await worker.start()
-            async with ScriptedAgent(config.agent_task_dir, address,
-                                  script.decide, parallel=4) as agent:
+            async with ScriptedAgent(
+                config.agent_task_dir, address, script.decide, parallel=4
+            ) as agent:
                 handle = await client.start_workflow(
                     "BuildPipelineWorkflow",
                     pipeline_input("t-1", build_name="nowrite", plan_path=LONG_PLAN),
-                    id=f"nowrite-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
-                    result_type=BuildPipelineResult)
+                    id=f"nowrite-{uuid.uuid4().hex[:8]}",
+                    task_queue=config.task_queue,
+                    result_type=BuildPipelineResult,
+                )
                 t0 = time.monotonic()
                 with pytest.raises(WorkflowFailureError) as caught:
                     await asyncio.wait_for(handle.result(), 60)
@@ -662,8 +774,11 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
                 again = await client.execute_workflow(
                     "BuildPipelineWorkflow",
                     pipeline_input("t-2", build_name="nowrite-again", plan_path=plan_path),
-                    id=f"nowrite-again-{uuid.uuid4().hex[:8]}", task_queue=config.task_queue,
-                    result_type=BuildPipelineResult, execution_timeout=timedelta(seconds=90))
+                    id=f"nowrite-again-{uuid.uuid4().hex[:8]}",
+                    task_queue=config.task_queue,
+                    result_type=BuildPipelineResult,
+                    execution_timeout=timedelta(seconds=90),
+                )
                 tasks_after = len(dispatch_counts(config.agent_task_dir))
                 tokens = harvest_tokens(config.agent_task_dir)  # before the tmpfs goes
     finally:
@@ -687,8 +802,14 @@ async def test_unwritable_directories_fail_cleanly(case: str, client: Client, ad
     assert tasks_after == (2 if case == "audit-dir-read-only" else 0) + 5
     assert failed_after < 30
     assert agent.errors == []
-    assert_no_secrets(worker.outputs() + agent.outputs, tokens, figures=figures,
-                      area="unwritable", label=f"{case}: ")
-    figures.record("unwritable", f"{case}: failed at / after (s)",
-                   f"{expect_stage} / {failed_after:.1f}")
+    assert_no_secrets(
+        worker.outputs() + agent.outputs,
+        tokens,
+        figures=figures,
+        area="unwritable",
+        label=f"{case}: ",
+    )
+    figures.record(
+        "unwritable", f"{case}: failed at / after (s)", f"{expect_stage} / {failed_after:.1f}"
+    )
     figures.record("unwritable", f"{case}: error", reason.rsplit(": ", 1)[1])

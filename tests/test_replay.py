@@ -23,21 +23,37 @@ RECORDED = sorted(HISTORIES.glob("*.json"))
 
 def test_histories_are_recorded() -> None:
     names = {p.stem for p in RECORDED}
-    assert {"pipeline_no_findings", "pipeline_flags_only", "pipeline_blocks_file_approval",
-            "pipeline_blocks_update_approval", "pipeline_rejected", "pipeline_agent_failed",
-            "pipeline_restart_task_file", "pipeline_restart_update",
-            "pipeline_heartbeat_timeout", "plan_heartbeat_timeout",
-            "pipeline_watcher_approved", "pipeline_watcher_rejected",
-            "plan_two_phases", "plan_phase_failed", "pipeline_two_hosts",
-            "plan_two_hosts",
-            "pipeline_hold_retry", "pipeline_hold_skip", "pipeline_hold_abort",
-            "pipeline_cancel_agent", "pipeline_cancel_gate", "pipeline_cancel_hold"} <= names
+    assert {
+        "pipeline_no_findings",
+        "pipeline_flags_only",
+        "pipeline_blocks_file_approval",
+        "pipeline_blocks_update_approval",
+        "pipeline_rejected",
+        "pipeline_agent_failed",
+        "pipeline_restart_task_file",
+        "pipeline_restart_update",
+        "pipeline_heartbeat_timeout",
+        "plan_heartbeat_timeout",
+        "pipeline_watcher_approved",
+        "pipeline_watcher_rejected",
+        "plan_two_phases",
+        "plan_phase_failed",
+        "pipeline_two_hosts",
+        "plan_two_hosts",
+        "pipeline_hold_retry",
+        "pipeline_hold_skip",
+        "pipeline_hold_abort",
+        "pipeline_cancel_agent",
+        "pipeline_cancel_gate",
+        "pipeline_cancel_hold",
+    } <= names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
 async def test_replay(path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(workflows=[BuildPipelineWorkflow, BuildPlanWorkflow],
-                        data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[BuildPipelineWorkflow, BuildPlanWorkflow], data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

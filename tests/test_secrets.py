@@ -45,25 +45,37 @@ from tests.servers.vault import Pki, VaultSetup, secrets_to_hide, vault_env
 # --- The redaction, as a function ----------------------------------------------------------------
 
 
-def realistic_token(namespace: str, workflow_id: str, run_id: str, activity: str,
-                    tail: bytes) -> bytes:
+def realistic_token(
+    namespace: str, workflow_id: str, run_id: str, activity: str, tail: bytes
+) -> bytes:
     """Bytes laid out like a server's task token: ids as protobuf string fields, then varints."""
+
     def field(tag: int, data: bytes) -> bytes:
         return bytes([tag]) + bytes([len(data)]) + data
 
-    return (field(0x0A, namespace.encode()) + field(0x12, workflow_id.encode()[:100])
-            + field(0x1A, run_id.encode()) + b" \x06(\x012\x011"
-            + field(0x42, activity.encode()) + tail)
+    return (
+        field(0x0A, namespace.encode())
+        + field(0x12, workflow_id.encode()[:100])
+        + field(0x1A, run_id.encode())
+        + b" \x06(\x012\x011"
+        + field(0x42, activity.encode())
+        + tail
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(namespace=st.uuids().map(str), workflow_id=st.text(min_size=1, max_size=60),
-       run_id=st.uuids().map(str), activity=st.sampled_from(
-           ["prefab_scaffolding", "wait_for_block_resolution", "execute_build_phase"]),
-       tail=st.binary(max_size=24))
-def test_every_printed_form_of_a_token_is_redacted(namespace: str, workflow_id: str,
-                                                   run_id: str, activity: str,
-                                                   tail: bytes) -> None:
+@given(
+    namespace=st.uuids().map(str),
+    workflow_id=st.text(min_size=1, max_size=60),
+    run_id=st.uuids().map(str),
+    activity=st.sampled_from(
+        ["prefab_scaffolding", "wait_for_block_resolution", "execute_build_phase"]
+    ),
+    tail=st.binary(max_size=24),
+)
+def test_every_printed_form_of_a_token_is_redacted(
+    namespace: str, workflow_id: str, run_id: str, activity: str, tail: bytes
+) -> None:
     """The SDK's and Core's own sentences, with the token in each form they print it."""
     import base64
 
@@ -129,8 +141,14 @@ def test_core_token_field_is_redacted(tmp_path: Path, log_format: str) -> None:
     the field and the message, before either rendering; LOG_FILE is JSON either way. (The
     end-to-end run below rarely provokes such a line.)"""
     log_file = tmp_path / "worker.log"
-    out = subprocess.run([sys.executable, "-c", CORE_LINE, str(log_file), log_format],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CORE_LINE, str(log_file), log_format],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     *logged, token = out.strip().splitlines()
     [line] = [json.loads(ln) for ln in log_file.read_text().splitlines()]
     [shown] = logged
@@ -143,8 +161,9 @@ def test_core_token_field_is_redacted(tmp_path: Path, log_format: str) -> None:
     assert line["logger"] == "temporalio.core" and line["core_fields"]["attempt"] == 2
     assert line["core_fields"]["task_token"] == REDACTED
     assert "TaskToken(<redacted>)" in line["event"]
-    assert not scan_for_secrets([log_file.read_text(), out.replace(token, "")],
-                                [base64.b64decode(token)]).hits
+    assert not scan_for_secrets(
+        [log_file.read_text(), out.replace(token, "")], [base64.b64decode(token)]
+    ).hits
 
 
 # --- A DEBUG worker over mTLS, end to end --------------------------------------------------------
@@ -165,8 +184,10 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     base = make_config(tmp_path, relay.address, block_poll_seconds=0.5)
     env = debug_env(base, tmp_path / "logs", vault_env(vault, relay.address, home))
     agent_env = vault_env(vault, relay.address, tmp_path / "agent-home")
-    scripts = {"approved": PipelineScript(flags=["rotate keys"], blocks=["open port"]),
-               "rejected": PipelineScript(blocks=["secrets in the image"])}
+    scripts = {
+        "approved": PipelineScript(flags=["rotate keys"], blocks=["open port"]),
+        "rejected": PipelineScript(blocks=["secrets in the image"]),
+    }
     names: dict[str, str] = {}
 
     def decide(task: dict[str, Any]) -> tuple[str, str]:
@@ -181,19 +202,27 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     try:
         await worker.start()
         client: Client = await worker_module.connect(load_client_settings(env))
-        async with ScriptedAgent(base.agent_task_dir, relay.address, decide,
-                              env=agent_env, parallel=4) as agent:
+        async with ScriptedAgent(
+            base.agent_task_dir, relay.address, decide, env=agent_env, parallel=4
+        ) as agent:
             handles: dict[str, WorkflowHandle] = {}
             for name in scripts:
                 wf_id = f"secrets-{name}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = name
                 handles[name] = await client.start_workflow(
-                    "BuildPipelineWorkflow", pipeline_input(f"origin-{name}", build_name=name),
-                    id=wf_id, task_queue=base.task_queue, result_type=BuildPipelineResult)
+                    "BuildPipelineWorkflow",
+                    pipeline_input(f"origin-{name}", build_name=name),
+                    id=wf_id,
+                    task_queue=base.task_queue,
+                    result_type=BuildPipelineResult,
+                )
             plan = await client.start_workflow(
-                "BuildPlanWorkflow", build_plan_input("secrets"),
-                id=f"secrets-plan-{uuid.uuid4().hex[:8]}", task_queue=base.task_queue,
-                result_type=BuildPlanResult)
+                "BuildPlanWorkflow",
+                build_plan_input("secrets"),
+                id=f"secrets-plan-{uuid.uuid4().hex[:8]}",
+                task_queue=base.task_queue,
+                result_type=BuildPlanResult,
+            )
             for name, update in (("rejected", "reject"), ("approved", "approve")):
                 handle = handles[name]
                 await wait_stage(handle, "awaiting-approval", 60)
@@ -237,18 +266,27 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     assert {_mode(p) for p in summaries} == {0o640} and len(summaries) == 2
     assert _mode(Path(env["LOG_FILE"])) == 0o600
 
-    figures.record("secrets", "DEBUG log scan: texts / MB", f"{scan.texts} / "
-                   f"{scan.chars / 1e6:.1f}")
-    figures.record("secrets", "needles: token forms + Vault ids, tokens, PEM lines",
-                   scan.needles)
+    figures.record(
+        "secrets", "DEBUG log scan: texts / MB", f"{scan.texts} / {scan.chars / 1e6:.1f}"
+    )
+    figures.record("secrets", "needles: token forms + Vault ids, tokens, PEM lines", scan.needles)
     figures.record("secrets", "hits", len(scan.hits))
-    figures.record("secrets", "redacted SDK lines: Running / Completing / Core",
-                   f"{running} / {completing} / {len(core_lines)}")
-    figures.record("secrets", "modes: queue dir / task / request.md / summary / log",
-                   "0700 / 0600 / 0640 / 0640 / 0600 (umask 000)")
+    figures.record(
+        "secrets",
+        "redacted SDK lines: Running / Completing / Core",
+        f"{running} / {completing} / {len(core_lines)}",
+    )
+    figures.record(
+        "secrets",
+        "modes: queue dir / task / request.md / summary / log",
+        "0700 / 0600 / 0640 / 0640 / 0600 (umask 000)",
+    )
 
 
 def _core_token_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
     """Core's forwarded log lines that carried a task token field."""
-    return [e for e in worker.events() if e.get("logger") == "temporalio.core"
-            and "task_token" in (e.get("core_fields") or {})]
+    return [
+        e
+        for e in worker.events()
+        if e.get("logger") == "temporalio.core" and "task_token" in (e.get("core_fields") or {})
+    ]

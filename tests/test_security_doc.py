@@ -17,8 +17,9 @@ def test_every_test_named_in_security_md_exists() -> None:
     for module, function in set(named):
         path = ROOT / "tests" / module
         tree = ast.parse(path.read_text()) if path.exists() else ast.Module([], [])
-        defined = {n.name for n in tree.body
-                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        defined = {
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
         if function not in defined:
             missing.append(f"{module}::{function}")
     assert missing == []

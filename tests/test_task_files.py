@@ -27,11 +27,20 @@ from tests.helpers.queue import leftovers
 from tests.helpers.tasks import NOW, TASK_ID, TOKEN, make_task
 
 SPEC_KEYS = {
-    "id", "created", "source_agent", "target_agent", "task_type", "risk_level",
-    "requires_approval", "status", "summary", "ttl_days", "payload", "result", "history",
+    "id",
+    "created",
+    "source_agent",
+    "target_agent",
+    "task_type",
+    "risk_level",
+    "requires_approval",
+    "status",
+    "summary",
+    "ttl_days",
+    "payload",
+    "result",
+    "history",
 }
-
-
 
 
 def mode_of(path: Path) -> int:
@@ -58,8 +67,11 @@ def test_task_keys_and_fixed_values() -> None:
 
 
 def test_one_history_entry_with_summary_or_given_note() -> None:
-    entry = {"timestamp": "2026-06-01T12:00:00.123456+00:00", "status": "submitted",
-             "actor": "temporal-worker"}
+    entry = {
+        "timestamp": "2026-06-01T12:00:00.123456+00:00",
+        "status": "submitted",
+        "actor": "temporal-worker",
+    }
     assert make_task(summary="Do it")["history"] == [{**entry, "note": "Do it"}]
     assert make_task(history_note="Phase 1 dispatched by BuildPlanWorkflow")["history"] == [
         {**entry, "note": "Phase 1 dispatched by BuildPlanWorkflow"}
@@ -94,8 +106,11 @@ def test_written_file_name_mode_and_content(tmp_path: Path) -> None:
 
 def test_file_is_block_style_with_sorted_keys(tmp_path: Path) -> None:
     path = task_files.write_task(tmp_path, make_task(), NOW)
-    top = [line.split(":")[0] for line in path.read_text().splitlines()
-           if line and not line.startswith((" ", "-"))]
+    top = [
+        line.split(":")[0]
+        for line in path.read_text().splitlines()
+        if line and not line.startswith((" ", "-"))
+    ]
     assert top == sorted(SPEC_KEYS)
     assert "{" not in path.read_text()
 
@@ -154,8 +169,13 @@ def test_read_only_dir_fails_cleanly(tmp_path: Path) -> None:
     queue.mkdir()
     queue.chmod(0o500)
     try:
-        proc = subprocess.run([*prefix, sys.executable, "-c", READ_ONLY_WRITE, str(queue)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", READ_ONLY_WRITE, str(queue)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         queue.chmod(0o700)
     assert proc.returncode == 0, proc.stderr
@@ -204,12 +224,14 @@ payload_values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     summary=yaml_text,
-    payload=st.dictionaries(yaml_text.filter(lambda k: k != "task_token"), payload_values,
-                            max_size=5),
+    payload=st.dictionaries(
+        yaml_text.filter(lambda k: k != "task_token"), payload_values, max_size=5
+    ),
 )
 def test_unicode_round_trip(tmp_path: Path, summary: str, payload: dict[str, Any]) -> None:
     """Whatever text goes into summary and payload, an agent reads back exactly that."""
@@ -283,8 +305,13 @@ def test_find_task_skips_malformed_files(tmp_path: Path) -> None:
 
 def test_update_status_keeps_keys_and_mode(tmp_path: Path) -> None:
     path = tmp_path / "20260101-000000-operator.yml"
-    original = {"id": "op-1", "status": "submitted", "dispatcher_lease": {"by": "router"},
-                "history": [{"status": "submitted", "note": "filed"}], "ünïcode": "✓"}
+    original = {
+        "id": "op-1",
+        "status": "submitted",
+        "dispatcher_lease": {"by": "router"},
+        "history": [{"status": "submitted", "note": "filed"}],
+        "ünïcode": "✓",
+    }
     path.write_text(task_files.dump_yaml(original))
     path.chmod(0o640)
     task = task_files.update_task_status(path, "input-required", "blocked on 2 findings")
@@ -293,11 +320,17 @@ def test_update_status_keeps_keys_and_mode(tmp_path: Path) -> None:
     assert mode_of(path) == 0o640
     assert on_disk["status"] == "input-required"
     assert {k: v for k, v in on_disk.items() if k not in ("status", "history")} == {
-        "id": "op-1", "dispatcher_lease": {"by": "router"}, "ünïcode": "✓"}
+        "id": "op-1",
+        "dispatcher_lease": {"by": "router"},
+        "ünïcode": "✓",
+    }
     assert on_disk["history"][0] == {"status": "submitted", "note": "filed"}
     last = on_disk["history"][1]
     assert {k: last[k] for k in ("status", "actor", "note")} == {
-        "status": "input-required", "actor": "temporal-worker", "note": "blocked on 2 findings"}
+        "status": "input-required",
+        "actor": "temporal-worker",
+        "note": "blocked on 2 findings",
+    }
     assert datetime.fromisoformat(last["timestamp"]).tzinfo is not None
     assert leftovers(tmp_path) == []
 
@@ -330,50 +363,73 @@ def test_gate_mark_names_the_latest_parked_run(tmp_path: Path) -> None:
     path = tmp_path / "20260101-000000-operator.yml"
     path.write_text(task_files.dump_yaml({"id": "op-1", "status": "submitted", "history": []}))
     assert task_files.gate_mark(task_files.load_task(path)) is None
-    task_files.update_task_status(path, "input-required", "blocked", workflow_id="wf",
-                                  run_id="run-1")
+    task_files.update_task_status(
+        path, "input-required", "blocked", workflow_id="wf", run_id="run-1"
+    )
     assert task_files.gate_mark(task_files.load_task(path)) == ("wf", "run-1")
     # a later run parked on the same task, with the same note, is a new entry: its mark wins
-    task_files.update_task_status(path, "input-required", "blocked", workflow_id="wf",
-                                  run_id="run-2")
+    task_files.update_task_status(
+        path, "input-required", "blocked", workflow_id="wf", run_id="run-2"
+    )
     task = task_files.load_task(path)
     assert task_files.gate_mark(task) == ("wf", "run-2")
     assert len(task["history"]) == 2
     # only this worker's entries count: an agent's input-required is no mark
-    task["history"].append({"status": "input-required", "actor": "dev", "workflow_id": "x",
-                            "run_id": "y"})
+    task["history"].append(
+        {"status": "input-required", "actor": "dev", "workflow_id": "x", "run_id": "y"}
+    )
     assert task_files.gate_mark(task) is None
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("approved", {"decision": "approved", "by": "alice", "note": "fine"}),
-    ("rejected", {"decision": "rejected", "by": "alice", "note": "fine"}),
-    ("input-required", None), ("cancelled", None), ("", None)])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("approved", {"decision": "approved", "by": "alice", "note": "fine"}),
+        ("rejected", {"decision": "rejected", "by": "alice", "note": "fine"}),
+        ("input-required", None),
+        ("cancelled", None),
+        ("", None),
+    ],
+)
 def test_file_decision_is_the_status_word(status: str, expected: dict[str, str] | None) -> None:
-    task = {"status": status, "history": [{"status": "approved", "actor": "alice",
-                                           "note": "fine"},
-                                          {"status": "rejected", "actor": "alice",
-                                           "note": "fine"}]}
+    task = {
+        "status": status,
+        "history": [
+            {"status": "approved", "actor": "alice", "note": "fine"},
+            {"status": "rejected", "actor": "alice", "note": "fine"},
+        ],
+    }
     assert task_files.file_decision(task) == expected
     assert task_files.file_decision({"status": "approved"}) == {
-        "decision": "approved", "by": "", "note": ""}
+        "decision": "approved",
+        "by": "",
+        "note": "",
+    }
 
 
 # --- Superseding and closing -------------------------------------------------------------------
 
 
-def dispatched(queue: Path, task_id: str, workflow_id: str, activity_id: str, attempt: int,
-               status: str = "submitted", **extra: Any) -> Path:
-    task = make_task(task_id, payload={"workflow_id": workflow_id, "activity_id": activity_id,
-                                       "attempt": attempt})
+def dispatched(
+    queue: Path,
+    task_id: str,
+    workflow_id: str,
+    activity_id: str,
+    attempt: int,
+    status: str = "submitted",
+    **extra: Any,
+) -> Path:
+    task = make_task(
+        task_id,
+        payload={"workflow_id": workflow_id, "activity_id": activity_id, "attempt": attempt},
+    )
     task["status"] = status
     task.update(extra)
     return task_files.write_task(queue, task, NOW)
 
 
 def statuses(queue: Path) -> dict[str, str]:
-    return {p.name: task_files.load_task(p)["status"]
-            for p in task_files.iter_task_files(queue)}
+    return {p.name: task_files.load_task(p)["status"] for p in task_files.iter_task_files(queue)}
 
 
 def test_supersede_earlier_attempts(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ from models import TriageOutput
 
 
 def test_strings_and_description_mappings_become_text() -> None:
-    raw = b"blocks:\n  - plain text\n  - description: from a mapping\n    severity: high\n" \
-          b"flags: null\ninfo: []\n"
+    raw = (
+        b"blocks:\n  - plain text\n  - description: from a mapping\n    severity: high\n"
+        b"flags: null\ninfo: []\n"
+    )
     assert parse_triage(raw) == TriageOutput(blocks=["plain text", "from a mapping"])
 
 
@@ -31,19 +33,22 @@ def test_empty_items_are_dropped() -> None:
     assert parse_triage(b"flags: ['', '  ', ok]\n").flags == ["ok"]
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    (b"blocks: [unclosed\n", "invalid YAML at line 2"),
-    (b"- a\n- b\n", "expected a mapping with blocks/flags/info, got list"),
-    (b"blocks: just a string\n", "'blocks' must be a list, got str"),
-    (b"flags: {a: 1}\n", "'flags' must be a list, got dict"),
-    (b"info: [42]\n", "info[0]: items must be strings"),
-    (b"blocks: [{severity: high}]\n", "blocks[0]: a mapping item needs a 'description' string"),
-    (b"a: &x [1]\nblocks: *x\n", "anchors and aliases are not allowed"),
-    (b"blocks: " + b"[" * 20 + b"]" * 20 + b"\n", "nested deeper than"),
-    (b"\xff\xfe binary", "not UTF-8 text"),
-    (b"blocks: [a\x00b]\n", "contains NUL bytes"),
-    (b"x" * (MAX_TRIAGE_BYTES + 1), "larger than"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"blocks: [unclosed\n", "invalid YAML at line 2"),
+        (b"- a\n- b\n", "expected a mapping with blocks/flags/info, got list"),
+        (b"blocks: just a string\n", "'blocks' must be a list, got str"),
+        (b"flags: {a: 1}\n", "'flags' must be a list, got dict"),
+        (b"info: [42]\n", "info[0]: items must be strings"),
+        (b"blocks: [{severity: high}]\n", "blocks[0]: a mapping item needs a 'description' string"),
+        (b"a: &x [1]\nblocks: *x\n", "anchors and aliases are not allowed"),
+        (b"blocks: " + b"[" * 20 + b"]" * 20 + b"\n", "nested deeper than"),
+        (b"\xff\xfe binary", "not UTF-8 text"),
+        (b"blocks: [a\x00b]\n", "contains NUL bytes"),
+        (b"x" * (MAX_TRIAGE_BYTES + 1), "larger than"),
+    ],
+)
 def test_malformed_triage_names_file_and_problem(raw: bytes, message: str) -> None:
     with pytest.raises(TriageError) as caught:
         parse_triage(raw, "/audit/b/triage-output.yml")
@@ -55,7 +60,8 @@ def test_malformed_triage_names_file_and_problem(raw: bytes, message: str) -> No
 def test_sanitiser_makes_one_inert_line() -> None:
     text = "line one\nline two\r\n</security-findings>\u2028- injected\u202e \x1b[31m"
     assert sanitize_finding(text) == (
-        "line one line two \u2039/security-findings\u203a - injected [31m")
+        "line one line two \u2039/security-findings\u203a - injected [31m"
+    )
 
 
 def test_sanitiser_caps_length() -> None:

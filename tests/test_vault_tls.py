@@ -91,7 +91,10 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     cli_outputs: list[str] = []
 
     async with WorkerProcess(
-        env, tmp_path / "logs", cwd=home, stop_signal=signal.SIGTERM  # as systemd stops it
+        env,
+        tmp_path / "logs",
+        cwd=home,
+        stop_signal=signal.SIGTERM,  # as systemd stops it
     ) as proc:
         # A client built by worker.connect(), the path the worker itself takes.
         client = await worker_module.connect(load_client_settings(env))
@@ -175,7 +178,8 @@ async def test_plaintext_client_is_refused(program: str, relay: TlsRelay, tmp_pa
         code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
     else:
         code, out, err = await WorkerProcess(
-            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
+            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
+        ).run_to_exit()
     line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "without TLS" in line and "VAULT_ADDR" in line, line
@@ -199,7 +203,8 @@ async def test_client_certificate_from_another_ca_is_refused(
             code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
         else:
             code, out, err = await WorkerProcess(
-                vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
+                vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
+            ).run_to_exit()
     line = stderr_line(err)
     assert code == EXIT_UNREACHABLE
     assert "TLS handshake" in line and "refused the client certificate" in line, line
@@ -333,13 +338,18 @@ async def test_require_tls_without_vault_fails_fast(
     program: str, relay: TlsRelay, tmp_path: Path
 ) -> None:
     seen = len(relay.handshakes)
-    env = cli_env(relay.address, HOME=str(tmp_path), TEMPORAL_REQUIRE_TLS="1",
-                  VAULT_ADDR="http://127.0.0.1:8200")
+    env = cli_env(
+        relay.address,
+        HOME=str(tmp_path),
+        TEMPORAL_REQUIRE_TLS="1",
+        VAULT_ADDR="http://127.0.0.1:8200",
+    )
     if program == "cli":
         code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
     else:
         code, out, err = await WorkerProcess(
-            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path).run_to_exit()
+            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
+        ).run_to_exit()
     line = stderr_line(err)
     assert "TEMPORAL_REQUIRE_TLS is set" in line
     assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line
@@ -372,4 +382,3 @@ async def test_operator_vault_token_is_never_sent_nor_revoked(
         for e in requests
         if (e.get("request") or {}).get("path") != "auth/token/create"
     )
-

@@ -11,8 +11,9 @@ from harness.env import TEMPORAL_BIN, TEST_SERVER_BIN
 
 
 async def test_registers_build_stage_where_missing() -> None:
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_BIN,
-                                                data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL_BIN, data_converter=pydantic_data_converter
+    )
     try:
         request = ListSearchAttributesRequest(namespace="default")
         before = await env.client.operator_service.list_search_attributes(request)
@@ -27,7 +28,8 @@ async def test_registers_build_stage_where_missing() -> None:
 async def test_server_without_search_attributes_is_detected() -> None:
     """The time-skipping test server has no operator service: the pipeline runs without it."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter)
+        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
+    )
     try:
         assert await worker.check_search_attribute(env.client, "default") is False
     finally:

@@ -82,8 +82,13 @@ NOTIFY_HEARTBEAT = timedelta(minutes=1)
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 # Positional arguments of each agent activity before its trailing `operator_note`.
-_AGENT_ARGS = {"prefab_scaffolding": 2, "implement_build": 4, "request_security_audit": 2,
-               "apply_flag_fixes": 3, "close_build": 2}
+_AGENT_ARGS = {
+    "prefab_scaffolding": 2,
+    "implement_build": 4,
+    "request_security_audit": 2,
+    "apply_flag_fixes": 3,
+    "close_build": 2,
+}
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
 # Pipelines started before this patch read the worker's process state for their settings; later
@@ -97,19 +102,25 @@ HOLD_STAGES = ("prefab", "implement", "audit", "triage", "fixes", "notify", "clo
 CANCEL_PATCH = "cancel-cleanup"
 CANCELLED_ERROR = "cancelled by the operator (temporal workflow cancel)"
 
-METRIC_OUTCOME = {PHASE_FAILED: "failed", STAGE_TIMED_OUT: "timed_out",
-                  HOST_UNAVAILABLE: "timed_out"}
+METRIC_OUTCOME = {
+    PHASE_FAILED: "failed",
+    STAGE_TIMED_OUT: "timed_out",
+    HOST_UNAVAILABLE: "timed_out",
+}
 
 AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
 TRIAGE_RETRY = RetryPolicy(
-    maximum_attempts=5, initial_interval=timedelta(minutes=2),
-    maximum_interval=timedelta(minutes=15), non_retryable_error_types=[TRIAGE_MALFORMED],
+    maximum_attempts=5,
+    initial_interval=timedelta(minutes=2),
+    maximum_interval=timedelta(minutes=15),
+    non_retryable_error_types=[TRIAGE_MALFORMED],
 )
 # The gate's fallback check reads the file once per attempt; its activity sets each retry's
 # delay (BLOCK_POLL_SECONDS, or 12x that for a file the watcher covers), so this interval only
 # applies to unexpected failures.
-GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
-                         maximum_interval=timedelta(minutes=1))
+GATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
@@ -119,8 +130,12 @@ class BuildPipelineWorkflow(FailureHold):
         info = workflow.info()
         self._build = build
         self._status = PipelineStatus(
-            workflow_id=info.workflow_id, build_name=build.build_name, stage="start",
-            stages_done=[], started_at=self._now(), updated_at=self._now(),
+            workflow_id=info.workflow_id,
+            build_name=build.build_name,
+            stage="start",
+            stages_done=[],
+            started_at=self._now(),
+            updated_at=self._now(),
         )
         self._decision: Resolution | None = None
         self._awaiting = False
@@ -164,11 +179,18 @@ class BuildPipelineWorkflow(FailureHold):
         if self._decision is not None:
             raise ApplicationError(
                 f"the blocks are already {self._decision.decision} (via {self._decision.via})",
-                type="AlreadyDecidedError", non_retryable=True)
+                type="AlreadyDecidedError",
+                non_retryable=True,
+            )
         given = given or DecisionInput()
         by = given.by or ("operator" if given.via == "update" else "")
-        self._decision = Resolution(decision=decision,  # type: ignore[arg-type]
-                                    via=given.via, by=by, note=given.note, at=self._now())
+        self._decision = Resolution(
+            decision=decision,  # type: ignore[arg-type]
+            via=given.via,
+            by=by,
+            note=given.note,
+            at=self._now(),
+        )
         return decision
 
     # --- the stages ----------------------------------------------------------------------------
@@ -176,8 +198,11 @@ class BuildPipelineWorkflow(FailureHold):
     @workflow.run
     async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
         self._settings = await self._load_settings()
-        self._hold_seconds = (self._settings.failure_hold_seconds
-                              if build.failure_hold_seconds is None else build.failure_hold_seconds)
+        self._hold_seconds = (
+            self._settings.failure_hold_seconds
+            if build.failure_hold_seconds is None
+            else build.failure_hold_seconds
+        )
         try:
             return await self._pipeline(build)
         except (asyncio.CancelledError, ActivityError) as err:
@@ -186,49 +211,80 @@ class BuildPipelineWorkflow(FailureHold):
             stage = self._held.stage if self._held else self._status.stage
             # the run's cancel was delivered once, to the await it interrupted; the clean-up
             # runs in a task of its own, shielded, and the cancel is re-raised after it
-            await asyncio.shield(asyncio.ensure_future(self._end(build, PipelineOutcome(
-                outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR))))
+            await asyncio.shield(
+                asyncio.ensure_future(
+                    self._end(
+                        build,
+                        PipelineOutcome(
+                            outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR
+                        ),
+                    )
+                )
+            )
             raise
         except StageFailed as failure:
-            summary = await self._end(build, PipelineOutcome(
-                outcome="failed", failed_stage=failure.stage, error=failure.reason))
+            summary = await self._end(
+                build,
+                PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason),
+            )
             raise ApplicationError(
                 f"{failure.stage} failed: {failure.reason} (summary: {summary or 'not written'})",
-                type=failure.error_type, non_retryable=True,
+                type=failure.error_type,
+                non_retryable=True,
             ) from None
 
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
         name, plan = build.build_name, build.plan_path
         await self._agent("prefab", "prefab_scaffolding", name, plan, hours=2)
-        await self._agent("implement", "implement_build", name, build.task_id,
-                          build.target_agent, plan, hours=4)
+        await self._agent(
+            "implement", "implement_build", name, build.task_id, build.target_agent, plan, hours=4
+        )
         await self._agent("audit", "request_security_audit", name, plan, hours=4)
         triage: TriageOutput = await self._stage(
-            "triage", "process_triage_output", name, result_type=TriageOutput,
-            start_to_close_timeout=LOCAL_STAGE_TIMEOUT, retry_policy=TRIAGE_RETRY,
-            **self._on(AUDIT_AGENT))
+            "triage",
+            "process_triage_output",
+            name,
+            result_type=TriageOutput,
+            start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+            retry_policy=TRIAGE_RETRY,
+            **self._on(AUDIT_AGENT),
+        )
         self._status.blocks, self._status.flags = triage.blocks, triage.flags
 
         if triage.flags:
-            await self._agent("fixes", "apply_flag_fixes", name, triage.flags,
-                              build.target_agent, hours=2)
+            await self._agent(
+                "fixes", "apply_flag_fixes", name, triage.flags, build.target_agent, hours=2
+            )
         if triage.blocks:
-            task_path: str = await self._stage(
-                "notify", "notify_blocks", name, build.task_id, triage.blocks, result_type=str,
-                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=NOTIFY_HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER)) or ""
+            task_path: str = (
+                await self._stage(
+                    "notify",
+                    "notify_blocks",
+                    name,
+                    build.task_id,
+                    triage.blocks,
+                    result_type=str,
+                    start_to_close_timeout=timedelta(minutes=30),
+                    heartbeat_timeout=NOTIFY_HEARTBEAT,
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    **self._on(DISPATCHER),
+                )
+                or ""
+            )
             self._origin_path = task_path
             resolution = await self._gate(build, task_path)
             if resolution.decision != "approved":
                 return await self._stop(build, resolution)
 
         closed = await self._agent("close", "close_build", name, build.target_agent, hours=2)
-        done = PipelineOutcome(outcome="partial" if triage.blocks else "success",
-                               resolution=self._decision)
+        done = PipelineOutcome(
+            outcome="partial" if triage.blocks else "success", resolution=self._decision
+        )
         summary = await self._summarize(build, closed.output or "", done)
         self._set_stage("done")
-        return BuildPipelineResult(status="complete", workflow_id=workflow.info().workflow_id,
-                                   summary_path=summary)
+        return BuildPipelineResult(
+            status="complete", workflow_id=workflow.info().workflow_id, summary_path=summary
+        )
 
     async def _gate(self, build: BuildPipelineInput, task_path: str) -> Resolution:
         """Park until an update decides (the operator's, or the worker's watcher delivering a
@@ -238,16 +294,21 @@ class BuildPipelineWorkflow(FailureHold):
         self._awaiting = True
         parked = workflow.now()
         poller = workflow.start_activity(
-            "wait_for_block_resolution", args=[build.build_name, build.task_id, task_path],
-            result_type=dict, schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
+            "wait_for_block_resolution",
+            args=[build.build_name, build.task_id, task_path],
+            result_type=dict,
+            schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
             summary=self._summary("awaiting-approval"),
-            start_to_close_timeout=GATE_CHECK_TIMEOUT, retry_policy=GATE_RETRY,
+            start_to_close_timeout=GATE_CHECK_TIMEOUT,
+            retry_policy=GATE_RETRY,
             **self._on(DISPATCHER, bounded=False),
         )
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None or poller.done(), timeout=GATE_TIMEOUT,
-                timeout_summary="no decision on the blocks within 7 days")
+                lambda: self._decision is not None or poller.done(),
+                timeout=GATE_TIMEOUT,
+                timeout_summary="no decision on the blocks within 7 days",
+            )
         except TimeoutError:
             self._decision = Resolution(decision="timed_out", via="timer", at=self._now())
         finally:
@@ -259,8 +320,11 @@ class BuildPipelineWorkflow(FailureHold):
                 raise StageFailed("awaiting-approval", err) from None
             self._decision = Resolution(
                 decision=found["decision"],  # type: ignore[arg-type]
-                via="task-file", by=found.get("by", ""), note=found.get("note", ""),
-                at=self._now())
+                via="task-file",
+                by=found.get("by", ""),
+                note=found.get("note", ""),
+                at=self._now(),
+            )
         elif not poller.done():
             poller.cancel()
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
@@ -278,9 +342,12 @@ class BuildPipelineWorkflow(FailureHold):
             raise ApplicationError(
                 f"no decision on {build.build_name}'s blocks within {GATE_TIMEOUT.days} days "
                 f"(summary: {summary or 'not written'})",
-                type=APPROVAL_TIMED_OUT, non_retryable=True)
-        return BuildPipelineResult(status="rejected", workflow_id=workflow.info().workflow_id,
-                                   summary_path=summary)
+                type=APPROVAL_TIMED_OUT,
+                non_retryable=True,
+            )
+        return BuildPipelineResult(
+            status="rejected", workflow_id=workflow.info().workflow_id, summary_path=summary
+        )
 
     async def _end(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
         """Failure path: summary, then open task files closed and one notification.
@@ -298,26 +365,42 @@ class BuildPipelineWorkflow(FailureHold):
         message = f"pipeline {outcome.outcome}{where}{saved}"
         with contextlib.suppress(ActivityError):
             await workflow.execute_activity(
-                "end_pipeline", args=[workflow.info().workflow_id, build.build_name,
-                                      outcome.outcome, message],
-                start_to_close_timeout=LOCAL_STAGE_TIMEOUT, summary=self._summary("end"),
-                retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
+                "end_pipeline",
+                args=[workflow.info().workflow_id, build.build_name, outcome.outcome, message],
+                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                summary=self._summary("end"),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                **self._on(DISPATCHER),
+            )
         await self._close_elsewhere(outcome.outcome)
         self._set_stage(outcome.outcome.replace("_", "-"))
         return summary
 
-    async def _summarize(self, build: BuildPipelineInput, report_path: str,
-                         outcome: PipelineOutcome) -> str:
+    async def _summarize(
+        self, build: BuildPipelineInput, report_path: str, outcome: PipelineOutcome
+    ) -> str:
         outcome.task_ids = dict(self._status.task_ids)
         outcome.skipped = list(self._skipped)
         completed_at = self._now()
         self._set_stage("summary")
         path: str = await self._stage(
-            "summary", "summarize_workflow", workflow.info().workflow_id, build.build_name,
-            self._status.started_at, completed_at, list(self._phases),
-            len(self._status.blocks), self._flags_applied(), build.plan_path, report_path,
-            outcome, result_type=str, start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=3), **self._on(DISPATCHER))
+            "summary",
+            "summarize_workflow",
+            workflow.info().workflow_id,
+            build.build_name,
+            self._status.started_at,
+            completed_at,
+            list(self._phases),
+            len(self._status.blocks),
+            self._flags_applied(),
+            build.plan_path,
+            report_path,
+            outcome,
+            result_type=str,
+            start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            **self._on(DISPATCHER),
+        )
         return path
 
     # --- helpers ---------------------------------------------------------------------------
@@ -326,8 +409,11 @@ class BuildPipelineWorkflow(FailureHold):
         if not workflow.patched(SETTINGS_PATCH):
             return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
         settings: PipelineSettings = await workflow.execute_local_activity(
-            "pipeline_settings", result_type=PipelineSettings,
-            start_to_close_timeout=SETTINGS_TIMEOUT, summary=self._summary("settings"))
+            "pipeline_settings",
+            result_type=PipelineSettings,
+            start_to_close_timeout=SETTINGS_TIMEOUT,
+            summary=self._summary("settings"),
+        )
         return settings
 
     async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
@@ -335,8 +421,15 @@ class BuildPipelineWorkflow(FailureHold):
         if self._route.host:
             self._hosts_used.add(self._route.host)
         result: BuildPhaseResult | None = await self._stage(
-            stage, activity, *args, result_type=None, start_to_close_timeout=timedelta(hours=hours),
-            retry_policy=AGENT_RETRY, heartbeat_timeout=self._heartbeat_timeout(), **options)
+            stage,
+            activity,
+            *args,
+            result_type=None,
+            start_to_close_timeout=timedelta(hours=hours),
+            retry_policy=AGENT_RETRY,
+            heartbeat_timeout=self._heartbeat_timeout(),
+            **options,
+        )
         return result or BuildPhaseResult(status="skipped")
 
     def _on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
@@ -353,9 +446,12 @@ class BuildPipelineWorkflow(FailureHold):
             where = on_host(self._settings, workflow.info().task_queue, host)
             with contextlib.suppress(ActivityError):
                 await workflow.execute_activity(
-                    "close_pipeline_tasks", args=[workflow.info().workflow_id, outcome],
+                    "close_pipeline_tasks",
+                    args=[workflow.info().workflow_id, outcome],
                     start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-                    retry_policy=RetryPolicy(maximum_attempts=3), **where.options)
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    **where.options,
+                )
 
     async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
         """Run one stage; with a hold, a failure parks it for the operator's decision.
@@ -367,7 +463,8 @@ class BuildPipelineWorkflow(FailureHold):
             if stage in AGENT_STAGES:
                 info = workflow.info()
                 self._status.task_ids[stage] = dispatch_task_id(
-                    info.workflow_id, info.run_id, stage, number)
+                    info.workflow_id, info.run_id, stage, number
+                )
             try:
                 return await self._attempt(stage, activity, args, options)
             except StageFailed as failure:
@@ -380,15 +477,17 @@ class BuildPipelineWorkflow(FailureHold):
             number += 1
             if stage in AGENT_STAGES:  # a new activity: a new task file and a new token
                 options = {**options, "activity_id": retry_activity_id(stage, number)}
-                args = (*args[:_AGENT_ARGS[activity]], given.note)
+                args = (*args[: _AGENT_ARGS[activity]], given.note)
 
-    async def _attempt(self, stage: str, activity: str, args: tuple[Any, ...],
-                       options: dict[str, Any]) -> Any:
+    async def _attempt(
+        self, stage: str, activity: str, args: tuple[Any, ...], options: dict[str, Any]
+    ) -> Any:
         self._set_stage(stage)
         started = workflow.now()
         try:
-            result = await workflow.execute_activity(activity, args=list(args),
-                                                     summary=self._summary(stage), **options)
+            result = await workflow.execute_activity(
+                activity, args=list(args), summary=self._summary(stage), **options
+            )
             if stage in AGENT_STAGES:
                 result = read_agent_result(stage, result)
         except ActivityError as err:
@@ -401,8 +500,9 @@ class BuildPipelineWorkflow(FailureHold):
             observability.record_stage(stage, self._since(started), "success")
             self._mark_done(stage)
             return result
-        observability.record_stage(stage, self._since(started), METRIC_OUTCOME.get(
-            failure.error_type, "error"))
+        observability.record_stage(
+            stage, self._since(started), METRIC_OUTCOME.get(failure.error_type, "error")
+        )
         raise failure
 
     def _set_stage(self, stage: str) -> None:
@@ -434,9 +534,14 @@ class BuildPipelineWorkflow(FailureHold):
         else:
             task_id, task_file = self._status.task_ids.get(stage, ""), ""
         return operator_view.current_details(
-            build_name=self._build.build_name, stage=stage, agent=self._agent_of(stage),
-            task_id=task_id, task_file=task_file, error=self._status.error,
-            commands=self._operator_commands(stage))
+            build_name=self._build.build_name,
+            stage=stage,
+            agent=self._agent_of(stage),
+            task_id=task_id,
+            task_file=task_file,
+            error=self._status.error,
+            commands=self._operator_commands(stage),
+        )
 
     def _operator_commands(self, stage: str) -> list[operator_view.Command]:
         """The exact commands that move a waiting pipeline on, shown in its current details."""
@@ -453,8 +558,9 @@ class BuildPipelineWorkflow(FailureHold):
         return timedelta(seconds=seconds) if seconds else None
 
     def _failed(self, stage: str, err: ActivityError) -> StageFailed:
-        return StageFailed(stage, err, self._agent_of(stage),
-                           self._settings.heartbeat_timeout_seconds, self._route)
+        return StageFailed(
+            stage, err, self._agent_of(stage), self._settings.heartbeat_timeout_seconds, self._route
+        )
 
     def _mark_done(self, stage: str) -> None:
         self._status.stages_done.append(stage)

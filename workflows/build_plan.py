@@ -93,7 +93,8 @@ class BuildPlanWorkflow:
                 heartbeat_timeout=self._heartbeat(),
                 activity_id=str(self._scheduled) if self._phase_ids else None,
                 summary=operator_view.SEP.join(
-                    [f"phase {number}", agent_type, " ".join(description.split())[:80]]),
+                    [f"phase {number}", agent_type, " ".join(description.split())[:80]]
+                ),
                 retry_policy=RetryPolicy(
                     maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
                 ),
@@ -115,7 +116,10 @@ class BuildPlanWorkflow:
                 seconds = self._settings.heartbeat_timeout_seconds
                 raise ApplicationError(
                     f"Phase {number} failed: no heartbeat from the {agent_type} agent within "
-                    f"{seconds} s", type=STAGE_TIMED_OUT, non_retryable=True) from err
+                    f"{seconds} s",
+                    type=STAGE_TIMED_OUT,
+                    non_retryable=True,
+                ) from err
             raise
         _record_phase(started, "success" if result.status == "success" else "failed")
         return result
@@ -129,9 +133,11 @@ class BuildPlanWorkflow:
 async def _settings() -> PipelineSettings:
     """The worker's settings, recorded once in this plan's history."""
     settings: PipelineSettings = await workflow.execute_local_activity(
-        "pipeline_settings", result_type=PipelineSettings,
+        "pipeline_settings",
+        result_type=PipelineSettings,
         start_to_close_timeout=SETTINGS_TIMEOUT,
-        summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]))
+        summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]),
+    )
     return settings
 
 

@@ -51,8 +51,10 @@ class FailureHold:
     def _skip_allowed(self, decision: DecisionInput | None = None) -> None:
         held = self._check_held()
         if held.stage in UNSKIPPABLE:
-            raise ValueError(f"the {held.stage} stage cannot be skipped: the security gate "
-                             "cannot be bypassed (retry or abort)")
+            raise ValueError(
+                f"the {held.stage} stage cannot be skipped: the security gate "
+                "cannot be bypassed (retry or abort)"
+            )
 
     @workflow.update
     def abort(self, decision: DecisionInput | None = None) -> str:
@@ -82,11 +84,18 @@ class FailureHold:
         self._set_stage("awaiting-retry")
         try:
             await workflow.execute_activity(
-                "notify_hold", args=[workflow.info().workflow_id, self._status.build_name,
-                                     failure.stage, failure.reason, self._hold_seconds,
-                                     self._holds],
+                "notify_hold",
+                args=[
+                    workflow.info().workflow_id,
+                    self._status.build_name,
+                    failure.stage,
+                    failure.reason,
+                    self._hold_seconds,
+                    self._holds,
+                ],
                 start_to_close_timeout=NOTIFY_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3))
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
         except ActivityError as err:  # best effort, as every notification
             if is_cancelled_exception(err):
                 raise
@@ -94,19 +103,28 @@ class FailureHold:
             await workflow.wait_condition(
                 lambda: self._choice is not None,
                 timeout=timedelta(seconds=self._hold_seconds),
-                timeout_summary=f"no decision on the failed {failure.stage} stage")
+                timeout_summary=f"no decision on the failed {failure.stage} stage",
+            )
         except TimeoutError:
             self._choice = ("expired", DecisionInput())
         self._held = None
         assert self._choice is not None
         choice, given = self._choice
         if choice == "expired":
-            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
-                f"{failure.reason}; no decision came within the {self._hold_seconds:g}s hold"))
+            raise StageFailed(
+                failure.stage,
+                error_type=failure.error_type,
+                reason=(
+                    f"{failure.reason}; no decision came within the {self._hold_seconds:g}s hold"
+                ),
+            )
         if choice == "abort":
             note = f": {given.note}" if given.note else ""
-            raise StageFailed(failure.stage, error_type=failure.error_type, reason=(
-                f"{failure.reason}; aborted by {given.by or 'the operator'}{note}"))
+            raise StageFailed(
+                failure.stage,
+                error_type=failure.error_type,
+                reason=(f"{failure.reason}; aborted by {given.by or 'the operator'}{note}"),
+            )
         self._status.failed_stage = self._status.failed_error = ""
         if choice == "skip":
             self._status.skipped = [*self._skipped, failure.stage]

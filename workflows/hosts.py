@@ -30,14 +30,16 @@ class Route:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def route(settings: PipelineSettings, task_queue: str, agent: str, *,
-          bounded: bool = True) -> Route:
+def route(
+    settings: PipelineSettings, task_queue: str, agent: str, *, bounded: bool = True
+) -> Route:
     """The route of an activity done for `agent`: its host's, or any worker's if unmapped."""
     return on_host(settings, task_queue, settings.agent_hosts.get(agent, ""), bounded=bounded)
 
 
-def on_host(settings: PipelineSettings, task_queue: str, host: str, *,
-            bounded: bool = True) -> Route:
+def on_host(
+    settings: PipelineSettings, task_queue: str, host: str, *, bounded: bool = True
+) -> Route:
     """The route to `host`'s queue, with the options that send an activity there.
 
     `bounded` adds HOST_WAIT_SECONDS as the activity's schedule-to-start timeout: a host whose
@@ -58,9 +60,15 @@ def unplaced(error: ActivityError, where: Route, what: str) -> str:
     """The one-line reason when `error` says no worker of `where`'s host took the activity;
     "" for any other failure."""
     cause = error.cause
-    if not (where.host and where.wait is not None and isinstance(cause, ActivityTimeoutError)
-            and cause.type == TimeoutType.SCHEDULE_TO_START):
+    if not (
+        where.host
+        and where.wait is not None
+        and isinstance(cause, ActivityTimeoutError)
+        and cause.type == TimeoutType.SCHEDULE_TO_START
+    ):
         return ""
-    return (f"no worker on host {where.host!r} took the {what} within "
-            f"{where.wait.total_seconds():g} s (task queue {where.queue}): start worker.py "
-            f"there with WORKER_HOST={where.host}")
+    return (
+        f"no worker on host {where.host!r} took the {what} within "
+        f"{where.wait.total_seconds():g} s (task queue {where.queue}): start worker.py "
+        f"there with WORKER_HOST={where.host}"
+    )

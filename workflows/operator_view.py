@@ -42,8 +42,7 @@ def update_command(workflow_id: str, name: str) -> str:
     """The `temporal` CLI command that sends update `name`; the address and namespace come
     from the operator's TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (or --address)."""
     return (
-        f"temporal workflow update execute --workflow-id {shlex.quote(workflow_id)} "
-        f"--name {name}"
+        f"temporal workflow update execute --workflow-id {shlex.quote(workflow_id)} --name {name}"
     )
 
 

@@ -28,13 +28,23 @@ class StageFailed(Exception):
     type and reason are given.
     """
 
-    def __init__(self, stage: str, error: ActivityError | None = None, agent: str = "",
-                 heartbeat_seconds: int = 0, where: Route | None = None, *,
-                 error_type: str = STAGE_FAILED, reason: str = "") -> None:
+    def __init__(
+        self,
+        stage: str,
+        error: ActivityError | None = None,
+        agent: str = "",
+        heartbeat_seconds: int = 0,
+        where: Route | None = None,
+        *,
+        error_type: str = STAGE_FAILED,
+        reason: str = "",
+    ) -> None:
         self.stage = stage
         self.error_type, self.reason = (
-            _describe(stage, error, agent, heartbeat_seconds, where or Route()) if error
-            else (error_type, reason))
+            _describe(stage, error, agent, heartbeat_seconds, where or Route())
+            if error
+            else (error_type, reason)
+        )
         super().__init__(f"{stage}: {self.reason}")
 
 
@@ -53,8 +63,9 @@ def read_agent_result(stage: str, raw: Any) -> BuildPhaseResult:
     text = output if isinstance(output, str) else _json_text(output)
     if status != "success":
         shown = status if isinstance(status, str) else _json_text(status)
-        raise StageFailed(stage, reason=text or f"the {stage} stage was completed with status "
-                                             f"{shown[:100]!r}")
+        raise StageFailed(
+            stage, reason=text or f"the {stage} stage was completed with status {shown[:100]!r}"
+        )
     return BuildPhaseResult(status="success", output=text)
 
 
@@ -65,8 +76,9 @@ def _json_text(value: Any) -> str:
         return repr(value)
 
 
-def _describe(stage: str, error: ActivityError, agent: str, heartbeat_seconds: int,
-              where: Route) -> tuple[str, str]:
+def _describe(
+    stage: str, error: ActivityError, agent: str, heartbeat_seconds: int, where: Route
+) -> tuple[str, str]:
     missing = unplaced(error, where, f"{stage} stage")
     if missing:
         return HOST_UNAVAILABLE, missing
@@ -76,8 +88,9 @@ def _describe(stage: str, error: ActivityError, agent: str, heartbeat_seconds: i
         return kind, cause.message
     if isinstance(cause, ActivityTimeoutError):
         if cause.type == TimeoutType.HEARTBEAT and agent:
-            return STAGE_TIMED_OUT, (f"no heartbeat from the {agent} agent within "
-                                     f"{heartbeat_seconds} s")
+            return STAGE_TIMED_OUT, (
+                f"no heartbeat from the {agent} agent within {heartbeat_seconds} s"
+            )
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
         return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
     return STAGE_FAILED, str(cause or error)

@@ -61,8 +61,9 @@ async def dispatch(
         await client.start_workflow(
             PhaseProbeWorkflow.run,
             ProbeInput(
-                BuildPhaseInput(plan_name="cli", phase_number=i + 1, agent_type="dev",
-                                description=f"probe {i}"),
+                BuildPhaseInput(
+                    plan_name="cli", phase_number=i + 1, agent_type="dev", description=f"probe {i}"
+                ),
                 **limits,
             ),
             id=f"cli-{uuid.uuid4()}",
@@ -94,8 +95,15 @@ def assert_clean_error(code: int, out: str, err: str, expected: int, *secrets: s
 async def temporal_cli(args: list[str], address: str) -> str:
     """Run the real `temporal` CLI as an operator would; its stdout, or a failure naming why."""
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN, *args, "--address", address, "--namespace", "default",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        TEMPORAL_BIN,
+        *args,
+        "--address",
+        address,
+        "--namespace",
+        "default",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, (args, err.decode())
     return out.decode()
@@ -103,8 +111,11 @@ async def temporal_cli(args: list[str], address: str) -> str:
 
 async def heartbeat_details(workflow_id: str, address: str) -> list[Any]:
     """The pending activity's heartbeat details, as `temporal workflow describe` shows them."""
-    described = json.loads(await temporal_cli(
-        ["workflow", "describe", "--workflow-id", workflow_id, "--output", "json"], address))
+    described = json.loads(
+        await temporal_cli(
+            ["workflow", "describe", "--workflow-id", workflow_id, "--output", "json"], address
+        )
+    )
     [pending] = described["pendingActivities"]
     details = pending.get("heartbeatDetails", [])
     assert isinstance(details, list), details  # the CLI shows decoded JSON payloads

@@ -19,8 +19,13 @@ def worker_tasks(queue_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-STAGE_OF_TYPE = {"build_prefab": "prefab", "build_plan": "implement", "security_audit": "audit",
-                 "security_fix": "fixes", "build_closeout": "close"}
+STAGE_OF_TYPE = {
+    "build_prefab": "prefab",
+    "build_plan": "implement",
+    "security_audit": "audit",
+    "security_fix": "fixes",
+    "build_closeout": "close",
+}
 
 
 def stage_of(task: dict[str, Any]) -> str:

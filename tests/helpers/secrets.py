@@ -58,8 +58,9 @@ class SecretScan:
     hits: list[str] = field(default_factory=list)
 
 
-def scan_for_secrets(texts: Iterable[str], tokens: Iterable[bytes],
-                     other_secrets: Iterable[str] = ()) -> SecretScan:
+def scan_for_secrets(
+    texts: Iterable[str], tokens: Iterable[bytes], other_secrets: Iterable[str] = ()
+) -> SecretScan:
     needles = [form for t in tokens for form in token_forms(t)]
     needles += [s for s in other_secrets if s]
     scan = SecretScan(needles=len(needles))
@@ -74,5 +75,5 @@ def scan_for_secrets(texts: Iterable[str], tokens: Iterable[bytes],
                 scan.hits.append(f"PEM marker {marker!r} in a log")
         for match in TOKEN_SHAPES.finditer(text):
             start = max(match.start() - 60, 0)
-            scan.hits.append(f"token-shaped text: {text[start:match.end() + 20]!r}")
+            scan.hits.append(f"token-shaped text: {text[start : match.end() + 20]!r}")
     return scan

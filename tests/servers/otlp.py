@@ -107,9 +107,7 @@ class OtlpReceiver:
         self.received = Received()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(self), self._server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            _Metrics(self), self._server
-        )
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     @property
@@ -185,16 +183,32 @@ def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:
     if kind in ("sum", "gauge"):
         for dp in getattr(metric, kind).data_points:
             value = dp.as_double if dp.WhichOneof("value") == "as_double" else dp.as_int
-            yield Point(metric.name, kind, metric.unit, attributes(dp.attributes), resource,
-                        float(value), 0)
+            yield Point(
+                metric.name, kind, metric.unit, attributes(dp.attributes), resource, float(value), 0
+            )
     elif kind == "histogram":
         for dp in metric.histogram.data_points:
-            yield Point(metric.name, kind, metric.unit, attributes(dp.attributes), resource,
-                        dp.sum, dp.count, tuple(dp.explicit_bounds))
+            yield Point(
+                metric.name,
+                kind,
+                metric.unit,
+                attributes(dp.attributes),
+                resource,
+                dp.sum,
+                dp.count,
+                tuple(dp.explicit_bounds),
+            )
     elif kind is not None:
         for dp in getattr(metric, kind).data_points:
-            yield Point(metric.name, kind, metric.unit, attributes(dp.attributes), resource,
-                        float(getattr(dp, "sum", 0.0)), int(getattr(dp, "count", 0)))
+            yield Point(
+                metric.name,
+                kind,
+                metric.unit,
+                attributes(dp.attributes),
+                resource,
+                float(getattr(dp, "sum", 0.0)),
+                int(getattr(dp, "count", 0)),
+            )
 
 
 def main() -> None:

@@ -55,32 +55,50 @@ class Synapse:
         with httpx.Client(base_url=self.url, timeout=30) as http:
             nonce = http.get("/_synapse/admin/v1/register").json()["nonce"]
             mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-            mac.update(b"\x00".join([
-                nonce.encode(), localpart.encode(), password.encode(),
-                b"admin" if admin else b"notadmin",
-            ]))
-            answer = http.post("/_synapse/admin/v1/register", json={
-                "nonce": nonce, "username": localpart, "password": password, "admin": admin,
-                "mac": mac.hexdigest(),
-            })
+            mac.update(
+                b"\x00".join(
+                    [
+                        nonce.encode(),
+                        localpart.encode(),
+                        password.encode(),
+                        b"admin" if admin else b"notadmin",
+                    ]
+                )
+            )
+            answer = http.post(
+                "/_synapse/admin/v1/register",
+                json={
+                    "nonce": nonce,
+                    "username": localpart,
+                    "password": password,
+                    "admin": admin,
+                    "mac": mac.hexdigest(),
+                },
+            )
         answer.raise_for_status()
         body = answer.json()
         return MatrixUser(body["user_id"], body["access_token"])
 
-    def create_room(self, owner: MatrixUser, alias_localpart: str,
-                    invite: list[str] | None = None) -> str:
+    def create_room(
+        self, owner: MatrixUser, alias_localpart: str, invite: list[str] | None = None
+    ) -> str:
         with self.api(owner.access_token) as http:
-            answer = http.post("/_matrix/client/v3/createRoom", json={
-                "room_alias_name": alias_localpart, "preset": "private_chat",
-                "invite": invite or [],
-            })
+            answer = http.post(
+                "/_matrix/client/v3/createRoom",
+                json={
+                    "room_alias_name": alias_localpart,
+                    "preset": "private_chat",
+                    "invite": invite or [],
+                },
+            )
         answer.raise_for_status()
         return str(answer.json()["room_id"])
 
     def join(self, user: MatrixUser, room_id: str) -> None:
         with self.api(user.access_token) as http:
-            http.post(f"/_matrix/client/v3/join/{quote(room_id, safe='')}",
-                      json={}).raise_for_status()
+            http.post(
+                f"/_matrix/client/v3/join/{quote(room_id, safe='')}", json={}
+            ).raise_for_status()
 
     def messages(self, user: MatrixUser, room_id: str) -> list[dict[str, Any]]:
         """Every m.room.message in the room, oldest first, as the room's members see them."""
@@ -102,41 +120,72 @@ class Synapse:
 
 def write_config(directory: Path, port: int) -> Path:
     subprocess.run(
-        [str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "--server-name", SERVER_NAME,
-         "--config-path", str(directory / "homeserver.yaml"), "--generate-config",
-         "--report-stats=no", "--data-directory", str(directory / "data")],
-        cwd=directory, check=True, capture_output=True, timeout=120,
+        [
+            str(SYNAPSE_PYTHON),
+            "-m",
+            "synapse.app.homeserver",
+            "--server-name",
+            SERVER_NAME,
+            "--config-path",
+            str(directory / "homeserver.yaml"),
+            "--generate-config",
+            "--report-stats=no",
+            "--data-directory",
+            str(directory / "data"),
+        ],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     config_path = directory / "homeserver.yaml"
     config = yaml.safe_load(config_path.read_text())
     log_config = directory / "log.yaml"
-    log_config.write_text(yaml.safe_dump({
-        "version": 1,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-        "handlers": {"file": {"class": "logging.FileHandler", "formatter": "plain",
-                              "filename": str(directory / "homeserver.log")}},
-        "root": {"level": "WARNING", "handlers": ["file"]},
-        "disable_existing_loggers": False,
-    }))
-    config.update({
-        "listeners": [{
-            "port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-            "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-        }],
-        "log_config": str(log_config),
-        "trusted_key_servers": [],
-        "suppress_key_server_warning": True,
-        "federation_domain_whitelist": [],
-        "presence": {"enabled": False},
-        "enable_metrics": False,
-        "rc_message": UNLIMITED,
-        "rc_registration": UNLIMITED,
-        "rc_login": {"address": UNLIMITED, "account": UNLIMITED,
-                     "failed_attempts": UNLIMITED},
-        "rc_joins": {"local": UNLIMITED, "remote": UNLIMITED},
-        "rc_invites": {"per_room": UNLIMITED, "per_user": UNLIMITED, "per_issuer": UNLIMITED},
-        "rc_room_creation": UNLIMITED,
-    })
+    log_config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "formatters": {
+                    "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+                },
+                "handlers": {
+                    "file": {
+                        "class": "logging.FileHandler",
+                        "formatter": "plain",
+                        "filename": str(directory / "homeserver.log"),
+                    }
+                },
+                "root": {"level": "WARNING", "handlers": ["file"]},
+                "disable_existing_loggers": False,
+            }
+        )
+    )
+    config.update(
+        {
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "log_config": str(log_config),
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "federation_domain_whitelist": [],
+            "presence": {"enabled": False},
+            "enable_metrics": False,
+            "rc_message": UNLIMITED,
+            "rc_registration": UNLIMITED,
+            "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
+            "rc_joins": {"local": UNLIMITED, "remote": UNLIMITED},
+            "rc_invites": {"per_room": UNLIMITED, "per_user": UNLIMITED, "per_issuer": UNLIMITED},
+            "rc_room_creation": UNLIMITED,
+        }
+    )
     config_path.write_text(yaml.safe_dump(config))
     return config_path
 
@@ -153,7 +202,9 @@ def running_synapse(directory: Path) -> Iterator[Synapse]:
     out = (directory / "stdout.log").open("wb")
     proc = subprocess.Popen(
         [str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(config_path)],
-        cwd=directory, stdout=out, stderr=subprocess.STDOUT,
+        cwd=directory,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 120

@@ -332,9 +332,7 @@ class TlsRelay:
     stall a handshake.
     """
 
-    def __init__(
-        self, upstream: str, server: Issued, client_ca_pem: bytes, workdir: Path
-    ) -> None:
+    def __init__(self, upstream: str, server: Issued, client_ca_pem: bytes, workdir: Path) -> None:
         host, _, port = upstream.rpartition(":")
         self._upstream = (host, int(port))
         workdir.mkdir(parents=True, exist_ok=True)
