@@ -39,8 +39,9 @@ from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features, host_queue
 from temporal_connect import describe_connect_error
-from workflows.build_pipeline_workflow import BUILD_STAGE, BuildPipelineWorkflow
+from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
+from workflows.stage_runner import BUILD_STAGE
 
 ROOT = Path(__file__).resolve().parent
 WORKER_ID = str(uuid.uuid4())

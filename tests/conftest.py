@@ -20,7 +20,7 @@ from harness.env import DEV_SERVER_ARGS, TEMPORAL_BIN, make_config
 from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
 from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_vault_setup
 from tests.servers.vault import CLIENT_CN, SERVER_DNS_NAME, Pki, VaultSetup
-from workflows.build_pipeline_workflow import BUILD_STAGE
+from workflows.stage_runner import BUILD_STAGE
 
 
 @pytest.fixture(scope="session")
