@@ -4,24 +4,34 @@
 // below; after changing them use `pm2 restart ecosystem.config.js --update-env`.
 const path = require('path');
 
-// The agent runner (agent_runner.py) is a second app, started only when AGENT_COMMANDS_FILE is
-// set in the environment of `pm2 start`: without it the runner has nothing to run, and PM2 would
-// restart it until it gave up.
-const runner = {
-  name: 'temporal-build-agent-runner',
-  script: 'agent_runner.py',
+// What both apps share: this checkout's venv Python, restarts with a growing delay, PM2's dates.
+// A crash is restarted after 500 ms, then 750, 1125, ... up to 15 s between tries; the delay
+// starts again from 500 ms once the app has stayed up for 30 s. PM2 counts a restart as unstable
+// (towards max_restarts) only within min_uptime * max_restarts = 10 s of the start, where this
+// backoff leaves room for at most 6, so an outage at boot (Temporal or Vault down) is retried
+// every 15 s until it ends instead of leaving the app `errored`.
+const python = (script) => ({
+  script,
   interpreter: path.join(__dirname, '.venv', 'bin', 'python'),
   cwd: __dirname,
   autorestart: true,
   watch: false,
   exp_backoff_restart_delay: 500,
   max_restarts: 10,
+  log_date_format: 'YYYY-MM-DD HH:mm:ss Z',
+});
+
+// The agent runner (agent_runner.py) is a second app, started only when AGENT_COMMANDS_FILE is
+// set in the environment of `pm2 start`: without it the runner has nothing to run, and PM2 would
+// restart it until it gave up.
+const runner = {
+  ...python('agent_runner.py'),
+  name: 'temporal-build-agent-runner',
   // PM2 stops with SIGINT: the runner gives each running agent SIGTERM, then SIGKILL after
   // AGENT_RUNNER_KILL_GRACE_SECONDS (10 s), then tells its stage; 30 s covers both. The runner
   // stops its agents' process groups itself, so PM2 must not signal them behind its back.
   kill_timeout: 30000,
   treekill: false,
-  log_date_format: 'YYYY-MM-DD HH:mm:ss Z',
   env: {
     PYTHONUNBUFFERED: '1',
   },
@@ -30,23 +40,11 @@ const runner = {
 module.exports = {
   apps: [
     {
+      ...python('worker.py'),
       name: 'temporal-build-worker',
-      script: 'worker.py',
-      interpreter: path.join(__dirname, '.venv', 'bin', 'python'),
-      cwd: __dirname,
-      autorestart: true,
-      watch: false,
-      // A crash is restarted after 500 ms, then 750, 1125, ... up to 15 s between tries; the delay
-      // starts again from 500 ms once the worker has stayed up for 30 s. PM2 counts a restart as
-      // unstable (towards max_restarts) only within min_uptime * max_restarts = 10 s of the start,
-      // where this backoff leaves room for at most 6, so an outage at boot (Temporal or Vault down)
-      // is retried every 15 s until it ends instead of leaving the app `errored`.
-      exp_backoff_restart_delay: 500,
-      max_restarts: 10,
       // PM2 stops with SIGINT and sends SIGKILL after kill_timeout. The worker drains for up to
       // worker.GRACEFUL_SHUTDOWN (10 s) and then closes its client, so give it 15 s.
       kill_timeout: 15000,
-      log_date_format: 'YYYY-MM-DD HH:mm:ss Z',
       env: {
         PYTHONUNBUFFERED: '1',
         MATRIX_ROOM: 'sysadmin',

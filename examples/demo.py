@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dev_server import dev_server_command
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
+from workflows.operator_view import update_command
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "examples" / "demo-agent.sh"
@@ -176,18 +178,9 @@ async def drive(env: dict[str, str]) -> str:
             )
             if seen == "awaiting-approval":
                 say(f"  blocked on: {status.blocks}")
-                command = [
-                    str(TEMPORAL),
-                    "workflow",
-                    "update",
-                    "execute",
-                    "--workflow-id",
-                    handle.id,
-                    "--name",
-                    "approve",
-                    "--input",
-                    json.dumps({"note": "privileged mode accepted", "by": "demo-operator"}),
-                ]
+                note = {"note": "privileged mode accepted", "by": "demo-operator"}
+                approve = shlex.split(update_command(handle.id, "approve"))
+                command = [str(TEMPORAL), *approve[1:], "--input", json.dumps(note)]
                 say("  operator: " + " ".join(command[:8]) + " --input '...'")
                 cli = await asyncio.create_subprocess_exec(
                     *command,

@@ -25,6 +25,7 @@ from harness.pipelines import (
     summaries,
     summary_of,
     temporal,
+    update,
     wait_stage,
 )
 from tests.helpers.checks import wait_for
@@ -207,19 +208,8 @@ async def test_approve_takes_a_bare_note(
     ):
         handle = await start_pipeline(client, config, task_id)
         await wait_stage(handle, "awaiting-approval")
-        code, out, err = await temporal(
-            address,
-            "workflow",
-            "update",
-            "execute",
-            "--workflow-id",
-            handle.id,
-            "--name",
-            "approve",
-            "--input",
-            '"ok by me"',
-        )
-        assert code == 0, out + err
+        code, out = await update(address, handle.id, "approve", '"ok by me"')
+        assert code == 0, out
         done = await asyncio.wait_for(handle.result(), 60)
     resolution = summary_of(done.summary_path)["resolution"]
     assert (resolution["via"], resolution["note"], resolution["by"]) == (
