@@ -10,7 +10,7 @@ import base64
 import json
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from activities import task_files
 from agent_calls import MAX_PROGRESS_LEN, clean_progress, decode_token, token_ref
@@ -217,6 +217,10 @@ async def test_pipeline_cancel_marks_the_file_and_its_heartbeat_exits_6(
     [path] = [p for p in config.agent_task_dir.glob("*.yml") if p.name != origin.name]
     token = task_files.load_task(path)["payload"]["task_token"]
     code, out, err = await run_cli(["--task-file", str(path), "heartbeat", "x"], address)
+    assert STOP in assert_clean_error(code, out, err, 6, token)
+    # the bare token too: the cancelled pipeline ends CANCELED, which the CLI asks about
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    code, out, err = await run_cli([token, "heartbeat", "x"], address)
     assert STOP in assert_clean_error(code, out, err, 6, token)
 
 
