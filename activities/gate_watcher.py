@@ -34,17 +34,16 @@ from pathlib import Path
 import structlog
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
-from watchfiles import Change, awatch
+from watchfiles import Change
 
 from activities import task_files
 from exceptions import TaskFileError
 from models import DecisionInput
+from task_dir_watch import watch_task_dir
 
 UPDATE_OF = {task_files.APPROVED: "approve", task_files.REJECTED: "reject"}
-# The watch thread looks for changes every STEP_MS and yields once a burst has been quiet that
-# long: about 0.1 s from a write to the update. It also returns every TICK_MS with nothing, which
-# is how the watcher knows its watch is up before it reads the directory.
-STEP_MS = 50
+# The watch also returns every TICK_MS with nothing, which is how the watcher knows its watch is
+# up before it reads the directory.
 TICK_MS = 1000
 # A file last written longer ago than the gate lasts (7 days) cannot hold a decision for a run
 # still parked: the start-up read skips it.
@@ -53,7 +52,6 @@ DELIVERY_TRIES = 5
 DELIVERY_TIMEOUT = 60.0
 CONCURRENT_DELIVERIES = 16
 REMEMBERED = 10_000  # decisions delivered or refused, so a file's later edits send nothing
-RESTART_DELAY = 10.0
 
 log = structlog.get_logger("gate_watcher")
 
@@ -126,38 +124,27 @@ class GateWatcher:
             self.active = False
 
     async def run(self) -> None:
-        """Watch until stopped. A watch that fails (the directory removed, inotify's limits) is
-        said once and set up again; meanwhile the gate's fallback check covers."""
-        failing = False
-        while not self._stop.is_set():
-            try:
-                await asyncio.to_thread(task_files.ensure_private_dir, self.queue_dir)
-                async for changes in awatch(
-                    self.queue_dir,
-                    watch_filter=self._wanted,
-                    step=STEP_MS,
-                    rust_timeout=TICK_MS,
-                    yield_on_timeout=True,
-                    stop_event=self._stop,
-                    ignore_permission_denied=True,
-                ):
-                    if not self.active:
-                        self.active, failing = True, False
-                        await self._read_all()
-                    if changes:
-                        await self._read({Path(p) for _, p in changes})
-            except Exception as err:  # noqa: BLE001 - any failure: say so, the poll covers
-                self.active = False
-                (log.debug if failing else log.warning)(
-                    "gate_watch_failed",
-                    dir=str(self.queue_dir),
-                    error=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                    effect=f"file decisions wait for the gate's fallback check; "
-                    f"watching again every {RESTART_DELAY:g} s",
-                )
-                failing = True
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), RESTART_DELAY)
+        """Watch until stopped; while the watch is down the gate's fallback check covers."""
+        await watch_task_dir(
+            self.queue_dir,
+            self._wanted,
+            lambda paths: self._read({Path(p) for p in paths}),
+            self._stop,
+            log,
+            failed_event="gate_watch_failed",
+            effect="file decisions wait for the gate's fallback check",
+            tick_ms=TICK_MS,
+            prepare=lambda: asyncio.to_thread(task_files.ensure_private_dir, self.queue_dir),
+            on_up=self._up,
+            on_down=self._down,
+        )
+        self.active = False
+
+    async def _up(self) -> None:
+        self.active = True
+        await self._read_all()
+
+    def _down(self) -> None:
         self.active = False
 
     def _wanted(self, change: Change, path: str) -> bool:

@@ -22,7 +22,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
-from activities.gate_watcher import RESTART_DELAY
 from config import WorkerConfig
 from harness.agents import ScriptedAgent
 from harness.env import make_config
@@ -36,6 +35,7 @@ from harness.pipelines import (
     wait_stage,
 )
 from harness.worker_process import WorkerProcess, worker_env
+from task_dir_watch import RESTART_DELAY
 from tests.helpers.checks import wait_for
 from tests.helpers.figures import Figures
 from tests.helpers.histories import save_history
