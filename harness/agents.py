@@ -14,6 +14,7 @@ from temporalio.client import Client
 import agent_calls
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
+from exceptions import TaskFileError
 from harness.cli import run_cli
 
 
@@ -23,7 +24,10 @@ def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str,
     for path in task_files.iter_task_files(queue_dir, archive=False):
         if path.name in seen:
             continue
-        task = task_files.load_task(path)
+        try:
+            task = task_files.load_task(path)
+        except TaskFileError:  # being written (a test's plain write_text): read it next scan
+            continue
         if task.get("source_agent") != task_files.SOURCE_AGENT:
             continue
         seen.add(path.name)
