@@ -30,6 +30,7 @@ from temporalio.worker import Worker
 
 import observability
 import vault
+from activities.agent_stages import AgentStageActivities
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from activities.gate_watcher import GateWatcher
@@ -67,18 +68,19 @@ def workflows() -> list[type]:
 
 def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) -> list[Any]:
     phase = BuildPhaseActivities(config)
+    agents = AgentStageActivities(config)
     pipeline = PipelineActivities(config, gate_watcher)
     return [
         phase.execute_build_phase,
         pipeline.pipeline_settings,
-        pipeline.prefab_scaffolding,
-        pipeline.implement_build,
-        pipeline.request_security_audit,
+        agents.prefab_scaffolding,
+        agents.implement_build,
+        agents.request_security_audit,
         pipeline.process_triage_output,
-        pipeline.apply_flag_fixes,
+        agents.apply_flag_fixes,
         pipeline.notify_blocks,
         pipeline.wait_for_block_resolution,
-        pipeline.close_build,
+        agents.close_build,
         pipeline.summarize_workflow,
         pipeline.end_pipeline,
         pipeline.close_pipeline_tasks,

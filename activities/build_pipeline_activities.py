@@ -1,9 +1,9 @@
-"""BuildPipelineWorkflow's activities, thin over the task-file module.
+"""BuildPipelineWorkflow's activities that are not agent stages, thin over the task-file module.
 
-Agent stages (prefab, implement, audit, fixes, close) write a task file and wait for the agent's
-completion; the others run here: triage parsing, block notification, the block gate's poller,
-the summary, and the failure path's clean-up. Activity names and positional arguments are the
-original's; new trailing arguments have defaults.
+They run in the worker: the pipeline's settings, triage parsing, block notification, the block
+gate's check, the summary, and the failure path's clean-up. The agent stages are in
+activities/agent_stages.py. Activity names and positional arguments are the original's; new
+trailing arguments have defaults.
 """
 
 from __future__ import annotations
@@ -20,24 +20,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 import observability
-from activities import instructions, task_files
-from activities.dispatch import dispatch_to_agent
+from activities import task_files
+from activities.agent_stages import TRIAGE_FILE, audit_dir, task_file_failure
 from activities.gate_watcher import GateWatcher
 from activities.notify import notify_once
 from activities.triage import MAX_TRIAGE_BYTES, parse_triage, sanitize_finding
 from config import WorkerConfig
 from exceptions import TASK_FILE_ERROR, TRIAGE_MALFORMED, TaskFileError, TriageError
-from models import (
-    AUDIT_AGENT,
-    PREFAB_AGENT,
-    BuildPhaseResult,
-    Features,
-    PipelineOutcome,
-    PipelineSettings,
-    TriageOutput,
-)
+from models import Features, PipelineOutcome, PipelineSettings, TriageOutput
 
-TRIAGE_FILE = "triage-output.yml"
 TRIAGE_NOT_READY = "TriageNotReadyError"
 GATE_WAITING = "AwaitingApprovalError"  # the gate's "not yet": benign, retried by Temporal
 # A file the worker's watcher covers is checked this many times less often: the check is only a
@@ -67,35 +58,11 @@ def month_of(started_at: str) -> str:
         return datetime.now(UTC).strftime("%Y-%m")
 
 
-def _inside(root: Path, path: Path) -> Path:
-    """`path`, after checking it resolves inside `root` (build names are checked upstream too)."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise ApplicationError(
-            f"refusing to write outside {root}: {path}", type=TASK_FILE_ERROR, non_retryable=True
-        )
-    return path
-
-
-def _task_file_failure(err: TaskFileError) -> ApplicationError:
-    return ApplicationError(str(err), type=TASK_FILE_ERROR, non_retryable=True)
-
-
 class PipelineActivities:
     def __init__(self, config: WorkerConfig, watcher: GateWatcher | None = None) -> None:
         self.config = config
         self.watcher = watcher
 
-    def _audit_dir(self, build_name: str) -> Path:
-        return _inside(self.config.audit_dir, self.config.audit_dir / build_name)
-
-    async def _dispatch(self, **kwargs: Any) -> BuildPhaseResult:
-        try:
-            await dispatch_to_agent(self.config.agent_task_dir, **kwargs)
-        except TaskFileError as err:
-            raise _task_file_failure(err) from None
-
-    # 0 ---------------------------------------------------------------------------------------
     @activity.defn(name="pipeline_settings")
     async def pipeline_settings(self) -> PipelineSettings:
         """The settings a pipeline starts with; it runs as a local activity, so its result is
@@ -108,107 +75,12 @@ class PipelineActivities:
             failure_hold_seconds=self.config.failure_hold_seconds,
         )
 
-    # 1 ---------------------------------------------------------------------------------------
-    @activity.defn(name="prefab_scaffolding")
-    async def prefab_scaffolding(
-        self, build_name: str, plan_path: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
-        return await self._dispatch(
-            stage="prefab",
-            target_agent=PREFAB_AGENT,
-            task_type="build_prefab",
-            summary=f"Prefab scaffolding for build '{build_name}'",
-            payload={
-                "build_name": build_name,
-                "plan_path": plan_path,
-                "instruction": instructions.prefab(build_name, plan_path),
-            },
-            operator_note=operator_note,
-            log_event="prefab_dispatched",
-            build=build_name,
-        )
-
-    # 2 ---------------------------------------------------------------------------------------
-    @activity.defn(name="implement_build")
-    async def implement_build(
-        self,
-        build_name: str,
-        originating_task_id: str,
-        target_agent: str,
-        plan_path: str = "",
-        operator_note: str = "",
-    ) -> BuildPhaseResult:
-        return await self._dispatch(
-            stage="implement",
-            target_agent=target_agent,
-            task_type="build_plan",
-            summary=f"Implement build: {build_name}",
-            payload={
-                "build_name": build_name,
-                "originating_task_id": originating_task_id,
-                "plan_path": plan_path,
-                "instruction": instructions.implement(build_name, plan_path),
-            },
-            operator_note=operator_note,
-            log_event="build_dispatched",
-            build=build_name,
-            agent=target_agent,
-        )
-
-    # 3 ---------------------------------------------------------------------------------------
-    @activity.defn(name="request_security_audit")
-    async def request_security_audit(
-        self, build_name: str, plan_path: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
-        audit_dir = self._audit_dir(build_name)
-        request_path = audit_dir / "request.md"
-        text = instructions.audit_request(
-            build_name, plan_path, str(audit_dir), datetime.now(UTC).strftime("%Y-%m-%d")
-        )
-
-        def prepare() -> Path | None:
-            task_files.ensure_private_dir(audit_dir)
-            stale = audit_dir / TRIAGE_FILE
-            moved = None
-            if stale.exists():
-                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-                moved = audit_dir / f"triage-output.stale-{stamp}.yml"
-                stale.replace(moved)
-            task_files.write_text_atomic(request_path, text, 0o640)
-            return moved
-
-        try:
-            moved = await asyncio.to_thread(prepare)
-        except (TaskFileError, OSError) as err:
-            raise ApplicationError(
-                f"cannot prepare the audit request in {audit_dir}: {err}",
-                type=TASK_FILE_ERROR,
-                non_retryable=True,
-            ) from None
-        if moved is not None:
-            observability.activity_logger().info("stale_triage_moved", file=moved.name)
-        return await self._dispatch(
-            stage="audit",
-            target_agent=AUDIT_AGENT,
-            task_type="security_audit",
-            summary=f"Security audit for build '{build_name}'",
-            payload={
-                "build_name": build_name,
-                "plan_path": plan_path,
-                "audit_request_path": str(request_path),
-                "output_dir": str(audit_dir),
-                "instruction": instructions.audit(build_name, str(request_path)),
-            },
-            operator_note=operator_note,
-            log_event="audit_dispatched",
-            build=build_name,
-            request_path=str(request_path),
-        )
-
-    # 4 ---------------------------------------------------------------------------------------
     @activity.defn(name="process_triage_output")
     async def process_triage_output(self, build_name: str) -> TriageOutput:
-        path = self._audit_dir(build_name) / TRIAGE_FILE
+        try:
+            path = audit_dir(self.config, build_name) / TRIAGE_FILE
+        except TaskFileError as err:
+            raise task_file_failure(err) from None
 
         def read_and_parse() -> TriageOutput | None:
             try:
@@ -236,29 +108,6 @@ class PipelineActivities:
         )
         return triage
 
-    # 5 ---------------------------------------------------------------------------------------
-    @activity.defn(name="apply_flag_fixes")
-    async def apply_flag_fixes(
-        self, build_name: str, flags: list[str], target_agent: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
-        return await self._dispatch(
-            stage="fixes",
-            target_agent=target_agent,
-            task_type="security_fix",
-            summary=f"Apply security flag fixes for build '{build_name}' ({len(flags)} items)",
-            payload={
-                "build_name": build_name,
-                "flags": [sanitize_finding(f) for f in flags],
-                "instruction": instructions.fixes(build_name, flags),
-            },
-            operator_note=operator_note,
-            log_event="flags_dispatched",
-            build=build_name,
-            agent=target_agent,
-            flag_count=len(flags),
-        )
-
-    # 6 ---------------------------------------------------------------------------------------
     @activity.defn(name="notify_blocks")
     async def notify_blocks(self, build_name: str, task_id: str, blocks: list[str]) -> str:
         """Mark the originating task `input-required`, then notify once per block.
@@ -312,7 +161,6 @@ class PipelineActivities:
             log.info("block_notified", index=i, total=n)
         return str(path) if path else ""
 
-    # 7 ---------------------------------------------------------------------------------------
     @activity.defn(name="wait_for_block_resolution")
     async def wait_for_block_resolution(
         self, build_name: str, task_id: str, task_path: str = ""
@@ -374,27 +222,6 @@ class PipelineActivities:
             category=ApplicationErrorCategory.BENIGN,
         )
 
-    # 8 ---------------------------------------------------------------------------------------
-    @activity.defn(name="close_build")
-    async def close_build(
-        self, build_name: str, target_agent: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
-        return await self._dispatch(
-            stage="close",
-            target_agent=target_agent,
-            task_type="build_closeout",
-            summary=f"Close out build '{build_name}'",
-            payload={
-                "build_name": build_name,
-                "instruction": instructions.close(build_name),
-            },
-            operator_note=operator_note,
-            log_event="closeout_dispatched",
-            build=build_name,
-            agent=target_agent,
-        )
-
-    # 9 ---------------------------------------------------------------------------------------
     @activity.defn(name="summarize_workflow")
     async def summarize_workflow(
         self,
@@ -433,7 +260,12 @@ class PipelineActivities:
         if outcome.resolution is not None:
             summary["resolution"] = outcome.resolution.model_dump()
         root = self.config.summary_dir
-        path = _inside(root, root / month_of(started_at) / summary_file_name(workflow_id))
+        try:
+            path = task_files.inside(
+                root, root / month_of(started_at) / summary_file_name(workflow_id)
+            )
+        except TaskFileError as err:
+            raise task_file_failure(err) from None
 
         def write() -> None:
             task_files.ensure_private_dir(path.parent)

@@ -97,6 +97,17 @@ def build_task(
     }
 
 
+def inside(root: Path, path: Path) -> Path:
+    """`path`, after checking that it resolves inside `root`.
+
+    Build names and workflow ids are chosen by whoever starts a pipeline; no file the worker
+    writes for one may land outside its directory, whatever the name holds.
+    """
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise TaskFileError(f"refusing to write outside {root}: {path}")
+    return path
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) 0700; an existing directory is left as the operator made it."""
     try:

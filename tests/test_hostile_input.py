@@ -40,7 +40,8 @@ from temporalio.testing import ActivityEnvironment
 
 import complete_activity as cli
 from activities import task_files
-from activities.build_pipeline_activities import PipelineActivities, summary_file_name
+from activities.agent_stages import AgentStageActivities
+from activities.build_pipeline_activities import summary_file_name
 from activities.triage import (
     MAX_FINDING_LEN,
     MAX_TRIAGE_BYTES,
@@ -224,7 +225,7 @@ def test_flag_task_file_keeps_findings_inside_and_round_trips(
     try:
         with pytest.raises(BaseException) as completing:
             loop.run_until_complete(
-                env.run(PipelineActivities(config).apply_flag_fixes, "demo", flags, "dev")
+                env.run(AgentStageActivities(config).apply_flag_fixes, "demo", flags, "dev")
             )
     finally:
         loop.close()
