@@ -129,26 +129,37 @@ def _renderers(log_format: str, stdout: TextIO) -> Callable[[Any, str, Event], d
     return render
 
 
+# The SDK's context dicts on its records, and our field name for each key it holds.
+_SDK_CONTEXTS = (
+    (
+        "temporal_activity",
+        {
+            "workflow_id": "workflow_id",
+            "workflow_run_id": "run_id",
+            "activity_type": "activity",
+            "attempt": "attempt",
+        },
+    ),
+    (
+        "temporal_workflow",
+        {
+            "workflow_id": "workflow_id",
+            "run_id": "run_id",
+            "workflow_type": "workflow",
+            "attempt": "attempt",
+        },
+    ),
+)
+
+
 def _sdk_fields(record: logging.LogRecord) -> dict[str, Any]:
     """What the SDK attaches to its records, as fields: the activity's or workflow's identity
     (under our names), and for Core's forwarded lines their target and fields."""
     fields: dict[str, Any] = {}
-    act = getattr(record, "temporal_activity", None)
-    if isinstance(act, dict):
-        fields.update(
-            workflow_id=act.get("workflow_id"),
-            run_id=act.get("workflow_run_id"),
-            activity=act.get("activity_type"),
-            attempt=act.get("attempt"),
-        )
-    wf = getattr(record, "temporal_workflow", None)
-    if isinstance(wf, dict):
-        fields.update(
-            workflow_id=wf.get("workflow_id"),
-            run_id=wf.get("run_id"),
-            workflow=wf.get("workflow_type"),
-            attempt=wf.get("attempt"),
-        )
+    for attribute, names in _SDK_CONTEXTS:
+        context = getattr(record, attribute, None)
+        if isinstance(context, dict):
+            fields.update({ours: context.get(theirs) for theirs, ours in names.items()})
     core = getattr(record, "temporal_log", None)  # a line forwarded from the SDK's Rust core
     if core is not None:
         fields.update(

@@ -113,19 +113,13 @@ class BuildPipelineWorkflow(StageRunner):
     def approve(self, decision: DecisionInput | None = None) -> str:
         return self._decide("approved", decision)
 
-    @approve.validator
-    def _approve_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_gate_open()
-
     @workflow.update
     def reject(self, decision: DecisionInput | None = None) -> str:
         return self._decide("rejected", decision)
 
+    @approve.validator
     @reject.validator
-    def _reject_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_gate_open()
-
-    def _check_gate_open(self) -> None:
+    def _check_gate_open(self, decision: DecisionInput | None = None) -> None:
         if not self._awaiting or self._decision is not None:
             raise ValueError(f"no block is awaiting approval (stage: {self._status.stage})")
 

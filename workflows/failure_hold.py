@@ -39,36 +39,33 @@ class FailureHold:
     def retry(self, decision: DecisionInput | None = None) -> str:
         return self._choose("retry", decision)
 
-    @retry.validator
-    def _retry_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_held()
-
     @workflow.update
     def skip(self, decision: DecisionInput | None = None) -> str:
         return self._choose("skip", decision)
-
-    @skip.validator
-    def _skip_allowed(self, decision: DecisionInput | None = None) -> None:
-        held = self._check_held()
-        if held.stage in UNSKIPPABLE:
-            raise ValueError(
-                f"the {held.stage} stage cannot be skipped: the security gate "
-                "cannot be bypassed (retry or abort)"
-            )
 
     @workflow.update
     def abort(self, decision: DecisionInput | None = None) -> str:
         return self._choose("abort", decision)
 
-    @abort.validator
-    def _abort_allowed(self, decision: DecisionInput | None = None) -> None:
-        self._check_held()
+    @skip.validator
+    def _check_skippable(self, decision: DecisionInput | None = None) -> None:
+        stage = self._held_stage()
+        if stage in UNSKIPPABLE:
+            raise ValueError(
+                f"the {stage} stage cannot be skipped: the security gate "
+                "cannot be bypassed (retry or abort)"
+            )
 
-    def _check_held(self) -> StageFailed:
+    @retry.validator
+    @abort.validator
+    def _check_held(self, decision: DecisionInput | None = None) -> None:
+        self._held_stage()
+
+    def _held_stage(self) -> str:
         if self._held is None or self._choice is not None:
             stage = self._status.stage
             raise ValueError(f"no failed stage is awaiting retry, skip or abort (stage: {stage})")
-        return self._held
+        return self._held.stage
 
     def _choose(self, choice: str, given: DecisionInput | None) -> str:
         assert self._held is not None
