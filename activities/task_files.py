@@ -162,19 +162,29 @@ def write_task(queue_dir: Path, task: Mapping[str, Any], now: datetime | None = 
     return write_text_atomic(path, dump_yaml(task), 0o600)
 
 
-def load_task(path: Path) -> dict[str, Any]:
-    """Parse one task file; anything but a mapping is a TaskFileError."""
+def read_yaml(path: Path, limit: int, name: str = "") -> Any:
+    """The YAML document in `path` (at most `limit` bytes, parsed by the safe loader).
+
+    Every way it cannot be had is one TaskFileError line that starts with `name` (default: the
+    path), so a task file and a settings file are refused in the same words.
+    """
+    name = name or str(path)
     try:
         with path.open("rb") as fh:
-            raw = fh.read(MAX_TASK_FILE_BYTES + 1)
+            raw = fh.read(limit + 1)
     except OSError as err:
-        raise TaskFileError(f"cannot read {path}: {err.strerror or err}") from None
-    if len(raw) > MAX_TASK_FILE_BYTES:
-        raise TaskFileError(f"{path} is larger than {MAX_TASK_FILE_BYTES} bytes")
+        raise TaskFileError(f"{name} cannot be read: {err.strerror or err}") from None
+    if len(raw) > limit:
+        raise TaskFileError(f"{name} is larger than {limit} bytes")
     try:
-        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a safe loader
+        return yaml.load(raw, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
-        raise TaskFileError(f"{path} is not valid YAML: {_first_line(err)}") from None
+        raise TaskFileError(f"{name} is not valid YAML: {_first_line(err)}") from None
+
+
+def load_task(path: Path) -> dict[str, Any]:
+    """Parse one task file; anything but a mapping is a TaskFileError."""
+    data = read_yaml(path, MAX_TASK_FILE_BYTES)
     if not isinstance(data, dict):
         raise TaskFileError(f"{path} is not a YAML mapping")
     return data

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from activities import task_files
 from config import _get, _home, _path, log_settings
-from exceptions import ConfigError
+from exceptions import ConfigError, TaskFileError
 
 DEFAULT_TIMEOUT_SECONDS = 14400.0  # 4 h, the longest agent stage's bound
 DEFAULT_HEARTBEAT_SECONDS = 30.0  # when a task file names no heartbeat_seconds
@@ -126,17 +125,9 @@ def parse_commands(data: Any, source: str, home: Path) -> dict[str, AgentCommand
 def load_commands(path: Path, home: Path) -> dict[str, AgentCommand]:
     source = f"AGENT_COMMANDS_FILE {path}"
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_COMMANDS_FILE_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f"{source} cannot be read: {err.strerror or err}") from None
-    if len(raw) > MAX_COMMANDS_FILE_BYTES:
-        raise ConfigError(f"{source} is larger than {MAX_COMMANDS_FILE_BYTES} bytes")
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{source} is not valid YAML: {first}") from None
+        data = task_files.read_yaml(path, MAX_COMMANDS_FILE_BYTES, source)
+    except TaskFileError as err:
+        raise ConfigError(str(err)) from None
     return parse_commands(data, source, home)
 
 

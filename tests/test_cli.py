@@ -96,7 +96,7 @@ BAD_ARGS = {
     "url-safe alphabet": (["ab-_", "success"], None, "not standard base64"),
     "empty stdin": (["-", "success"], "", "it is empty"),
     "garbage on stdin": (["-", "success"], "abc$def==\n", "not standard base64"),
-    "task file missing": (["--task-file", "{tmp}/missing.yml", "success"], None, "cannot read"),
+    "task file missing": (["--task-file", "{tmp}/missing.yml", "success"], None, "cannot be read"),
     "task file without token": (
         ["--task-file", "{tmp}/no-token.yml", "success"],
         None,

@@ -253,7 +253,7 @@ def test_load_task_refuses_non_mapping_and_bad_yaml(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         with pytest.raises(TaskFileError):
             task_files.load_task(tmp_path / name)
-    with pytest.raises(TaskFileError, match="cannot read"):
+    with pytest.raises(TaskFileError, match="cannot be read"):
         task_files.load_task(tmp_path / "missing.yml")
 
 
