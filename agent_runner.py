@@ -23,12 +23,10 @@ import structlog
 import observability
 from config import _home, load_client_settings
 from exceptions import ConfigError, CredentialError, TaskFileError, TemporalUnreachableError
+from program_exit import exit_code, leave
 from runner.config import load_commands, load_settings
 from runner.service import Runner
-from worker import _exit, connect
-
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
+from worker import connect
 
 log = structlog.get_logger("agent_runner")
 
@@ -63,23 +61,17 @@ async def main_async() -> None:
 
 
 def main() -> int:
-    try:
-        asyncio.run(main_async())
-    except (ConfigError, CredentialError, TaskFileError) as err:
-        print(f"agent_runner: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except TemporalUnreachableError as err:
-        print(f"agent_runner: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return exit_code(
+        "agent_runner",
+        lambda: asyncio.run(main_async()),
+        (ConfigError, CredentialError, TaskFileError),
+    )
 
 
 if __name__ == "__main__":
     try:
-        exit_code = main()
+        code = main()
     except Exception as err:  # noqa: BLE001 - one line, never a traceback; PM2 restarts it
         print(f"agent_runner: unexpected {type(err).__name__}: {err}", file=sys.stderr)
-        exit_code = 1
-    _exit(exit_code)
+        code = 1
+    leave(code)

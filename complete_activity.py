@@ -38,7 +38,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 import agent_calls
 from agent_calls import (  # noqa: F401 - every exit code is the CLI's, as its usage lists them
@@ -51,6 +51,7 @@ from agent_calls import (  # noqa: F401 - every exit code is the CLI's, as its u
     decode_token,
 )
 from agent_calls import AgentCallError as CliError  # one line for stderr, and its exit code
+from program_exit import leave
 
 STATUSES = ("success", "failed", "heartbeat")
 CONNECT_TIMEOUT_SECONDS = 20.0
@@ -230,17 +231,10 @@ def main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _exit(code: int) -> NoReturn:
-    """Leave without interpreter teardown: it can crash after the work is done (docs/DESIGN.md)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     try:
         exit_code = main(sys.argv[1:])
     except Exception as err:  # noqa: BLE001 - one line, never a traceback
         sys.stderr.write(f"complete_activity: unexpected {type(err).__name__}: {err}\n")
         exit_code = EXIT_UNREACHABLE
-    _exit(exit_code)
+    leave(exit_code)

@@ -16,12 +16,11 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -39,6 +38,7 @@ from config import ClientSettings, WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features, host_queue
+from program_exit import exit_code, leave
 from temporal_connect import describe_connect_error
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
@@ -52,8 +52,6 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=10)  # PM2's kill_timeout must exceed this
 # made a parked pipeline cost ~100 KiB at 2,000 parked. At 250 it was 37 KiB, but 2,000
 # pipelines started at once then replay often (bench P4); 500 is the compromise.
 MAX_CACHED_WORKFLOWS = 500
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
 
 log = structlog.get_logger("worker")
 
@@ -251,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the embedded dev server keeps its SQLite file and log (default: .temporal)",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def start() -> None:
         config = load_config()
         observability.configure_logging(
             config.log_level, config.log_file, config.log_format, worker_id=WORKER_ID
@@ -262,28 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev_server = embedded_dev_server(config, args.dev_server_dir)
         with dev_server if args.dev_server else contextlib.nullcontext():
             asyncio.run(main_async(config))
-    except (ConfigError, CredentialError) as err:
-        print(f"temporal-build-worker: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except TemporalUnreachableError as err:
-        print(f"temporal-build-worker: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
-
-def _exit(code: int) -> NoReturn:
-    """Leave without interpreter teardown, which can crash once the Temporal runtime has run.
-
-    Measured: 15 of 100 runs against an unreachable server printed their one line and then
-    died in finalization (SIGABRT "PyGILState_Release", or SIGSEGV), so PM2 saw a crash instead
-    of exit 3. complete_activity.py leaves the same way (docs/DESIGN.md).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    return exit_code(
+        "temporal-build-worker", start, (ConfigError, CredentialError), name_error=True
+    )
 
 
 if __name__ == "__main__":
-    _exit(main())
+    leave(main())

@@ -27,6 +27,7 @@ from harness.cli import run_cli
 from harness.env import build_plan_input, cli_env, closed_address
 from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
+from program_exit import EXIT_CONFIG
 from tests.helpers.checks import stderr_line, task_files_in, wait_for
 from tests.servers.tls import (
     TlsRelay,
@@ -326,7 +327,7 @@ async def test_credential_failure_is_one_line(
 
     line = stderr_line(err)
     assert expect in line, line
-    assert code == (EXIT_CREDENTIALS if program == "cli" else worker_module.EXIT_CONFIG), line
+    assert code == (EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG), line
     assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []  # nothing was sent to Temporal
     texts = worker.outputs() if program == "worker" else [out, err]  # with its LOG_FILE
@@ -353,7 +354,7 @@ async def test_require_tls_without_vault_fails_fast(
     line = stderr_line(err)
     assert "TEMPORAL_REQUIRE_TLS is set" in line
     assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line
-    assert code == (EXIT_CREDENTIALS if program == "cli" else worker_module.EXIT_CONFIG)
+    assert code == (EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG)
     assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []
 
