@@ -1,8 +1,9 @@
 """How the programs end: one line and a documented exit code, without interpreter teardown.
 
-The worker and the agent runner are kept alive by PM2, which reads their exit code: 2 is a setting to fix (restarting will
-not help), 3 is Temporal unreachable at start (a restart later may), 130 is Ctrl-C. The line on
-stderr names the program and the cause; a traceback would only bury it.
+The worker and the agent runner are kept alive by PM2, which reads their exit code: 2 is a
+setting to fix (restarting will not help), 3 is Temporal unreachable at start (a restart later
+may), 130 is Ctrl-C. The line on stderr names the program and the cause; a traceback would only
+bury it.
 """
 
 from __future__ import annotations
