@@ -48,6 +48,12 @@ class BuildPhaseResult:
     output: str = ""
 
 
+# What an agent completes a pipeline stage with, exactly as it sent it: any JSON, which the
+# workflow reads leniently (workflows/stage_failure.py). The agent-stage activities declare it as
+# their result so that calling them by method reference decodes nothing on the way.
+AgentCompletion = Any
+
+
 @dataclass
 class BuildPlanResult:
     status: str

@@ -23,7 +23,7 @@ from activities.dispatch import dispatch_to_agent
 from activities.triage import sanitize_finding
 from config import WorkerConfig
 from exceptions import TASK_FILE_ERROR, TaskFileError
-from models import AUDIT_AGENT, PREFAB_AGENT, BuildPhaseResult
+from models import AUDIT_AGENT, PREFAB_AGENT, AgentCompletion
 
 TRIAGE_FILE = "triage-output.yml"
 
@@ -76,7 +76,7 @@ class AgentStageActivities:
         operator_note: str,
         payload: dict[str, Any],
         **log_fields: Any,
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         count = len(payload.get("flags", ()))
         try:
             await dispatch_to_agent(
@@ -97,7 +97,7 @@ class AgentStageActivities:
     @activity.defn(name="prefab_scaffolding")
     async def prefab_scaffolding(
         self, build_name: str, plan_path: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         text = instructions.prefab(build_name, plan_path)
         payload = {"plan_path": plan_path, "instruction": text}
         return await self._dispatch(PREFAB, build_name, PREFAB_AGENT, operator_note, payload)
@@ -110,7 +110,7 @@ class AgentStageActivities:
         target_agent: str,
         plan_path: str = "",
         operator_note: str = "",
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         payload = {
             "originating_task_id": originating_task_id,
             "plan_path": plan_path,
@@ -123,7 +123,7 @@ class AgentStageActivities:
     @activity.defn(name="request_security_audit")
     async def request_security_audit(
         self, build_name: str, plan_path: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         """Write the audit request (moving aside a triage file left by an earlier audit, which
         the triage stage would otherwise read as this one's), then dispatch the audit."""
         try:
@@ -168,7 +168,7 @@ class AgentStageActivities:
     @activity.defn(name="apply_flag_fixes")
     async def apply_flag_fixes(
         self, build_name: str, flags: list[str], target_agent: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         payload = {
             "flags": [sanitize_finding(f) for f in flags],
             "instruction": instructions.fixes(build_name, flags),
@@ -186,7 +186,7 @@ class AgentStageActivities:
     @activity.defn(name="close_build")
     async def close_build(
         self, build_name: str, target_agent: str, operator_note: str = ""
-    ) -> BuildPhaseResult:
+    ) -> AgentCompletion:
         payload = {"instruction": instructions.close(build_name)}
         return await self._dispatch(
             CLOSE, build_name, target_agent, operator_note, payload, agent=target_agent

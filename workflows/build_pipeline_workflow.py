@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from activities.agent_stages import AgentStageActivities as AgentStages
+    from activities.build_pipeline_activities import PipelineActivities as WorkerStages
     from exceptions import TRIAGE_MALFORMED
     from models import (
         AUDIT_AGENT,
@@ -186,16 +188,21 @@ class BuildPipelineWorkflow(StageRunner):
 
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
         name, plan = build.build_name, build.plan_path
-        await self._agent("prefab", "prefab_scaffolding", name, plan, hours=2)
+        await self._agent("prefab", AgentStages.prefab_scaffolding, name, plan, hours=2)
         await self._agent(
-            "implement", "implement_build", name, build.task_id, build.target_agent, plan, hours=4
+            "implement",
+            AgentStages.implement_build,
+            name,
+            build.task_id,
+            build.target_agent,
+            plan,
+            hours=4,
         )
-        await self._agent("audit", "request_security_audit", name, plan, hours=4)
+        await self._agent("audit", AgentStages.request_security_audit, name, plan, hours=4)
         triage: TriageOutput = await self._stage(
             "triage",
-            "process_triage_output",
+            WorkerStages.process_triage_output,
             name,
-            result_type=TriageOutput,
             start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
             retry_policy=TRIAGE_RETRY,
             **self._on(AUDIT_AGENT),
@@ -204,17 +211,21 @@ class BuildPipelineWorkflow(StageRunner):
 
         if triage.flags:
             await self._agent(
-                "fixes", "apply_flag_fixes", name, triage.flags, build.target_agent, hours=2
+                "fixes",
+                AgentStages.apply_flag_fixes,
+                name,
+                triage.flags,
+                build.target_agent,
+                hours=2,
             )
         if triage.blocks:
             task_path: str = (
                 await self._stage(
                     "notify",
-                    "notify_blocks",
+                    WorkerStages.notify_blocks,
                     name,
                     build.task_id,
                     triage.blocks,
-                    result_type=str,
                     start_to_close_timeout=timedelta(minutes=30),
                     heartbeat_timeout=NOTIFY_HEARTBEAT,
                     retry_policy=RetryPolicy(maximum_attempts=3),
@@ -227,7 +238,9 @@ class BuildPipelineWorkflow(StageRunner):
             if resolution.decision != "approved":
                 return await self._stop(build, resolution)
 
-        closed = await self._agent("close", "close_build", name, build.target_agent, hours=2)
+        closed = await self._agent(
+            "close", AgentStages.close_build, name, build.target_agent, hours=2
+        )
         done = PipelineOutcome(
             outcome="partial" if triage.blocks else "success", resolution=self._decision
         )
@@ -244,10 +257,9 @@ class BuildPipelineWorkflow(StageRunner):
         self._set_stage("awaiting-approval")
         self._awaiting = True
         parked = workflow.now()
-        poller = workflow.start_activity(
-            "wait_for_block_resolution",
+        poller = workflow.start_activity_method(
+            WorkerStages.wait_for_block_resolution,
             args=[build.build_name, build.task_id, task_path],
-            result_type=dict,
             schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
             summary=self._summary("awaiting-approval"),
             start_to_close_timeout=GATE_CHECK_TIMEOUT,
@@ -315,8 +327,8 @@ class BuildPipelineWorkflow(StageRunner):
         saved = f"; summary: {summary}" if summary else ""
         message = f"pipeline {outcome.outcome}{where}{saved}"
         with contextlib.suppress(ActivityError):
-            await workflow.execute_activity(
-                "end_pipeline",
+            await workflow.execute_activity_method(
+                WorkerStages.end_pipeline,
                 args=[workflow.info().workflow_id, build.build_name, outcome.outcome, message],
                 start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
                 summary=self._summary("end"),
@@ -336,7 +348,7 @@ class BuildPipelineWorkflow(StageRunner):
         self._set_stage("summary")
         path: str = await self._stage(
             "summary",
-            "summarize_workflow",
+            WorkerStages.summarize_workflow,
             workflow.info().workflow_id,
             build.build_name,
             self._status.started_at,
@@ -347,7 +359,6 @@ class BuildPipelineWorkflow(StageRunner):
             build.plan_path,
             report_path,
             outcome,
-            result_type=str,
             start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=3),
             **self._on(DISPATCHER),

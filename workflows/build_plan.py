@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from activities.build_phase import BuildPhaseActivities
+    from activities.build_pipeline_activities import PipelineActivities
     from exceptions import INVALID_INPUT, PHASE_FAILED, STAGE_TIMED_OUT
     from models import (
         AGENT_PATTERN,
@@ -78,8 +80,8 @@ class BuildPlanWorkflow:
         self._scheduled += 1
         where = route(self._settings, workflow.info().task_queue, agent_type)
         try:
-            result: BuildPhaseResult = await workflow.execute_activity(
-                "execute_build_phase",
+            result: BuildPhaseResult = await workflow.execute_activity_method(
+                BuildPhaseActivities.execute_build_phase,
                 BuildPhaseInput(
                     plan_name=plan.plan_name,
                     phase_number=number,
@@ -88,7 +90,6 @@ class BuildPlanWorkflow:
                     context_refs=context_refs,
                     workflow_id=workflow.info().workflow_id,
                 ),
-                result_type=BuildPhaseResult,
                 start_to_close_timeout=timedelta(hours=24),
                 heartbeat_timeout=self._heartbeat(),
                 activity_id=str(self._scheduled) if self._phase_ids else None,
@@ -132,9 +133,8 @@ class BuildPlanWorkflow:
 
 async def _settings() -> PipelineSettings:
     """The worker's settings, recorded once in this plan's history."""
-    settings: PipelineSettings = await workflow.execute_local_activity(
-        "pipeline_settings",
-        result_type=PipelineSettings,
+    settings: PipelineSettings = await workflow.execute_local_activity_method(
+        PipelineActivities.pipeline_settings,
         start_to_close_timeout=SETTINGS_TIMEOUT,
         summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]),
     )

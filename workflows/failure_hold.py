@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities.hold import HoldActivities
     from models import DecisionInput, PipelineStatus
     from workflows.operator_view import UNSKIPPABLE
     from workflows.stage_failure import StageFailed
@@ -80,8 +81,8 @@ class FailureHold:
         self._status.failed_stage, self._status.failed_error = failure.stage, failure.reason
         self._set_stage("awaiting-retry")
         try:
-            await workflow.execute_activity(
-                "notify_hold",
+            await workflow.execute_activity_method(
+                HoldActivities.notify_hold,
                 args=[
                     workflow.info().workflow_id,
                     self._status.build_name,

@@ -8,6 +8,7 @@ schedules a command of its own beyond the stages the workflow asks for.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    from activities.build_pipeline_activities import PipelineActivities
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT
     from models import (
         AUDIT_AGENT,
@@ -43,14 +45,11 @@ with workflow.unsafe.imports_passed_through():
 LOCAL_STAGE_TIMEOUT = timedelta(minutes=2)
 AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
 
-# Positional arguments of each agent activity before its trailing `operator_note`.
-_AGENT_ARGS = {
-    "prefab_scaffolding": 2,
-    "implement_build": 4,
-    "request_security_audit": 2,
-    "apply_flag_fixes": 3,
-    "close_build": 2,
-}
+# Positional arguments of each agent stage's activity before its trailing `operator_note`.
+_AGENT_ARGS = {"prefab": 2, "implement": 4, "audit": 2, "fixes": 3, "close": 2}
+
+# An activity, by method reference: its registered name and result type come from it.
+Activity = Callable[..., Awaitable[Any]]
 
 SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
 
@@ -91,15 +90,16 @@ class StageRunner(FailureHold):
     async def _load_settings(self) -> PipelineSettings:
         if not workflow.patched(SETTINGS_PATCH):
             return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
-        settings: PipelineSettings = await workflow.execute_local_activity(
-            "pipeline_settings",
-            result_type=PipelineSettings,
+        settings: PipelineSettings = await workflow.execute_local_activity_method(
+            PipelineActivities.pipeline_settings,
             start_to_close_timeout=SETTINGS_TIMEOUT,
             summary=self._summary("settings"),
         )
         return settings
 
-    async def _agent(self, stage: str, activity: str, *args: Any, hours: int) -> BuildPhaseResult:
+    async def _agent(
+        self, stage: str, activity: Activity, *args: Any, hours: int
+    ) -> BuildPhaseResult:
         options = self._on(self._agent_of(stage))
         if self._route.host:
             self._hosts_used.add(self._route.host)
@@ -107,7 +107,6 @@ class StageRunner(FailureHold):
             stage,
             activity,
             *args,
-            result_type=None,
             start_to_close_timeout=timedelta(hours=hours),
             retry_policy=AGENT_RETRY,
             heartbeat_timeout=self._heartbeat_timeout(),
@@ -128,15 +127,15 @@ class StageRunner(FailureHold):
         for host in sorted(self._hosts_used - {here}):
             where = on_host(self._settings, workflow.info().task_queue, host)
             with contextlib.suppress(ActivityError):
-                await workflow.execute_activity(
-                    "close_pipeline_tasks",
+                await workflow.execute_activity_method(
+                    PipelineActivities.close_pipeline_tasks,
                     args=[workflow.info().workflow_id, outcome],
                     start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
                     retry_policy=RetryPolicy(maximum_attempts=3),
                     **where.options,
                 )
 
-    async def _stage(self, stage: str, activity: str, *args: Any, **options: Any) -> Any:
+    async def _stage(self, stage: str, activity: Activity, *args: Any, **options: Any) -> Any:
         """Run one stage; with a hold, a failure parks it for the operator's decision.
 
         Returns the stage's result, or None when the operator skipped it.
@@ -160,15 +159,15 @@ class StageRunner(FailureHold):
             number += 1
             if stage in AGENT_STAGES:  # a new activity: a new task file and a new token
                 options = {**options, "activity_id": retry_activity_id(stage, number)}
-                args = (*args[: _AGENT_ARGS[activity]], given.note)
+                args = (*args[: _AGENT_ARGS[stage]], given.note)
 
     async def _attempt(
-        self, stage: str, activity: str, args: tuple[Any, ...], options: dict[str, Any]
+        self, stage: str, activity: Activity, args: tuple[Any, ...], options: dict[str, Any]
     ) -> Any:
         self._set_stage(stage)
         started = workflow.now()
         try:
-            result = await workflow.execute_activity(
+            result = await workflow.execute_activity_method(
                 activity, args=list(args), summary=self._summary(stage), **options
             )
             if stage in AGENT_STAGES:
