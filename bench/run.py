@@ -44,6 +44,7 @@ from harness.temporal_server import DevServer
 
 SIDES = ("worker", "bare")
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+BLOCK_TRIAGE = {"blocks": ["bench block"], "flags": []}  # the audit's triage that parks a pipeline
 
 
 @dataclass
@@ -138,6 +139,33 @@ class Figure:
         }
 
 
+@dataclass
+class Parking:
+    """One side's worker and gate agent, for the figures that park pipelines at the gate."""
+
+    bench: Bench
+    side: str
+    queue: str
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+    agent: Agent
+
+    async def start(self, count: int, workflow: str) -> None:
+        await self.bench.start_pipelines(
+            self.side, self.queue, self.workdir, self.agent, count, workflow
+        )
+
+    async def park(self, count: int, workflow: str, total: int) -> tuple[int, float]:
+        """Start `count` more and wait until `total` are parked, or parking stalls: how many
+        are parked, and the seconds that took."""
+        started = time.monotonic()
+        await self.start(count, workflow)
+        reached = await wait_progress(
+            partial(len, self.agent.gated), total, self.bench.s.stall_seconds
+        )
+        return reached, time.monotonic() - started
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.s = Settings.make(args.quick)
@@ -227,6 +255,19 @@ class Bench:
                 )
 
         return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    @contextlib.asynccontextmanager
+    async def parking(
+        self, side: str, poll: float = 30.0, slots: int | None = None
+    ) -> AsyncIterator[Parking]:
+        """A worker of `side` and an agent that completes the first three stages with a block
+        in the audit, so that every pipeline started parks at the gate."""
+        async with self.worker(side, poll, slots) as (queue, workdir, proc):
+            agent = Agent(
+                side, self.client, workdir / "task-queue", complete={1, 2, 3}, triage=BLOCK_TRIAGE
+            )
+            async with agent:
+                yield Parking(self, side, queue, workdir, proc, agent)
 
     # --- P6 ------------------------------------------------------------------------------------
 
@@ -551,26 +592,15 @@ class Bench:
         """Park `parked` pipelines at the gate; RSS after the warm-up ones and after all."""
         total, warm, settle = self.s.parked, self.s.parked_warmup, self.s.settle_seconds
         slots = total + 200 if side == "bare" else None
-        async with self.worker(side, slots=slots) as (queue, workdir, proc):
-            agent = Agent(
-                side,
-                self.client,
-                workdir / "task-queue",
-                complete={1, 2, 3},
-                triage={"blocks": ["bench block"], "flags": []},
-            )
-            async with agent:
-                await self.start_pipelines(side, queue, workdir, agent, warm, "BareGate")
-                await agent.wait(lambda: len(agent.gated) >= warm, 120, "P4 warm-up")
-                await asyncio.sleep(settle)
-                before = await rss(proc.pid)
-                started = time.monotonic()
-                await self.start_pipelines(side, queue, workdir, agent, total - warm, "BareGate")
-                reached = await wait_progress(lambda: len(agent.gated), total, self.s.stall_seconds)
-                took = time.monotonic() - started
-                await asyncio.sleep(settle)
-                after = await rss(proc.pid)
-                cpu = await cpu_percent(proc.pid, settle)
+        async with self.parking(side, slots=slots) as gate:
+            await gate.start(warm, "BareGate")
+            await gate.agent.wait(lambda: len(gate.agent.gated) >= warm, 120, "P4 warm-up")
+            await asyncio.sleep(settle)
+            before = await rss(gate.proc.pid)
+            reached, took = await gate.park(total - warm, "BareGate", total)
+            await asyncio.sleep(settle)
+            after = await rss(gate.proc.pid)
+            cpu = await cpu_percent(gate.proc.pid, settle)
         return {
             "parked": reached,
             "stalled": reached < total,
@@ -590,27 +620,14 @@ class Bench:
         percent: dict[str, list[float]] = {s: [] for s in SIDES}
         detail: dict[str, Any] = {}
         for side in ("bare", "worker"):
-            async with self.worker(side, poll) as (queue, workdir, proc):
-                agent = Agent(
-                    side,
-                    self.client,
-                    workdir / "task-queue",
-                    complete={1, 2, 3},
-                    triage={"blocks": ["bench block"], "flags": []},
+            async with self.parking(side, poll) as gate:
+                reached, took = await gate.park(total, "BareTimerGate", total)
+                await asyncio.sleep(self.s.rest_settle)
+                windows = await cpu_windows(
+                    {"server": self.server_pid, "worker": gate.proc.pid},
+                    self.s.rest_window,
+                    self.s.rest_windows,
                 )
-                async with agent:
-                    started = time.monotonic()
-                    await self.start_pipelines(side, queue, workdir, agent, total, "BareTimerGate")
-                    reached = await wait_progress(
-                        partial(len, agent.gated), total, self.s.stall_seconds
-                    )
-                    took = time.monotonic() - started
-                    await asyncio.sleep(self.s.rest_settle)
-                    windows = await cpu_windows(
-                        {"server": self.server_pid, "worker": proc.pid},
-                        self.s.rest_window,
-                        self.s.rest_windows,
-                    )
             percent[side] = [w["server"] + w["worker"] for w in windows]
             detail[side] = {
                 "parked": reached,
