@@ -21,7 +21,7 @@ import uuid
 import structlog
 
 import observability
-from config import _home, load_client_settings
+from config import home_dir, load_client_settings
 from exceptions import ConfigError, CredentialError, TaskFileError, TemporalUnreachableError
 from program_exit import exit_code, leave
 from runner.config import load_commands, load_settings
@@ -39,7 +39,7 @@ async def main_async() -> None:
         runner_id=settings.runner_id,
         runner_run=str(uuid.uuid4()),
     )
-    agents = load_commands(settings.commands_file, _home(os.environ))
+    agents = load_commands(settings.commands_file, home_dir(os.environ))
     log.info(
         "runner_config_loaded",
         commands_file=str(settings.commands_file),

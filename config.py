@@ -27,7 +27,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("console", "json")  # unset: console on a terminal, else json
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, stripped; unset, empty and blank all mean "use the default"."""
     value = env.get(name, "").strip()
     return value or None
 
@@ -41,13 +42,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={value!r} is not a boolean (use 1/true/yes or 0/false/no)")
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    home = _get(env, "HOME")
+def home_dir(env: Mapping[str, str]) -> Path:
+    """`HOME`, the root of every default path."""
+    home = env_value(env, "HOME")
     return Path(home) if home else Path.home()
 
 
-def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
-    value = _get(env, name)
+def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A path setting, `~` expanded, or `default` when unset."""
+    value = env_value(env, name)
     return Path(value).expanduser() if value else default
 
 
@@ -70,24 +73,24 @@ class ClientSettings:
 
 def load_client_settings(env: Mapping[str, str] | None = None) -> ClientSettings:
     env = os.environ if env is None else env
-    address = _get(env, "TEMPORAL_ADDRESS") or "localhost:7233"
+    address = env_value(env, "TEMPORAL_ADDRESS") or "localhost:7233"
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"TEMPORAL_ADDRESS={address!r} is not host:port")
-    secret_file = _get(env, "VAULT_SECRET_ID_FILE")
-    vault_addr = _get(env, "VAULT_ADDR")
+    secret_file = env_value(env, "VAULT_SECRET_ID_FILE")
+    vault_addr = env_value(env, "VAULT_ADDR")
     # Checked only when Vault is fully configured: a shell may carry VAULT_ADDR for other tools.
-    vault_used = bool(_get(env, "VAULT_ROLE_ID") and secret_file)
+    vault_used = bool(env_value(env, "VAULT_ROLE_ID") and secret_file)
     if vault_addr and vault_used and not vault_addr.startswith(("http://", "https://")):
         raise ConfigError(f"VAULT_ADDR={vault_addr!r} is not an http(s) URL")
     return ClientSettings(
         temporal_address=address,
-        temporal_namespace=_get(env, "TEMPORAL_NAMESPACE") or "default",
+        temporal_namespace=env_value(env, "TEMPORAL_NAMESPACE") or "default",
         vault_addr=vault_addr,
-        vault_role_id=_get(env, "VAULT_ROLE_ID"),
+        vault_role_id=env_value(env, "VAULT_ROLE_ID"),
         vault_secret_id_file=Path(secret_file).expanduser() if secret_file else None,
         require_tls=_flag(env, "TEMPORAL_REQUIRE_TLS"),
-        tls_server_name=_get(env, "TEMPORAL_TLS_SERVER_NAME"),
+        tls_server_name=env_value(env, "TEMPORAL_TLS_SERVER_NAME"),
     )
 
 
@@ -140,10 +143,10 @@ class WorkerConfig(ClientSettings):
 
 def log_settings(env: Mapping[str, str]) -> tuple[str, str | None]:
     """LOG_LEVEL and LOG_FORMAT, as the worker and the agent runner read them."""
-    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    level = (env_value(env, "LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
-    log_format = (_get(env, "LOG_FORMAT") or "").lower() or None
+    log_format = (env_value(env, "LOG_FORMAT") or "").lower() or None
     if log_format is not None and log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     return level, log_format
@@ -152,7 +155,7 @@ def log_settings(env: Mapping[str, str]) -> tuple[str, str | None]:
 def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     env = os.environ if env is None else env
     client = load_client_settings(env)
-    home = _home(env)
+    home = home_dir(env)
 
     level, log_format = log_settings(env)
 
@@ -163,8 +166,8 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
     if client.vault_secret_id_file is not None:
         check_secret_file(client.vault_secret_id_file, "VAULT_SECRET_ID_FILE", ConfigError)
 
-    homeserver = _get(env, "MATRIX_HOMESERVER")
-    token_file_text = _get(env, "MATRIX_ACCESS_TOKEN_FILE")
+    homeserver = env_value(env, "MATRIX_HOMESERVER")
+    token_file_text = env_value(env, "MATRIX_ACCESS_TOKEN_FILE")
     token_file = Path(token_file_text).expanduser() if token_file_text else None
     if homeserver and not homeserver.startswith(("http://", "https://")):
         raise ConfigError(f"MATRIX_HOMESERVER={homeserver!r} is not an http(s) URL")
@@ -181,28 +184,28 @@ def load_config(env: Mapping[str, str] | None = None) -> WorkerConfig:
 
     hold = _seconds(env, "FAILURE_HOLD", "0", 0, MAX_FAILURE_HOLD)
 
-    log_file = _get(env, "LOG_FILE")
+    log_file = env_value(env, "LOG_FILE")
     fields = {k: getattr(client, k) for k in ClientSettings.__dataclass_fields__}
     return WorkerConfig(
         **fields,
-        task_queue=_get(env, "TASK_QUEUE") or "helm-build",
-        matrix_room=_get(env, "MATRIX_ROOM") or "sysadmin",
+        task_queue=env_value(env, "TASK_QUEUE") or "helm-build",
+        matrix_room=env_value(env, "MATRIX_ROOM") or "sysadmin",
         log_level=level,
         log_format=log_format,
         log_file=Path(log_file).expanduser() if log_file else None,
         block_poll_seconds=poll,
-        agent_task_dir=_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue"),
-        audit_dir=_path(env, "TEMPORAL_AUDIT_DIR", home / ".claude" / "comms" / "artifacts"),
-        summary_dir=_path(
+        agent_task_dir=env_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue"),
+        audit_dir=env_path(env, "TEMPORAL_AUDIT_DIR", home / ".claude" / "comms" / "artifacts"),
+        summary_dir=env_path(
             env,
             "TEMPORAL_SUMMARY_DIR",
             home / "repos" / "personal" / "agent-activity" / "workflows",
         ),
-        send_matrix_script=_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
+        send_matrix_script=env_path(env, "SEND_MATRIX_SCRIPT", home / "scripts" / "send-matrix.sh"),
         matrix_homeserver=homeserver.rstrip("/") if homeserver else None,
         matrix_access_token_file=token_file,
-        worker_host=parse_worker_host(_get(env, "WORKER_HOST")),
-        agent_hosts=parse_agent_hosts(_get(env, "AGENT_HOSTS") or ""),
+        worker_host=parse_worker_host(env_value(env, "WORKER_HOST")),
+        agent_hosts=parse_agent_hosts(env_value(env, "AGENT_HOSTS") or ""),
         host_wait_seconds=_seconds(env, "HOST_WAIT_SECONDS", "900", 1, 86400),
         heartbeat_timeout_seconds=heartbeat,
         failure_hold_seconds=hold,
@@ -215,7 +218,7 @@ MAX_HEARTBEAT_TIMEOUT = 86400  # no agent stage runs longer than a day
 
 def _heartbeat_timeout(env: Mapping[str, str]) -> int:
     """AGENT_HEARTBEAT_TIMEOUT in whole seconds; unset or 0 turns heartbeats off."""
-    text = _get(env, "AGENT_HEARTBEAT_TIMEOUT") or "0"
+    text = env_value(env, "AGENT_HEARTBEAT_TIMEOUT") or "0"
     if not text.isdigit():
         raise ConfigError(f"AGENT_HEARTBEAT_TIMEOUT={text!r} is not a whole number of seconds")
     seconds = int(text)
@@ -228,7 +231,7 @@ def _heartbeat_timeout(env: Mapping[str, str]) -> int:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: str, low: float, high: float) -> float:
-    text = _get(env, name) or default
+    text = env_value(env, name) or default
     try:
         value = float(text)
     except ValueError:

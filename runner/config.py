@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import task_files
-from config import _get, _home, _path, log_settings
+from config import env_path, env_value, home_dir, log_settings
 from exceptions import ConfigError, TaskFileError
 
 DEFAULT_TIMEOUT_SECONDS = 14400.0  # 4 h, the longest agent stage's bound
@@ -132,7 +132,7 @@ def load_commands(path: Path, home: Path) -> dict[str, AgentCommand]:
 
 
 def _env_number(env: Mapping[str, str], name: str, default: float, integer: bool = False) -> float:
-    text = _get(env, name)
+    text = env_value(env, name)
     if text is None:
         return default
     try:
@@ -149,12 +149,12 @@ def default_runner_id() -> str:
 
 def load_settings(env: Mapping[str, str] | None = None) -> RunnerSettings:
     env = os.environ if env is None else env
-    commands = _get(env, "AGENT_COMMANDS_FILE")
+    commands = env_value(env, "AGENT_COMMANDS_FILE")
     if commands is None:
         raise ConfigError("AGENT_COMMANDS_FILE is not set: name the YAML file of agent commands")
-    home = _home(env)
-    task_dir = _path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue")
-    runner_id = _get(env, "AGENT_RUNNER_ID") or default_runner_id()
+    home = home_dir(env)
+    task_dir = env_path(env, "AGENT_TASK_DIR", home / ".claude" / "task-queue")
+    runner_id = env_value(env, "AGENT_RUNNER_ID") or default_runner_id()
     if not re.match(r"^[A-Za-z0-9@._:-]{1,128}$", runner_id):
         raise ConfigError(f"AGENT_RUNNER_ID={runner_id!r} may hold letters, digits and @ . _ : -")
     level, log_format = log_settings(env)
@@ -162,7 +162,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RunnerSettings:
         commands_file=Path(commands).expanduser(),
         task_dir=task_dir,
         # beside the queue, not in it: consumers of the queue only ever see task files
-        log_dir=_path(env, "AGENT_RUNNER_LOG_DIR", task_dir.parent / f"{task_dir.name}-logs"),
+        log_dir=env_path(env, "AGENT_RUNNER_LOG_DIR", task_dir.parent / f"{task_dir.name}-logs"),
         runner_id=runner_id,
         global_concurrency=int(
             _env_number(env, "AGENT_RUNNER_CONCURRENCY", DEFAULT_GLOBAL_CONCURRENCY, True)
