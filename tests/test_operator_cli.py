@@ -13,6 +13,7 @@ from temporalio.exceptions import CancelledError
 
 from config import WorkerConfig
 from harness.pipelines import (
+    PipelineRun,
     PipelineScript,
     dispatched,
     install_matrix_recorder,
@@ -29,6 +30,17 @@ from tests.helpers.cli import temporal_cli
 from tests.helpers.histories import save_history
 
 HOLD = 600.0
+
+
+async def activity_by_hand(
+    address: str, config: WorkerConfig, run: PipelineRun, task_type: str, verb: str, *args: str
+) -> None:
+    """`temporal activity <verb>` on the stage that dispatched `task_type`, once its task file
+    is written, as an operator finishes a stage an agent cannot."""
+    await wait_for(lambda: task_type in [t["task_type"] for t in dispatched(config)], 30)
+    [task] = [t for t in dispatched(config) if t["task_type"] == task_type]
+    activity = ["--workflow-id", run.handle.id, "--activity-id", task["payload"]["activity_id"]]
+    await temporal_cli(["activity", verb, *activity, *args], address)
 
 
 @pytest.mark.parametrize(
@@ -86,20 +98,8 @@ async def test_activity_complete_by_hand(
     """Any JSON result completes the stage; the close stage's output is the report path."""
     script = PipelineScript(ignore_task_types=("build_closeout",))
     async with running_pipeline(client, config, script.decide) as run:
-        await wait_for(lambda: "build_closeout" in [t["task_type"] for t in dispatched(config)], 30)
-        close = dispatched(config)[-1]
-        await temporal_cli(
-            [
-                "activity",
-                "complete",
-                "--workflow-id",
-                run.handle.id,
-                "--activity-id",
-                close["payload"]["activity_id"],
-                "--result",
-                result,
-            ],
-            address,
+        await activity_by_hand(
+            address, config, run, "build_closeout", "complete", "--result", result
         )
         done = await asyncio.wait_for(run.handle.result(), 60)
     assert done.status == "complete"
@@ -114,20 +114,8 @@ async def test_unreadable_completion_takes_the_stage_failure_path(
     record = install_matrix_recorder(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
     async with running_pipeline(client, config, script.decide) as run:
-        await wait_for(lambda: len(dispatched(config)) == 1, 30)
-        await temporal_cli(
-            [
-                "activity",
-                "complete",
-                "--workflow-id",
-                run.handle.id,
-                "--activity-id",
-                dispatched(config)[0]["payload"]["activity_id"],
-                "--result",
-                '{"status": "maybe"}',
-            ],
-            address,
-        )
+        maybe = '{"status": "maybe"}'
+        await activity_by_hand(address, config, run, "build_prefab", "complete", "--result", maybe)
         cause = await failure_of(run.handle)
     assert cause.type == "StageFailedError"
     summary = summary_of(cause.message.split("(summary: ")[1].rstrip(")"))
@@ -141,31 +129,14 @@ async def test_activity_fail_by_hand_holds(
 ) -> None:
     script = PipelineScript(ignore_task_types=("build_plan",))
     async with running_pipeline(client, config, script.decide, failure_hold_seconds=HOLD) as run:
-        await wait_for(lambda: "build_plan" in [t["task_type"] for t in dispatched(config)], 30)
-        implement = dispatched(config)[-1]
-        await temporal_cli(
-            [
-                "activity",
-                "fail",
-                "--workflow-id",
-                run.handle.id,
-                "--activity-id",
-                implement["payload"]["activity_id"],
-                "--reason",
-                "the agent's host died",
-                "--detail",
-                json.dumps("no details"),
-            ],
-            address,
-        )
+        reason = ["--reason", "the agent's host died", "--detail", json.dumps("no details")]
+        await activity_by_hand(address, config, run, "build_plan", "fail", *reason)
         await wait_stage(run.handle, "awaiting-retry")
         status = await status_of(run.handle)
         assert status.failed_stage == "implement"
         assert "the agent's host died" in status.failed_error
-        await temporal_cli(
-            ["workflow", "update", "execute", "--workflow-id", run.handle.id, "--name", "abort"],
-            address,
-        )
+        code, out = await update(address, run.handle.id, "abort")
+        assert code == 0, out
         cause = await failure_of(run.handle)
     assert "the agent's host died; aborted by the operator" in cause.message
 
