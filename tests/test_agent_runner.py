@@ -21,8 +21,8 @@ from tests.helpers.cli import temporal_cli
 from tests.helpers.queue import PIPELINE_TASK_TYPES, only_task
 from tests.helpers.runner import (
     DEMO_AGENT,
-    ends_a_second_run,
     python_agent,
+    restartable_agent,
     runner_env,
     runner_process,
     start_agent_plan,
@@ -178,18 +178,14 @@ async def test_kill_9_of_the_runner_then_restart(
 ) -> None:
     """The agent dies with the runner, and the restarted runner kills the child it left in its
     group; then it fails the stage, or re-runs it."""
-    pid_file, marker = tmp_path / "pid", tmp_path / "ran-once"
-    agent = python_agent(
-        tmp_path / "agent.py",
-        (
-            "import subprocess\n"
-            + ends_a_second_run(marker)
-            + "child = subprocess.Popen(['sleep', '300'])\n"
-            f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
-            "time.sleep(300)"
-        ),
+    pid_file = tmp_path / "pid"
+    body = (
+        "import subprocess\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(300)"
     )
-    agents = {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
+    agents = restartable_agent(tmp_path, body, rerun)
     async with worker_and_runner(config, tmp_path, agents) as runner:
         handle = await start_agent_plan(client, config)
         await wait_for(pid_file.exists, 20, what="the agent to start")

@@ -15,8 +15,7 @@ from config import WorkerConfig
 from tests.helpers.checks import failure_of, stderr_line, wait_for
 from tests.helpers.queue import only_task
 from tests.helpers.runner import (
-    ends_a_second_run,
-    python_agent,
+    restartable_agent,
     runner_env,
     runner_process,
     start_agent_plan,
@@ -109,19 +108,15 @@ async def test_graceful_stop_stops_the_agent(
 ) -> None:
     """SIGINT (what PM2 sends): the agent gets SIGTERM; its stage fails at once, or, with
     rerun_on_restart, the task waits in-progress for the next start, which runs it again."""
-    started, marker = tmp_path / "started", tmp_path / "ran-once"
-    agent = python_agent(
-        tmp_path / "agent.py",
-        (
-            "import signal\n"
-            + ends_a_second_run(marker)
-            + "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
-            "sys.exit(143)))\n"
-            f"pathlib.Path({str(started)!r}).write_text('x')\n"
-            "time.sleep(300)"
-        ),
+    started = tmp_path / "started"
+    body = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
+        "sys.exit(143)))\n"
+        f"pathlib.Path({str(started)!r}).write_text('x')\n"
+        "time.sleep(300)"
     )
-    agents = {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
+    agents = restartable_agent(tmp_path, body, rerun)
     async with worker_and_runner(config, tmp_path, agents) as runner:
         handle = await start_agent_plan(client, config)
         await wait_for(started.exists, 20, what="the agent to start")

@@ -81,15 +81,19 @@ def python_agent(path: Path, body: str) -> Path:
     return path
 
 
-def ends_a_second_run(marker: Path) -> str:
-    """Lines of an agent script: the first run leaves `marker`; a second run (a re-run after
-    the runner restarted) prints `second run done` and exits 0 at once."""
-    return (
+def restartable_agent(tmp_path: Path, body: str, rerun: bool) -> dict[str, dict[str, Any]]:
+    """The commands of a dev agent whose first run runs `body` and whose second run (a re-run
+    after the runner restarted) prints `second run done` and exits 0 at once; `rerun` is its
+    rerun_on_restart."""
+    marker = tmp_path / "ran-once"
+    agent = python_agent(
+        tmp_path / "agent.py",
         f"marker = pathlib.Path({str(marker)!r})\n"
         "if marker.exists():\n"
         "    print('second run done'); sys.exit(0)\n"
-        "marker.write_text('x')\n"
+        "marker.write_text('x')\n" + body,
     )
+    return {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
 
 
 def task_status(path: Path) -> str:

@@ -192,19 +192,7 @@ def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:
             yield Point(
                 metric.name, kind, metric.unit, attributes(dp.attributes), resource, float(value), 0
             )
-    elif kind == "histogram":
-        for dp in metric.histogram.data_points:
-            yield Point(
-                metric.name,
-                kind,
-                metric.unit,
-                attributes(dp.attributes),
-                resource,
-                dp.sum,
-                dp.count,
-                tuple(dp.explicit_bounds),
-            )
-    elif kind is not None:
+    elif kind is not None:  # the histograms and summaries: a sum and a count, bounds if any
         for dp in getattr(metric, kind).data_points:
             yield Point(
                 metric.name,
@@ -214,6 +202,7 @@ def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:
                 resource,
                 float(getattr(dp, "sum", 0.0)),
                 int(getattr(dp, "count", 0)),
+                tuple(getattr(dp, "explicit_bounds", ())),
             )
 
 
