@@ -26,7 +26,7 @@ from activities.task_files import write_text_atomic
 from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
 from harness.cli import run_cli
-from harness.env import build_plan_input, cli_env, closed_address
+from harness.env import build_plan_input, cli_env, closed_address, start_plan
 from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
 from program_exit import EXIT_CONFIG
@@ -101,13 +101,7 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     ) as proc:
         # A client built by worker.connect(), the path the worker itself takes.
         client = await worker_module.connect(load_client_settings(env))
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input("mtls-plan"),
-            id=f"mtls-{uuid.uuid4()}",
-            task_queue=env["TASK_QUEUE"],
-            result_type=BuildPlanResult,
-        )
+        handle = await start_plan(client, env["TASK_QUEUE"], build_plan_input("mtls-plan"))
         await wait_for(lambda: bool(task_files_in(queue)), timeout=30)
         [task_file] = task_files_in(queue)
         code, out, err = await run_cli(
