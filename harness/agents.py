@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from temporalio.client import Client
 import agent_calls
 from activities import task_files
 from complete_activity import EXIT_UNREACHABLE
+from config import WorkerConfig
 from exceptions import TaskFileError
 from harness.cli import run_cli
+from harness.env import running_worker
 
 
 def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -192,4 +195,21 @@ async def client_agent(
 ) -> AsyncIterator[ScriptedAgent]:
     """The agent answering by the client, `parallel` at a time: for load."""
     async with ScriptedAgent(queue_dir, "", decide, client=client, parallel=parallel) as agent:
+        yield agent
+
+
+@contextlib.asynccontextmanager
+async def worker_and_agent(
+    client: Client,
+    config: WorkerConfig,
+    decide: Decide,
+    worker: AbstractAsyncContextManager[Any] | None = None,
+) -> AsyncIterator[ScriptedAgent]:
+    """`worker` (by default the production worker in this process, on `config`) and the agent
+    answering `config`'s task directory as `decide` says, both for the block: the two halves
+    every pipeline and plan needs."""
+    async with (
+        running_worker(client, config) if worker is None else worker,
+        ScriptedAgent(config.agent_task_dir, config.temporal_address, decide) as agent,
+    ):
         yield agent

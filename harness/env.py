@@ -13,12 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 import worker as worker_module
 from config import WorkerConfig
 from dev_server import SQLITE_PRAGMAS
-from models import BuildPlanInput, PhaseSpec
+from models import BuildPlanInput, BuildPlanResult, PhaseSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,12 +79,32 @@ def closed_address() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
-def build_plan_input(name: str, phases: int = 1) -> BuildPlanInput:
-    """A BuildPlan of `phases` dev phases, `phase 1` to `phase <n>`."""
+def build_plan_input(name: str, phases: int = 1, agent_type: str = "dev") -> BuildPlanInput:
+    """A BuildPlan of `phases` phases for `agent_type`, `phase 1` to `phase <n>`."""
     return BuildPlanInput(
         plan_name=name,
         phases=[
-            PhaseSpec(number=n, agent_type="dev", description=f"phase {n}")
+            PhaseSpec(number=n, agent_type=agent_type, description=f"phase {n}")
             for n in range(1, phases + 1)
         ],
+    )
+
+
+async def start_plan(
+    client: Client,
+    task_queue: str,
+    plan: BuildPlanInput,
+    *,
+    workflow_id: str | None = None,
+    **options: Any,
+) -> WorkflowHandle[Any, BuildPlanResult]:
+    """Start a BuildPlanWorkflow on `task_queue`, under `workflow_id` or a fresh `plan-<uuid>`;
+    `options` go to `start_workflow` as they are (e.g. `execution_timeout`)."""
+    return await client.start_workflow(
+        "BuildPlanWorkflow",
+        plan,
+        id=workflow_id or f"plan-{uuid.uuid4()}",
+        task_queue=task_queue,
+        result_type=BuildPlanResult,
+        **options,
     )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from config import WorkerConfig
-from harness.agents import new_tasks
+from harness.agents import Decide, ScriptedAgent, new_tasks, worker_and_agent
 from harness.env import TEMPORAL_BIN, cli_env
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
 
@@ -161,16 +164,63 @@ async def wait_stage(handle: WorkflowHandle, stage: str, timeout: float = 30) ->
         await asyncio.sleep(0.1)
 
 
+async def wait_listed(
+    client: Client, handle: WorkflowHandle, stage: str, timeout: float = 10
+) -> None:
+    """Until a visibility query by the BuildStage search attribute finds the pipeline at `stage`,
+    as the operator's inbox asks: visibility can lag the stage by a moment, so it asks again."""
+    query = f"BuildStage='{stage}' AND WorkflowId='{handle.id}'"
+    deadline = asyncio.get_running_loop().time() + timeout
+    while [w.id async for w in client.list_workflows(query)] != [handle.id]:
+        assert asyncio.get_running_loop().time() < deadline, f"never listed as {stage}"
+        await asyncio.sleep(0.1)
+
+
 async def start_pipeline(
-    client: Client, config: WorkerConfig, task_id: str, **kw: Any
-) -> WorkflowHandle:
+    client: Client,
+    config: WorkerConfig,
+    task_id: str,
+    *,
+    workflow_id: str | None = None,
+    **kw: Any,
+) -> WorkflowHandle[Any, BuildPipelineResult]:
+    """Start a BuildPipelineWorkflow for the originating task `task_id`, under `workflow_id` or a
+    fresh `pipeline-<uuid>`; `kw` goes to `pipeline_input`."""
     return await client.start_workflow(
         "BuildPipelineWorkflow",
         pipeline_input(task_id, **kw),
-        id=f"pipeline-{uuid.uuid4()}",
+        id=workflow_id or f"pipeline-{uuid.uuid4()}",
         task_queue=config.task_queue,
         result_type=BuildPipelineResult,
     )
+
+
+@dataclass
+class PipelineRun:
+    """A pipeline `running_pipeline` started: its handle, the dispatcher's task file that
+    started it (the one the block gate watches) and the agent answering its stages."""
+
+    handle: WorkflowHandle[Any, BuildPipelineResult]
+    task_id: str
+    origin: Path
+    agent: ScriptedAgent
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    client: Client,
+    config: WorkerConfig,
+    decide: Decide,
+    worker: AbstractAsyncContextManager[Any] | None = None,
+    **start: Any,
+) -> AsyncIterator[PipelineRun]:
+    """A BuildPipelineWorkflow for a fresh originating task, started under `worker_and_agent`
+    (the production worker in this process unless `worker` is given); `start` goes to
+    `start_pipeline`. Worker and agent stay for the block; the run's handle outlives it."""
+    task_id, origin = originating_task(config)
+    async with worker_and_agent(client, config, decide, worker) as agent:
+        handle = await start_pipeline(client, config, task_id, **start)
+        yield PipelineRun(handle, task_id, origin, agent)
 
 
 async def temporal(address: str, *args: str) -> tuple[int, str, str]:

@@ -6,6 +6,7 @@ built exactly as production builds it, and complete_activity.py run as a subproc
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from activities.task_files import write_text_atomic
 from config import WorkerConfig
 from harness.env import DEV_SERVER_ARGS, TEMPORAL_BIN, make_config
 from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
+from tests.servers.synapse import MatrixUser, Room, Synapse, running_synapse
 from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_vault_setup
 from tests.servers.vault import CLIENT_CN, SERVER_DNS_NAME, Pki, VaultSetup
 from workflows.stage_runner import BUILD_STAGE
@@ -106,3 +108,40 @@ def named_relay(
         address, pki.named_server, pki.ca.cert_pem, tmp_path_factory.mktemp("named-relay")
     ) as r:
         yield r
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    with running_synapse(tmp_path_factory.mktemp("synapse")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def notifier(synapse: Synapse) -> MatrixUser:
+    """The worker's bot account."""
+    return synapse.register("notifier", admin=True)
+
+
+@pytest.fixture(scope="session")
+def bob(synapse: Synapse) -> MatrixUser:
+    """An operator in the room: the one who must not be pinged by accident.
+
+    Bob has turned off the default rule that silences every `m.notice`, so only the text of a
+    message decides whether it pings him.
+    """
+    user = synapse.register("bob")
+    with synapse.api(user.access_token) as http:
+        http.put(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
+            json={"enabled": False},
+        ).raise_for_status()
+    return user
+
+
+@pytest.fixture
+def room(synapse: Synapse, notifier: MatrixUser, bob: MatrixUser) -> Room:
+    """A fresh room of the bot's, bob invited and joined."""
+    name = f"ops-{uuid.uuid4().hex[:10]}"
+    room_id = synapse.create_room(notifier, name, invite=[bob.user_id])
+    synapse.join(bob, room_id)
+    return Room(synapse, notifier, bob, room_id, name)

@@ -9,34 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 
 from activities import instructions, task_files
 from config import load_config
 from exceptions import ConfigError
-from harness.agents import ScriptedAgent
+from harness.agents import worker_and_agent
 from harness.cli import run_cli
-from harness.env import build_plan_input, make_config, running_worker
+from harness.env import build_plan_input, make_config, start_plan
 from harness.pipelines import (
     PipelineScript,
     dispatched,
     install_matrix_recorder,
     matrix_messages,
     originating_task,
+    running_pipeline,
     start_pipeline,
     summary_of,
 )
 from harness.worker_process import WorkerProcess, worker_env
-from models import BuildPlanResult
-from tests.helpers.checks import stderr_line, wait_for
+from tests.helpers.checks import failure_of, stderr_line, wait_for
 from tests.helpers.histories import save_history
+from tests.helpers.queue import PIPELINE_TASK_TYPES
 
 TIMEOUT = 3  # seconds: the smallest the worker accepts, so agents heartbeat every second
 # A heartbeating agent runs the CLI for each beat, a process that can take a second or two on a
@@ -85,22 +84,16 @@ async def test_silent_agent_fails_its_stage_within_the_timeout(
 ) -> None:
     config = make_config(tmp_path, address)
     record = install_matrix_recorder(config)
-    task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
-    env = worker_env(config, AGENT_HEARTBEAT_TIMEOUT=str(TIMEOUT))
-    async with (
-        WorkerProcess(env, tmp_path / "logs"),
-        ScriptedAgent(config.agent_task_dir, address, script.decide) as agent,
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_for(lambda: "build_prefab" in agent.ignored, 30, what="the prefab task")
+    worker = WorkerProcess(
+        worker_env(config, AGENT_HEARTBEAT_TIMEOUT=str(TIMEOUT)), tmp_path / "logs"
+    )
+    async with running_pipeline(client, config, script.decide, worker) as run:
+        await wait_for(lambda: "build_prefab" in run.agent.ignored, 30, what="the prefab task")
         seen = time.monotonic()
-        with pytest.raises(WorkflowFailureError) as caught:
-            await asyncio.wait_for(handle.result(), 60)
+        cause = await failure_of(run.handle)
         noticed = time.monotonic() - seen
-        await save_history(handle, "pipeline_heartbeat_timeout")
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError)
+        await save_history(run.handle, "pipeline_heartbeat_timeout")
     assert cause.type == "StageTimedOutError"
     reason = f"no heartbeat from the claudebox agent within {TIMEOUT} s"
     assert cause.message.startswith(f"prefab failed: {reason} (summary: ")
@@ -116,7 +109,7 @@ async def test_silent_agent_fails_its_stage_within_the_timeout(
         instructions.prefab("demo-build", "/plans/demo/plan.md"), timedelta(seconds=TIMEOUT)
     )
 
-    events = (await handle.fetch_history()).events
+    events = (await run.handle.fetch_history()).events
     [scheduled] = [
         e
         for e in events
@@ -174,10 +167,7 @@ async def test_heartbeating_agent_outlives_the_timeout(
                 progress.append(text)
         return script.decide(task)
 
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, decide) as agent,
-    ):
+    async with worker_and_agent(client, config, decide) as agent:
         handle = await start_pipeline(client, config, task_id)
 
         async def described() -> bool:
@@ -200,23 +190,12 @@ async def test_setting_off_keeps_task_files_as_they_were(
     """Off (the default), no stage carries a heartbeat timeout and every file is the
     original's: no `heartbeat_seconds`, and instructions without the heartbeat paragraph."""
     config = make_config(tmp_path, address)
-    task_id, _ = originating_task(config)
     script = PipelineScript(flags=["tidy"])
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        result = await handle.result()
+    async with running_pipeline(client, config, script.decide) as run:
+        result = await run.handle.result()
     assert result.status == "complete"
     tasks = dispatched(config)
-    assert [t["task_type"] for t in tasks] == [
-        "build_prefab",
-        "build_plan",
-        "security_audit",
-        "security_fix",
-        "build_closeout",
-    ]
+    assert [t["task_type"] for t in tasks] == PIPELINE_TASK_TYPES
     audit_request = config.audit_dir / "demo-build" / "request.md"
     expected = {
         "build_prefab": instructions.prefab("demo-build", "/plans/demo/plan.md"),
@@ -228,7 +207,7 @@ async def test_setting_off_keeps_task_files_as_they_were(
     for task in tasks:
         assert "heartbeat_seconds" not in task["payload"]
         assert task["payload"]["instruction"] == expected[task["task_type"]]
-    events = (await handle.fetch_history()).events
+    events = (await run.handle.fetch_history()).events
     timeouts = [
         e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
         for e in events
@@ -243,22 +222,10 @@ async def test_silent_phase_is_dispatched_again_then_fails_the_plan(
     """A BuildPlan phase has two attempts: a silent agent gets a second task file (the first
     is superseded), and after the second silence the plan fails saying why."""
     config = make_config(tmp_path, address, heartbeat_timeout_seconds=TIMEOUT)
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, lambda task: None) as agent,
-    ):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input("silent-plan"),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        with pytest.raises(WorkflowFailureError) as caught:
-            await asyncio.wait_for(handle.result(), 60)
+    async with worker_and_agent(client, config, lambda task: None) as agent:
+        handle = await start_plan(client, config.task_queue, build_plan_input("silent-plan"))
+        cause = await failure_of(handle)
         await save_history(handle, "plan_heartbeat_timeout")
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError)
     assert cause.type == "StageTimedOutError"
     assert cause.message == f"Phase 1 failed: no heartbeat from the dev agent within {TIMEOUT} s"
     assert agent.ignored == ["build_phase", "build_phase"]

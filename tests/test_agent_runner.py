@@ -6,64 +6,32 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from config import WorkerConfig
-from harness.env import TEMPORAL_BIN
 from harness.pipelines import dispatched, originating_task, start_pipeline, summary_of
 from harness.worker_process import WorkerProcess, worker_env
-from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.helpers.checks import task_files_in, wait_for
+from tests.helpers.checks import failure_of, task_files_in, wait_for
+from tests.helpers.cli import temporal_cli
+from tests.helpers.queue import PIPELINE_TASK_TYPES, only_task
 from tests.helpers.runner import (
     DEMO_AGENT,
     python_agent,
+    restartable_agent,
     runner_env,
     runner_process,
+    start_agent_plan,
     task_status,
+    worker_and_runner,
     write_commands,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def start_plan(client: Client, config: WorkerConfig, *agents: str) -> WorkflowHandle:
-    phases = [
-        PhaseSpec(number=n, agent_type=a, description=f"phase {n} for {a}")
-        for n, a in enumerate(agents, 1)
-    ]
-    return await client.start_workflow(
-        "BuildPlanWorkflow",
-        BuildPlanInput(plan_name="runner-plan", phases=phases),
-        id=f"plan-{uuid.uuid4()}",
-        task_queue=config.task_queue,
-        result_type=BuildPlanResult,
-    )
-
-
-def only_task(config: WorkerConfig) -> Path:
-    files = [
-        p
-        for p in task_files_in(config.agent_task_dir)
-        if task_files.load_task(p).get("source_agent") == task_files.SOURCE_AGENT
-    ]
-    assert len(files) == 1, files
-    return files[0]
-
-
-async def failure_of(handle: WorkflowHandle) -> str:
-    """The message the workflow failed with."""
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "PhaseFailedError", cause
-    return cause.message
 
 
 def history_actors(path: Path) -> list[tuple[str, str]]:
@@ -82,14 +50,9 @@ async def test_pipeline_end_to_end_with_a_shell_agent(
         "timeout_seconds": 30,
         "env": {"DEMO_FLAG": "pin the base image", "DEMO_AGENT_SECONDS": "0"},
     }
-    commands = write_commands(
-        tmp_path / "agents.yml", {"claudebox": agent, "dev": agent, "security-agent": agent}
-    )
     task_id, _ = originating_task(config)
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs") as _worker,
-        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
-    ):
+    agents = {"claudebox": agent, "dev": agent, "security-agent": agent}
+    async with worker_and_runner(config, tmp_path, agents) as runner:
         handle = await start_pipeline(client, config, task_id)
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "complete"
@@ -97,13 +60,7 @@ async def test_pipeline_end_to_end_with_a_shell_agent(
     assert summary["outcome"] == "success"
     assert summary["flags_applied"] == 1
     tasks = dispatched(config)
-    assert [t["task_type"] for t in tasks] == [
-        "build_prefab",
-        "build_plan",
-        "security_audit",
-        "security_fix",
-        "build_closeout",
-    ]
+    assert [t["task_type"] for t in tasks] == PIPELINE_TASK_TYPES
     for task in tasks:
         assert task["status"] == "completed", task["history"]
         assert [h["status"] for h in task["history"]] == ["submitted", "in-progress", "completed"]
@@ -129,18 +86,13 @@ async def test_failing_agent_fails_the_stage(
     agent = python_agent(
         tmp_path / "fails.py", "print('compiling'); print('3 tests failed')\nsys.exit(3)"
     )
-    commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs"),
-    ):
-        handle = await start_plan(client, config, "dev")
-        error = await failure_of(handle)
-    assert error == (
-        "Phase 1 failed: agent dev exited with code 3; last output: compiling | 3 tests failed"
+    async with worker_and_runner(config, tmp_path, {"dev": {"command": [str(agent)]}}):
+        error = await failure_of(await start_agent_plan(client, config))
+    assert (error.type, error.message) == (
+        "PhaseFailedError",
+        "Phase 1 failed: agent dev exited with code 3; last output: compiling | 3 tests failed",
     )
-    path = only_task(config)
-    assert task_status(path) == "failed"
+    assert task_status(only_task(config.agent_task_dir)) == "failed"
 
 
 async def test_hanging_agent_is_stopped_at_its_time_limit(
@@ -158,17 +110,14 @@ async def test_hanging_agent_is_stopped_at_its_time_limit(
             "time.sleep(300)"
         ),
     )
-    commands = write_commands(
-        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "timeout_seconds": 1.5}}
+    agents = {"dev": {"command": [str(agent)], "timeout_seconds": 1.5}}
+    async with worker_and_runner(config, tmp_path, agents):
+        error = await failure_of(await start_agent_plan(client, config))
+    assert (error.type, error.message) == (
+        "PhaseFailedError",
+        "Phase 1 failed: agent dev ran past its time limit of 1.5 s and was stopped",
     )
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs"),
-    ):
-        handle = await start_plan(client, config, "dev")
-        error = await failure_of(handle)
-    assert error == ("Phase 1 failed: agent dev ran past its time limit of 1.5 s and was stopped")
-    assert task_status(only_task(config)) == "failed"
+    assert task_status(only_task(config.agent_task_dir)) == "failed"
     agent_pid, child_pid = map(int, pids.read_text().split())
     await wait_for(
         lambda: not alive(agent_pid) and not alive(child_pid),
@@ -184,20 +133,6 @@ def alive(pid: int) -> bool:
         return False
     stat_line = Path(f"/proc/{pid}/stat").read_text()
     return stat_line.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone but not reaped
-
-
-async def cli(*args: str, address: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN,
-        *args,
-        "--address",
-        address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
 
 
 async def heartbeat_details(handle: WorkflowHandle) -> str:
@@ -221,19 +156,15 @@ async def test_cancelled_pipeline_stops_its_agent(
             "    time.sleep(0.2)"
         ),
     )
-    commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
-    ):
-        handle = await start_plan(client, config, "dev")
+    async with worker_and_runner(config, tmp_path, {"dev": {"command": [str(agent)]}}) as runner:
+        handle = await start_agent_plan(client, config)
 
         async def progress() -> bool:
             return '"step ' in await heartbeat_details(handle)
 
         await wait_for(progress, 20, what="the agent's output as heartbeat progress")
-        await cli("workflow", "cancel", "--workflow-id", handle.id, address=address)
-        path = only_task(config)
+        await temporal_cli(["workflow", "cancel", "--workflow-id", handle.id], address)
+        path = only_task(config.agent_task_dir)
         await wait_for(lambda: task_status(path) == "cancelled", 20, what="task cancelled")
         await wait_for(lambda: not alive(int(pid_file.read_text())), 10, what="agent gone")
         assert runner.events("agent_stopping")
@@ -247,34 +178,22 @@ async def test_kill_9_of_the_runner_then_restart(
 ) -> None:
     """The agent dies with the runner, and the restarted runner kills the child it left in its
     group; then it fails the stage, or re-runs it."""
-    pid_file, marker = tmp_path / "pid", tmp_path / "ran-once"
-    agent = python_agent(
-        tmp_path / "agent.py",
-        (
-            "import subprocess\n"
-            f"marker = pathlib.Path({str(marker)!r})\n"
-            "if marker.exists():\n"
-            "    print('second run done'); sys.exit(0)\n"
-            "marker.write_text('x')\n"
-            "child = subprocess.Popen(['sleep', '300'])\n"
-            f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
-            "time.sleep(300)"
-        ),
+    pid_file = tmp_path / "pid"
+    body = (
+        "import subprocess\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(300)"
     )
-    commands = write_commands(
-        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
-    )
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
-    ):
-        handle = await start_plan(client, config, "dev")
+    agents = restartable_agent(tmp_path, body, rerun)
+    async with worker_and_runner(config, tmp_path, agents) as runner:
+        handle = await start_agent_plan(client, config)
         await wait_for(pid_file.exists, 20, what="the agent to start")
         await runner.kill9()
         agent_pid, child_pid = map(int, pid_file.read_text().split())
         await wait_for(lambda: not alive(agent_pid), 10, what="the agent to die with the runner")
         assert alive(child_pid)  # orphaned, still in the agent's group
-        path = only_task(config)
+        path = only_task(config.agent_task_dir)
         assert task_status(path) == "in-progress"
         await runner.start()
         await wait_for(lambda: not alive(child_pid), 10, what="the restart to kill the leftover")
@@ -284,10 +203,11 @@ async def test_kill_9_of_the_runner_then_restart(
             assert result.status == "complete"
         else:
             error = await failure_of(handle)
-            assert error == (
+            assert (error.type, error.message) == (
+                "PhaseFailedError",
                 "Phase 1 failed: agent runner runner-a restarted while agent dev "
                 "ran this task; its process is gone (set rerun_on_restart: true "
-                "to run it again)"
+                "to run it again)",
             )
     task = task_files.load_task(path)
     assert task["status"] == ("completed" if rerun else "failed")
@@ -321,7 +241,7 @@ async def test_two_runners_on_one_directory_never_run_a_task_twice(
         runner_process(env_a, tmp_path / "logs", "runner-a"),
         runner_process(env_b, tmp_path / "logs", "runner-b"),
     ):
-        handles = [await start_plan(client, config, "dev") for _ in range(8)]
+        handles = [await start_agent_plan(client, config) for _ in range(8)]
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
     assert all(r.status == "complete" for r in results)
     lines = [line.split() for line in runs.read_text().splitlines()]
@@ -344,11 +264,11 @@ async def test_concurrency_limits_per_agent_and_global(
     env = runner_env(config, commands, AGENT_RUNNER_CONCURRENCY="3")
     async with WorkerProcess(worker_env(config), tmp_path / "logs"):
         # the two ops tasks are the oldest, so the first pass takes both (and one dev task)
-        handles = [await start_plan(client, config, "ops") for _ in range(2)]
+        handles = [await start_agent_plan(client, config, "ops") for _ in range(2)]
         await wait_for(
             lambda: len(task_files_in(config.agent_task_dir)) == 2, 20, what="the ops task files"
         )
-        handles += [await start_plan(client, config, "dev") for _ in range(4)]
+        handles += [await start_agent_plan(client, config) for _ in range(4)]
         await wait_for(
             lambda: len(task_files_in(config.agent_task_dir)) == 6, 20, what="six task files"
         )
@@ -386,15 +306,15 @@ async def test_runner_heartbeats_keep_a_silent_agent_alive_under_agent_heartbeat
     """AGENT_HEARTBEAT_TIMEOUT=3 on the worker; the agent itself never heartbeats and runs 5 s.
     The runner beats at the task's `heartbeat_seconds` (1), not its own 60 s default."""
     agent = python_agent(tmp_path / "agent.py", "time.sleep(5); print('done quietly')")
-    commands = write_commands(tmp_path / "agents.yml", {"dev": {"command": [str(agent)]}})
-    env = runner_env(config, commands, AGENT_RUNNER_HEARTBEAT_SECONDS="60")
-    async with (
-        WorkerProcess(worker_env(config, AGENT_HEARTBEAT_TIMEOUT="3"), tmp_path / "logs"),
-        runner_process(env, tmp_path / "logs"),
+    async with worker_and_runner(
+        config,
+        tmp_path,
+        {"dev": {"command": [str(agent)]}},
+        worker_extra={"AGENT_HEARTBEAT_TIMEOUT": "3"},
+        AGENT_RUNNER_HEARTBEAT_SECONDS="60",
     ):
-        handle = await start_plan(client, config, "dev")
-        result = await asyncio.wait_for(handle.result(), 30)
+        result = await asyncio.wait_for((await start_agent_plan(client, config)).result(), 30)
     assert result.status == "complete"
-    task = task_files.load_task(only_task(config))
+    task = task_files.load_task(only_task(config.agent_task_dir))
     assert task["payload"]["heartbeat_seconds"] == 1
     assert (task["status"], task["result"]["output"]) == ("completed", "done quietly")

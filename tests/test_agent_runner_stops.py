@@ -4,56 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 
 from activities import task_files
 from config import WorkerConfig
-from harness.worker_process import WorkerProcess, worker_env
-from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.helpers.checks import stderr_line, task_files_in, wait_for
+from tests.helpers.checks import failure_of, stderr_line, wait_for
+from tests.helpers.queue import only_task
 from tests.helpers.runner import (
-    python_agent,
+    restartable_agent,
     runner_env,
     runner_process,
+    start_agent_plan,
     task_status,
+    worker_and_runner,
     write_commands,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def start_plan(client: Client, config: WorkerConfig) -> WorkflowHandle:
-    phases = [PhaseSpec(number=1, agent_type="dev", description="phase 1")]
-    return await client.start_workflow(
-        "BuildPlanWorkflow",
-        BuildPlanInput(plan_name="runner-plan", phases=phases),
-        id=f"plan-{uuid.uuid4()}",
-        task_queue=config.task_queue,
-        result_type=BuildPlanResult,
-    )
-
-
-async def failure_of(handle: WorkflowHandle) -> str:
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError), cause
-    return cause.message
-
-
-def worker_task(config: WorkerConfig) -> Path:
-    [path] = [
-        p
-        for p in task_files_in(config.agent_task_dir)
-        if b"source_agent: temporal-worker" in p.read_bytes()
-    ]
-    return path
 
 
 async def test_bad_input_gets_one_log_line_each_and_the_runner_goes_on(
@@ -84,21 +55,17 @@ async def test_bad_input_gets_one_log_line_each_and_the_runner_goes_on(
         )
     )
     other_before = other.read_text()
-    commands = write_commands(
-        tmp_path / "agents.yml", {"dev": {"command": ["/nonexistent/agent", "$TASK_ID"]}}
-    )
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
-    ):
-        handle = await start_plan(client, config)
-        error = await failure_of(handle)
+    agents = {"dev": {"command": ["/nonexistent/agent", "$TASK_ID"]}}
+    async with worker_and_runner(config, tmp_path, agents) as runner:
+        error = await failure_of(await start_agent_plan(client, config))
         await wait_for(lambda: task_status(tokenless) == "failed", 10, what="tokenless failed")
         assert runner.alive()
-    assert error == (
-        "Phase 1 failed: cannot start '/nonexistent/agent' for agent dev: No such file or directory"
+    assert (error.type, error.message) == (
+        "PhaseFailedError",
+        "Phase 1 failed: cannot start '/nonexistent/agent' for agent dev: "
+        "No such file or directory",
     )
-    assert task_status(worker_task(config)) == "failed"
+    assert task_status(only_task(config.agent_task_dir)) == "failed"
     assert malformed.read_text() == "status: [submitted\n"  # left untouched
     assert other.read_text() == other_before  # another dispatcher's agent: left untouched
     [bad] = runner.events("task_file_malformed")
@@ -141,39 +108,29 @@ async def test_graceful_stop_stops_the_agent(
 ) -> None:
     """SIGINT (what PM2 sends): the agent gets SIGTERM; its stage fails at once, or, with
     rerun_on_restart, the task waits in-progress for the next start, which runs it again."""
-    started, marker = tmp_path / "started", tmp_path / "ran-once"
-    agent = python_agent(
-        tmp_path / "agent.py",
-        (
-            "import signal\n"
-            f"marker = pathlib.Path({str(marker)!r})\n"
-            "if marker.exists():\n"
-            "    print('second run done'); sys.exit(0)\n"
-            "marker.write_text('x')\n"
-            "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
-            "sys.exit(143)))\n"
-            f"pathlib.Path({str(started)!r}).write_text('x')\n"
-            "time.sleep(300)"
-        ),
+    started = tmp_path / "started"
+    body = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), "
+        "sys.exit(143)))\n"
+        f"pathlib.Path({str(started)!r}).write_text('x')\n"
+        "time.sleep(300)"
     )
-    commands = write_commands(
-        tmp_path / "agents.yml", {"dev": {"command": [str(agent)], "rerun_on_restart": rerun}}
-    )
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs"),
-        runner_process(runner_env(config, commands), tmp_path / "logs") as runner,
-    ):
-        handle = await start_plan(client, config)
+    agents = restartable_agent(tmp_path, body, rerun)
+    async with worker_and_runner(config, tmp_path, agents) as runner:
+        handle = await start_agent_plan(client, config)
         await wait_for(started.exists, 20, what="the agent to start")
         runner.stop_signal = signal.SIGINT
         assert await runner.stop() == 0
-        path = worker_task(config)
+        path = only_task(config.agent_task_dir)
         log_file = Path(task_files.load_task(path)["runner"]["log_file"])
         assert "got SIGTERM" in log_file.read_text()
         if not rerun:
-            assert await failure_of(handle) == (
+            error = await failure_of(handle)
+            assert (error.type, error.message) == (
+                "PhaseFailedError",
                 "Phase 1 failed: agent runner runner-a stopped while agent dev ran; the agent "
-                "was stopped"
+                "was stopped",
             )
             assert task_status(path) == "failed"
             return

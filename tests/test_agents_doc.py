@@ -6,7 +6,6 @@ and the completion command inside that file's `instruction` is run as an agent w
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import sys
@@ -23,10 +22,11 @@ from activities import instructions, task_files
 from activities.triage import parse_triage
 from agent_calls import MAX_PROGRESS_LEN
 from config import WorkerConfig
-from harness.env import CLI, ROOT, build_plan_input, cli_env, running_worker
+from harness.env import CLI, ROOT, build_plan_input, cli_env, running_worker, start_plan
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.helpers.checks import task_files_in, wait_for
-from tests.helpers.cli import heartbeat_details
+from tests.helpers.checks import one_task_file
+from tests.helpers.cli import heartbeat_details, shell
+from tests.helpers.tasks import PER_TASK_KEYS, SPEC_KEYS
 
 DOC = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
 DOC_PYTHON = "/srv/temporal-build-worker/.venv/bin/python"
@@ -72,46 +72,19 @@ async def test_example_matches_a_real_phase_file(
     )
     workflow_id = f"agents-doc-{uuid.uuid4()}"
     async with running_worker(client, config):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            plan,
-            id=workflow_id,
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
-        (path,) = task_files_in(config.agent_task_dir)
+        handle = await start_plan(client, config.task_queue, plan, workflow_id=workflow_id)
+        path = await one_task_file(config.agent_task_dir)
         real = task_files.load_task(path)
 
         # Run the success command of the instruction, as the instruction tells an agent to.
         command = real["payload"]["instruction"].splitlines()[1]
-        env = cli_env(address, TASK_TOKEN=real["payload"]["task_token"])
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err
+        await shell(command, cli_env(address, TASK_TOKEN=real["payload"]["task_token"]))
         assert await handle.result() == BuildPlanResult(status="complete", phases_run=1)
 
     assert re.fullmatch(rf"\d{{8}}-\d{{6}}-{real['id'][:8]}\.yml", path.name)
-    assert set(real) == set(example)
+    assert set(real) == set(example) == SPEC_KEYS
     assert set(real["payload"]) == set(example["payload"])
-    for key in (
-        "source_agent",
-        "target_agent",
-        "task_type",
-        "risk_level",
-        "requires_approval",
-        "status",
-        "summary",
-        "ttl_days",
-        "result",
-    ):
+    for key in sorted(SPEC_KEYS - PER_TASK_KEYS):
         assert real[key] == example[key], key
     for key in (
         "description",
@@ -197,14 +170,10 @@ async def test_heartbeat_forms_run_as_documented(
     assert f"at most {MAX_PROGRESS_LEN} characters" in section
     progress = "running the tests"
     async with running_worker(client, config):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input("agents-doc-heartbeat"),
-            id=f"agents-doc-{uuid.uuid4()}",
-            task_queue=config.task_queue,
+        handle = await start_plan(
+            client, config.task_queue, build_plan_input("agents-doc-heartbeat")
         )
-        await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
-        (path,) = task_files_in(config.agent_task_dir)
+        path = await one_task_file(config.agent_task_dir)
         token = task_files.load_task(path)["payload"]["task_token"]
         for i, command in enumerate(commands):
             line = (
@@ -212,17 +181,8 @@ async def test_heartbeat_forms_run_as_documented(
                 .replace("<path of the task file>", str(path))
                 .replace(progress, f"{progress} {i}")
             )
-            proc = await asyncio.create_subprocess_exec(
-                "bash",
-                "-c",
-                line,
-                env=cli_env(address, TASK_TOKEN=token),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            assert proc.returncode == 0, err
-            assert token.encode() not in out + err
+            out, err = await shell(line, cli_env(address, TASK_TOKEN=token))
+            assert token not in out + err
             assert await heartbeat_details(handle.id, address) == [f"{progress} {i}"]
         await handle.terminate("test over")
 

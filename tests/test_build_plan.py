@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
-import pytest
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 
 from config import WorkerConfig
-from harness.agents import ScriptedAgent, succeed_all
-from harness.env import running_worker
+from harness.agents import succeed_all, worker_and_agent
+from harness.env import running_worker, start_plan
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
-from tests.helpers.checks import task_files_in
+from tests.helpers.checks import failure_of, task_files_in
 from tests.helpers.histories import save_history
 
 
@@ -31,18 +27,9 @@ def plan(*agents: str) -> BuildPlanInput:
     )
 
 
-async def test_two_phases_succeed(client: Client, config: WorkerConfig, address: str) -> None:
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
-    ):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            plan("dev", "claudebox"),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
+async def test_two_phases_succeed(client: Client, config: WorkerConfig) -> None:
+    async with worker_and_agent(client, config, succeed_all) as agent:
+        handle = await start_plan(client, config.task_queue, plan("dev", "claudebox"))
         result = await handle.result()
         await save_history(handle, "plan_two_phases")
     assert result == BuildPlanResult(status="complete", phases_run=2)
@@ -52,30 +39,16 @@ async def test_two_phases_succeed(client: Client, config: WorkerConfig, address:
     assert len(task_files_in(config.agent_task_dir)) == 2
 
 
-async def test_failed_phase_fails_workflow(
-    client: Client, config: WorkerConfig, address: str
-) -> None:
+async def test_failed_phase_fails_workflow(client: Client, config: WorkerConfig) -> None:
     def decide(task: dict) -> tuple[str, str]:
         if task["payload"]["phase_number"] == 2:
             return ("failed", "tests are red: 3 failures")
         return ("success", "ok")
 
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, decide) as agent,
-    ):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            plan("dev", "dev", "dev"),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        with pytest.raises(WorkflowFailureError) as caught:
-            await handle.result()
+    async with worker_and_agent(client, config, decide) as agent:
+        handle = await start_plan(client, config.task_queue, plan("dev", "dev", "dev"))
+        cause = await failure_of(handle)
         await save_history(handle, "plan_phase_failed")
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError)
     assert cause.type == "PhaseFailedError"
     assert cause.message == "Phase 2 failed: tests are red: 3 failures"
     # the third phase was never dispatched, and phase 2 was not retried
@@ -85,26 +58,13 @@ async def test_failed_phase_fails_workflow(
 
 async def test_zero_phases_complete_at_once(client: Client, config: WorkerConfig) -> None:
     async with running_worker(client, config):
-        result = await client.execute_workflow(
-            "BuildPlanWorkflow",
-            BuildPlanInput(plan_name="empty", phases=[]),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
+        empty = BuildPlanInput(plan_name="empty", phases=[])
+        result = await (await start_plan(client, config.task_queue, empty)).result()
     assert result == BuildPlanResult(status="complete", phases_run=0)
 
 
 async def test_invalid_agent_type_fails_workflow(client: Client, config: WorkerConfig) -> None:
     async with running_worker(client, config):
-        with pytest.raises(WorkflowFailureError) as caught:
-            await client.execute_workflow(
-                "BuildPlanWorkflow",
-                plan("../../etc"),
-                id=f"plan-{uuid.uuid4()}",
-                task_queue=config.task_queue,
-                result_type=BuildPlanResult,
-            )
-    assert isinstance(caught.value.cause, ApplicationError)
-    assert "phases[0].agent_type" in caught.value.cause.message
+        cause = await failure_of(await start_plan(client, config.task_queue, plan("../../etc")))
+    assert "phases[0].agent_type" in cause.message
     assert not task_files_in(config.agent_task_dir)

@@ -28,6 +28,7 @@ from tests.helpers.cli import (
     FAKE_TOKEN,
     Dispatched,
     assert_clean_error,
+    cli_refused,
     dispatch,
     files_of,
     probe_worker,
@@ -141,14 +142,12 @@ async def test_bad_arguments_never_touch_the_network(
 
 async def test_unreachable_server_exits_3() -> None:
     address = closed_address()
-    code, out, err = await run_cli([FAKE_TOKEN, "success", "done"], address)
-    line = assert_clean_error(code, out, err, 3, FAKE_TOKEN)
+    line = await cli_refused([FAKE_TOKEN, "success", "done"], address, 3, FAKE_TOKEN)
     assert f"cannot reach Temporal at {address}" in line
 
 
 async def test_token_the_server_cannot_decode_exits_1(address: str) -> None:
-    code, out, err = await run_cli([FAKE_TOKEN, "success", "done"], address)
-    line = assert_clean_error(code, out, err, 1, FAKE_TOKEN)
+    line = await cli_refused([FAKE_TOKEN, "success", "done"], address, 1, FAKE_TOKEN)
     assert "the server cannot decode it" in line
 
 
@@ -220,8 +219,7 @@ async def test_second_completion_exits_4(
         first = await run_cli([task.token, "success", "one"], address)
         assert first[0] == 0, first
         for status in ("success", "failed"):
-            code, out, err = await run_cli([task.token, status, "two"], address)
-            line = assert_clean_error(code, out, err, 4, task.token)
+            line = await cli_refused([task.token, status, "two"], address, 4, task.token)
             assert "already completed, timed out, or unknown" in line
         assert await task.handle.result() == BuildPhaseResult(status="success", output="one")
 
@@ -236,8 +234,7 @@ async def test_timed_out_attempt_exits_4(
         timeout = activity_failure(caught.value)
         assert isinstance(timeout, TimeoutError)
         assert timeout.type == TimeoutType.START_TO_CLOSE
-        code, out, err = await run_cli([task.token, "success", "too late"], address)
-    assert_clean_error(code, out, err, 4, task.token)
+        await cli_refused([task.token, "success", "too late"], address, 4, task.token)
 
 
 async def test_token_from_task_file_and_stdin(
@@ -261,8 +258,7 @@ async def test_task_file_of_used_token_exits_4(
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         assert (await run_cli([task.token, "success"], address))[0] == 0
-        code, out, err = await run_cli(["--task-file", str(task.path), "success"], address)
-    assert_clean_error(code, out, err, 4, task.token)
+        await cli_refused(["--task-file", str(task.path), "success"], address, 4, task.token)
 
 
 # --- Reliability: every run ends with the expected code ------------------------------------

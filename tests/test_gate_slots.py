@@ -13,7 +13,7 @@ import asyncio
 from temporalio.client import Client
 
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
+from harness.agents import worker_and_agent
 from harness.env import running_worker
 from harness.pipelines import (
     PipelineScript,
@@ -29,14 +29,12 @@ SLOTS = 2
 
 
 async def test_more_parked_pipelines_than_activity_slots(
-    client: Client, config: WorkerConfig, address: str
+    client: Client, config: WorkerConfig
 ) -> None:
     script = PipelineScript(blocks=["needs a human"])
     origins = [originating_task(config) for _ in range(PARKED)]
-    async with (
-        running_worker(client, config, max_concurrent_activities=SLOTS),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
+    worker = running_worker(client, config, max_concurrent_activities=SLOTS)
+    async with worker_and_agent(client, config, script.decide, worker):
         handles = [
             await start_pipeline(client, config, task_id, build_name=f"slots-{i}")
             for i, (task_id, _) in enumerate(origins)

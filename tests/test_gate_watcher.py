@@ -11,8 +11,10 @@ bench P5b; the bound here only says "not the poll", with room for a loaded machi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,12 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import task_files
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
 from harness.env import make_config
 from harness.pipelines import (
+    PipelineRun,
     PipelineScript,
     dispatched,
-    originating_task,
-    start_pipeline,
+    running_pipeline,
     status_of,
     summary_of,
     wait_stage,
@@ -39,6 +40,7 @@ from task_dir_watch import RESTART_DELAY
 from tests.helpers.checks import wait_for
 from tests.helpers.figures import Figures
 from tests.helpers.histories import save_history
+from tests.helpers.queue import ALL_PHASES_COMPLETED
 
 # Far above the watcher's ~0.1 s, far below the poll's hour: the watcher delivered it.
 WATCHER_BOUND = 15.0
@@ -101,6 +103,20 @@ def assert_ended_without_closeout(config: WorkerConfig, result: Any) -> None:
     assert "build_closeout" not in kinds, kinds
 
 
+@contextlib.asynccontextmanager
+async def parked_while_down(
+    client: Client, config: WorkerConfig, worker: WorkerProcess
+) -> AsyncIterator[PipelineRun]:
+    """A pipeline parked at its block gate by `worker`, then the worker stopped: what changes
+    in the file now, no watcher sees. The test starts the worker again; the block stops it."""
+    async with running_pipeline(
+        client, config, PipelineScript(blocks=[BLOCK]).decide, worker
+    ) as run:
+        await wait_stage(run.handle, "awaiting-approval")
+        await worker.stop()
+        yield run
+
+
 @pytest.fixture
 def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
     return make_config(tmp_path, address, block_poll_seconds=300)
@@ -118,32 +134,27 @@ def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
 async def test_file_decision_reaches_the_parked_pipeline_at_once(
     client: Client,
     gate_config: WorkerConfig,
-    address: str,
     tmp_path: Path,
     figures: Figures,
     how: str,
     decision: str,
 ) -> None:
     config = gate_config
-    task_id, origin = originating_task(config)
     script = PipelineScript(blocks=[BLOCK])
-    async with (
-        WorkerProcess(worker_env(config), tmp_path / "logs") as worker,
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_stage(handle, "awaiting-approval")
+    worker = WorkerProcess(worker_env(config), tmp_path / "logs")
+    async with running_pipeline(client, config, script.decide, worker) as run:
+        await wait_stage(run.handle, "awaiting-approval")
         await wait_watching([worker])
-        mark = task_files.gate_mark(task_files.load_task(origin))
-        assert mark == (handle.id, (await handle.describe()).run_id)
-        decide_in_file(origin, decision, how)
-        took = await resolved_within(handle, WATCHER_BOUND)
-        result = await asyncio.wait_for(handle.result(), RESULT_BOUND)
+        mark = task_files.gate_mark(task_files.load_task(run.origin))
+        assert mark == (run.handle.id, (await run.handle.describe()).run_id)
+        decide_in_file(run.origin, decision, how)
+        took = await resolved_within(run.handle, WATCHER_BOUND)
+        result = await asyncio.wait_for(run.handle.result(), RESULT_BOUND)
         if how == "rename":
-            await save_history(handle, f"pipeline_watcher_{decision}")
+            await save_history(run.handle, f"pipeline_watcher_{decision}")
     figures.record("gate watcher", f"file {decision} ({how}) to gate resolved (s)", took)
     delivered = worker.events("file_decision_delivered")
-    assert [(e["workflow_id"], e["decision"]) for e in delivered] == [(handle.id, decision)]
+    assert [(e["workflow_id"], e["decision"]) for e in delivered] == [(run.handle.id, decision)]
     assert worker.events("blocks_resolved") == []  # not the fallback check
     if decision == "rejected":
         assert_ended_without_closeout(config, result)
@@ -166,23 +177,14 @@ async def test_file_rejected_while_no_worker_ran_is_found_by_the_fallback_check(
     that drops the keys it does not know, so it no longer names the parked run. The gate's own
     check, every BLOCK_POLL_SECONDS, still reads it."""
     config = make_config(tmp_path, address, block_poll_seconds=0.5)
-    task_id, origin = originating_task(config)
-    script = PipelineScript(blocks=[BLOCK])
     worker = WorkerProcess(worker_env(config), tmp_path / "logs")
-    async with ScriptedAgent(config.agent_task_dir, address, script.decide):
+    async with parked_while_down(client, config, worker) as run:
+        decide_in_file(run.origin, "rejected", "rename", note="not shippable")
+        strip_marks(run.origin)
+        assert task_files.gate_mark(task_files.load_task(run.origin)) is None
         await worker.start()
-        handle = await start_pipeline(client, config, task_id)
-        await wait_stage(handle, "awaiting-approval")
-        await worker.stop()
-        decide_in_file(origin, "rejected", "rename", note="not shippable")
-        strip_marks(origin)
-        assert task_files.gate_mark(task_files.load_task(origin)) is None
-        await worker.start()
-        try:
-            result = await asyncio.wait_for(handle.result(), RESULT_BOUND)
-            await wait_watching([worker])
-        finally:
-            await worker.stop()
+        result = await asyncio.wait_for(run.handle.result(), RESULT_BOUND)
+        await wait_watching([worker])
     assert_ended_without_closeout(config, result)
     assert summary_of(result.summary_path)["resolution"]["note"] == "not shippable"
     second_run = worker.runs[1].events
@@ -192,37 +194,26 @@ async def test_file_rejected_while_no_worker_ran_is_found_by_the_fallback_check(
 
 
 async def test_two_workers_on_one_directory_decide_once(
-    client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path
+    client: Client, gate_config: WorkerConfig, tmp_path: Path
 ) -> None:
     config = gate_config
-    task_id, origin = originating_task(config)
     script = PipelineScript(blocks=[BLOCK], flags=["pin the image"])
     env = worker_env(config)
-    async with (
-        WorkerProcess(env, tmp_path / "a", name="a") as a,
-        WorkerProcess(env, tmp_path / "b", name="b") as b,
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_stage(handle, "awaiting-approval")
+    a = WorkerProcess(env, tmp_path / "a", name="a")
+    b = WorkerProcess(env, tmp_path / "b", name="b")
+    async with a, running_pipeline(client, config, script.decide, b) as run:
+        await wait_stage(run.handle, "awaiting-approval")
         await wait_watching([a, b])
-        decide_in_file(origin, "approved", "rename")
-        result = await asyncio.wait_for(handle.result(), RESULT_BOUND)
+        decide_in_file(run.origin, "approved", "rename")
+        result = await asyncio.wait_for(run.handle.result(), RESULT_BOUND)
         await wait_logged([a, b], "file_decision_refused", 1)
     assert result.status == "complete"
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "partial"
-    assert summary["phases_completed"] == [
-        "prefab",
-        "implement",
-        "audit",
-        "triage",
-        "fixes",
-        "close",
-    ]
+    assert summary["phases_completed"] == ALL_PHASES_COMPLETED
     assert len(events([a, b], "file_decision_delivered")) == 1
     assert len(events([a, b], "file_decision_refused")) == 1
-    history = await handle.fetch_history()
+    history = await run.handle.fetch_history()
     accepted = [
         e
         for e in history.events
@@ -235,29 +226,19 @@ async def test_two_workers_on_one_directory_decide_once(
 
 
 async def test_restarted_worker_delivers_a_file_approved_while_it_was_down(
-    client: Client, gate_config: WorkerConfig, address: str, tmp_path: Path
+    client: Client, gate_config: WorkerConfig, tmp_path: Path
 ) -> None:
-    config = gate_config
-    task_id, origin = originating_task(config)
-    script = PipelineScript(blocks=[BLOCK])
-    worker = WorkerProcess(worker_env(config), tmp_path / "logs")
-    async with ScriptedAgent(config.agent_task_dir, address, script.decide):
+    worker = WorkerProcess(worker_env(gate_config), tmp_path / "logs")
+    async with parked_while_down(client, gate_config, worker) as run:
+        decide_in_file(run.origin, "approved", "in-place", actor="erin", note="while down")
         await worker.start()
-        handle = await start_pipeline(client, config, task_id)
-        await wait_stage(handle, "awaiting-approval")
-        await worker.stop()
-        decide_in_file(origin, "approved", "in-place", actor="erin", note="while down")
-        await worker.start()
-        try:
-            await resolved_within(handle, WATCHER_BOUND)
-            result = await asyncio.wait_for(handle.result(), RESULT_BOUND)
-        finally:
-            await worker.stop()
+        await resolved_within(run.handle, WATCHER_BOUND)
+        result = await asyncio.wait_for(run.handle.result(), RESULT_BOUND)
     assert result.status == "complete"
     assert summary_of(result.summary_path)["resolution"]["by"] == "erin"
     second_run = worker.runs[1].events
     assert [e["decisions_found"] for e in second_run("gate_watch_started")] == [1]
-    assert [e["workflow_id"] for e in second_run("file_decision_delivered")] == [handle.id]
+    assert [e["workflow_id"] for e in second_run("file_decision_delivered")] == [run.handle.id]
     assert second_run("blocks_resolved") == []
 
 

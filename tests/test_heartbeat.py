@@ -15,22 +15,21 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from activities import task_files
 from agent_calls import MAX_PROGRESS_LEN, clean_progress, decode_token, token_ref
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
 from harness.cli import run_cli
-from harness.env import running_worker
-from harness.pipelines import PipelineScript, dispatched, originating_task, start_pipeline
+from harness.pipelines import PipelineScript, dispatched, running_pipeline
 from models import BuildPhaseResult
 from tests.helpers.checks import wait_for
 from tests.helpers.cli import (
     FAKE_TOKEN,
     Dispatched,
-    assert_clean_error,
+    cli_refused,
     dispatch,
     files_of,
     heartbeat_details,
     probe_worker,
     temporal_cli,
 )
+from tests.helpers.queue import only_task
 
 STOP = "stop: the stage or its pipeline was cancelled"
 
@@ -62,8 +61,7 @@ async def test_heartbeat_progress_shows_in_describe(
 
         assert (await run_cli([task.token, "success", "done"], address))[0] == 0
         assert await task.handle.result() == BuildPhaseResult("success", "done")
-        code, out, err = await run_cli([task.token, "heartbeat", "still here"], address)
-    line = assert_clean_error(code, out, err, 4, task.token)
+        line = await cli_refused([task.token, "heartbeat", "still here"], address, 4, task.token)
     assert "already completed, timed out, or unknown" in line
 
 
@@ -133,8 +131,7 @@ async def test_heartbeat_from_task_file_and_stdin(
 async def test_garbled_token_exits_1(
     args: list[str], stdin: str | None, expected: str, address: str
 ) -> None:
-    code, out, err = await run_cli(args, address, stdin=stdin)
-    line = assert_clean_error(code, out, err, 1, FAKE_TOKEN, "abc$def")
+    line = await cli_refused(args, address, 1, FAKE_TOKEN, "abc$def", stdin=stdin)
     assert expected in line, line
 
 
@@ -153,8 +150,7 @@ async def test_cancel_while_the_activity_is_open_exits_6(
         (task,) = await dispatch(client, config, wait_for_cancel=True)
         await temporal_cli(["workflow", "cancel", "--workflow-id", task.handle.id], address)
         await wait_for(lambda: cancel_requested(task), what="the activity's cancel request")
-        code, out, err = await run_cli([task.token, "heartbeat", "working"], address)
-        line = assert_clean_error(code, out, err, 6, task.token)
+        line = await cli_refused([task.token, "heartbeat", "working"], address, 6, task.token)
         assert STOP in line
         await task.handle.terminate("test over")
 
@@ -166,8 +162,7 @@ async def test_paused_activity_exits_6(client: Client, config: WorkerConfig, add
         await temporal_cli(
             ["activity", "pause", "--workflow-id", task.handle.id, "--activity-id", "1"], address
         )
-        code, out, err = await run_cli([task.token, "heartbeat", "working"], address)
-        line = assert_clean_error(code, out, err, 6, task.token)
+        line = await cli_refused([task.token, "heartbeat", "working"], address, 6, task.token)
         assert "stop: an operator paused this activity" in line
         await task.handle.terminate("test over")
 
@@ -181,11 +176,11 @@ async def test_cancel_of_a_closed_workflow_exits_6(
         await temporal_cli(["workflow", "cancel", "--workflow-id", task.handle.id], address)
         with pytest.raises(WorkflowFailureError):
             await task.handle.result()
-        code, out, err = await run_cli([task.token, "heartbeat", "working"], address)
-        assert STOP in assert_clean_error(code, out, err, 6, task.token)
+        assert STOP in await cli_refused(
+            [task.token, "heartbeat", "working"], address, 6, task.token
+        )
         # success and failed keep the original's contract: a dead token is exit 4
-        code, out, err = await run_cli([task.token, "success", "late"], address)
-        assert_clean_error(code, out, err, 4, task.token)
+        await cli_refused([task.token, "success", "late"], address, 4, task.token)
 
 
 async def test_terminated_workflow_exits_4(
@@ -195,33 +190,27 @@ async def test_terminated_workflow_exits_4(
     async with probe_worker(client, config):
         (task,) = await dispatch(client, config)
         await task.handle.terminate("operator")
-        code, out, err = await run_cli([task.token, "heartbeat"], address)
-    assert_clean_error(code, out, err, 4, task.token)
+        await cli_refused([task.token, "heartbeat"], address, 4, task.token)
 
 
 async def test_pipeline_cancel_marks_the_file_and_its_heartbeat_exits_6(
     client: Client, config: WorkerConfig, address: str
 ) -> None:
-    task_id, origin = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
+    async with running_pipeline(client, config, script.decide) as run:
         await wait_for(lambda: len(dispatched(config)) == 1)
-        await temporal_cli(["workflow", "cancel", "--workflow-id", handle.id], address)
+        await temporal_cli(["workflow", "cancel", "--workflow-id", run.handle.id], address)
         with pytest.raises(WorkflowFailureError):
-            await handle.result()
+            await run.handle.result()
     assert [t["status"] for t in dispatched(config)] == [task_files.CANCELLED]
-    [path] = [p for p in config.agent_task_dir.glob("*.yml") if p.name != origin.name]
+    path = only_task(config.agent_task_dir)
     token = task_files.load_task(path)["payload"]["task_token"]
-    code, out, err = await run_cli(["--task-file", str(path), "heartbeat", "x"], address)
-    assert STOP in assert_clean_error(code, out, err, 6, token)
+    assert STOP in await cli_refused(
+        ["--task-file", str(path), "heartbeat", "x"], address, 6, token
+    )
     # the bare token too: the cancelled pipeline ends CANCELED, which the CLI asks about
-    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
-    code, out, err = await run_cli([token, "heartbeat", "x"], address)
-    assert STOP in assert_clean_error(code, out, err, 6, token)
+    assert (await run.handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert STOP in await cli_refused([token, "heartbeat", "x"], address, 6, token)
 
 
 @pytest.mark.parametrize("status", [task_files.SUPERSEDED, task_files.CANCELLED])
@@ -232,11 +221,11 @@ async def test_task_file_marked_stopped_exits_6(
         (task,) = await dispatch(client, config)
         assert (await run_cli([task.token, "success"], address))[0] == 0
         # still `submitted`: the stage simply ended
-        code, out, err = await run_cli(["--task-file", str(task.path), "heartbeat"], address)
-        assert_clean_error(code, out, err, 4, task.token)
+        await cli_refused(["--task-file", str(task.path), "heartbeat"], address, 4, task.token)
         task_files.update_task_status(task.path, status, "replaced by the test")
-        code, out, err = await run_cli(["--task-file", str(task.path), "heartbeat"], address)
-    assert STOP in assert_clean_error(code, out, err, 6, task.token)
+        assert STOP in await cli_refused(
+            ["--task-file", str(task.path), "heartbeat"], address, 6, task.token
+        )
 
 
 async def test_token_of_a_retried_attempt_exits_6(
@@ -249,8 +238,9 @@ async def test_token_of_a_retried_attempt_exits_6(
         (first,) = await dispatch(client, config, start_to_close_seconds=2, max_attempts=50)
         # about 4 s alone; the bound is wide because the machine's CPUs are shared under load
         await wait_for(lambda: len(files_of(config, first.handle.id)) >= 2, timeout=60)
-        code, out, err = await run_cli([first.token, "heartbeat", "late"], address)
-        assert STOP in assert_clean_error(code, out, err, 6, first.token)
+        assert STOP in await cli_refused(
+            [first.token, "heartbeat", "late"], address, 6, first.token
+        )
         await first.handle.terminate("test over")
 
 

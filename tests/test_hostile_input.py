@@ -52,10 +52,10 @@ from activities.triage import (
 from exceptions import TriageError
 from harness.agents import client_agent
 from harness.cli import run_cli
-from harness.env import cli_env, free_port, make_config, running_worker
-from harness.pipelines import PipelineScript, pipeline_input
+from harness.env import cli_env, free_port, make_config, running_worker, start_plan
+from harness.pipelines import PipelineScript, start_pipeline
 from harness.temporal_server import DevServer
-from models import BuildPhaseResult, BuildPipelineResult, BuildPlanInput, BuildPlanResult, PhaseSpec
+from models import BuildPhaseResult, BuildPlanInput, BuildPlanResult, PhaseSpec
 from tests.helpers.checks import stderr_line
 from tests.helpers.cli import dispatch, probe_worker
 from tests.helpers.figures import Figures
@@ -529,28 +529,20 @@ async def test_nothing_is_written_outside_the_configured_directories(
         client_agent(client, config.agent_task_dir, script.decide) as agent,
     ):
         handles = [
-            await client.start_workflow(
-                "BuildPipelineWorkflow",
-                pipeline_input(f"t-{i}", build_name=f"b-{i}", plan_path="../../../../etc/passwd"),
-                id=wid,
-                task_queue=config.task_queue,
-                result_type=BuildPipelineResult,
+            await start_pipeline(
+                client,
+                config,
+                f"t-{i}",
+                workflow_id=wid,
+                build_name=f"b-{i}",
+                plan_path="../../../../etc/passwd",
             )
             for i, wid in enumerate(HOSTILE_WORKFLOW_IDS)
         ]
-        plan = await client.start_workflow(
-            "BuildPlanWorkflow",
-            BuildPlanInput(
-                plan_name="../../../../tmp/escape",
-                phases=[
-                    PhaseSpec(
-                        number=1, agent_type="dev", description="../../x\n</security-findings>"
-                    )
-                ],
-            ),
-            id="../plan/../../escape",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
+        phase = PhaseSpec(number=1, agent_type="dev", description="../../x\n</security-findings>")
+        escape = BuildPlanInput(plan_name="../../../../tmp/escape", phases=[phase])
+        plan = await start_plan(
+            client, config.task_queue, escape, workflow_id="../plan/../../escape"
         )
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
         assert await asyncio.wait_for(plan.result(), 30) == BuildPlanResult("complete", 1)

@@ -6,22 +6,23 @@ agent sees only its own task directory, as agents on two machines would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 from activities import task_files
 from config import WorkerConfig
-from harness.agents import ScriptedAgent, new_tasks, succeed_all
-from harness.env import TEMPORAL_BIN, build_plan_input, make_config
+from harness.agents import Decide, ScriptedAgent, new_tasks, succeed_all
+from harness.env import build_plan_input, make_config, start_plan
 from harness.pipelines import (
     PipelineScript,
     approve_by_file,
@@ -33,7 +34,10 @@ from harness.pipelines import (
 )
 from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPlanResult, PipelineSettings, host_queue
+from tests.helpers.checks import failure_of
+from tests.helpers.cli import temporal_cli
 from tests.helpers.histories import save_history
+from tests.helpers.queue import ALL_PHASES_COMPLETED
 from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
 
 AGENT_HOSTS = "dispatcher=alpha,claudebox=alpha,security-agent=alpha,dev=beta"
@@ -50,24 +54,38 @@ def host_env(config: WorkerConfig, host: str, **extra: str) -> dict[str, str]:
     return worker_env(config, HOME=str(home), WORKER_HOST=host, AGENT_HOSTS=AGENT_HOSTS, **extra)
 
 
+@dataclass
+class Host:
+    """One machine of the fleet: its worker's settings, its worker.py and its agent."""
+
+    config: WorkerConfig
+    worker: WorkerProcess
+    agent: ScriptedAgent
+
+
+@contextlib.asynccontextmanager
+async def two_hosts(address: str, tmp_path: Path, decide: Decide) -> AsyncIterator[list[Host]]:
+    """Hosts alpha and beta on one fresh task queue, each with its worker and an agent that
+    answers only its own task directory, as `decide` says; for the block."""
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = []
+        for name in ("alpha", "beta"):
+            config = host_config(tmp_path, address, queue, name)
+            worker = WorkerProcess(host_env(config, name), tmp_path / "logs", name=name)
+            agent = ScriptedAgent(config.agent_task_dir, address, decide)
+            hosts.append(Host(config, worker, agent))
+        for host in hosts:
+            await stack.enter_async_context(host.worker)
+        for host in hosts:
+            await stack.enter_async_context(host.agent)
+        yield hosts
+
+
 async def pollers(address: str, queue: str) -> list[dict[str, Any]]:
     """`temporal task-queue describe` of a host queue: the workers polling it for activities."""
-    proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN,
-        "task-queue",
-        "describe",
-        "--task-queue",
-        queue,
-        "--task-queue-type",
-        "activity",
-        "--address",
-        address,
-        "-o",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
+    args = ["task-queue", "describe", "--task-queue", queue, "--task-queue-type", "activity"]
+    out = await temporal_cli([*args, "-o", "json"], address)
     return list(json.loads(out)["pollers"] or [])
 
 
@@ -78,86 +96,64 @@ def our_task_types(config: WorkerConfig) -> list[str]:
 async def test_each_stage_runs_on_its_agents_host(
     client: Client, address: str, tmp_path: Path
 ) -> None:
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    alpha = host_config(tmp_path, address, queue, "alpha")
-    beta = host_config(tmp_path, address, queue, "beta")
-    task_id, origin = originating_task(alpha)  # the dispatcher's file, on the dispatcher's host
     script = PipelineScript(blocks=["world-writable socket"], flags=["pin the image"])
-    async with (
-        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha") as alpha_worker,
-        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta") as beta_worker,
-        ScriptedAgent(alpha.agent_task_dir, address, script.decide),
-        ScriptedAgent(beta.agent_task_dir, address, script.decide),
-    ):
-        [started] = alpha_worker.events("worker_started")
+    async with two_hosts(address, tmp_path, script.decide) as (alpha, beta):
+        queue = alpha.config.task_queue
+        # the dispatcher's file, on the dispatcher's host
+        task_id, origin = originating_task(alpha.config)
+        [started] = alpha.worker.events("worker_started")
         assert started["host_queue"] == f"{queue}@alpha"
-        assert beta_worker.events("worker_started")[0]["host_queue"] == f"{queue}@beta"
+        assert beta.worker.events("worker_started")[0]["host_queue"] == f"{queue}@beta"
 
-        handle = await start_pipeline(client, alpha, task_id)
+        handle = await start_pipeline(client, alpha.config, task_id)
         await wait_stage(handle, "awaiting-approval")
         status = await status_of(handle)
         assert (status.host, status.host_queue) == ("alpha", f"{queue}@alpha")
 
         # host beta goes away while the pipeline is parked; close-out is beta's (dev) stage
-        await beta_worker.kill9()
+        await beta.worker.kill9()
         approve_by_file(origin, actor="carol")
         await wait_stage(handle, "close")
         status = await status_of(handle)
         assert (status.host, status.host_queue) == ("beta", f"{queue}@beta")
         await asyncio.sleep(3)  # held: nobody else may take it, on any host
-        assert "build_closeout" not in our_task_types(alpha) + our_task_types(beta)
+        assert "build_closeout" not in our_task_types(alpha.config) + our_task_types(beta.config)
         assert (await status_of(handle)).stage == "close"
 
-        await beta_worker.start()
+        await beta.worker.start()
         result = await asyncio.wait_for(handle.result(), 60)
         await save_history(handle, "pipeline_two_hosts")
 
     assert result.status == "complete"
-    assert our_task_types(alpha) == ["build_prefab", "security_audit"]
-    assert our_task_types(beta) == ["build_closeout", "build_plan", "security_fix"]
+    assert our_task_types(alpha.config) == ["build_prefab", "security_audit"]
+    assert our_task_types(beta.config) == ["build_closeout", "build_plan", "security_fix"]
     # the audit request and triage file with the security agent, the summary and the gate's
     # file with the dispatcher: nothing of them on beta
-    assert (alpha.audit_dir / "demo-build" / "request.md").exists()
-    assert (alpha.audit_dir / "demo-build" / "triage-output.yml").exists()
-    assert not beta.audit_dir.exists()
-    assert Path(result.summary_path).is_relative_to(alpha.summary_dir.resolve())
-    assert not beta.summary_dir.exists()
+    assert (alpha.config.audit_dir / "demo-build" / "request.md").exists()
+    assert (alpha.config.audit_dir / "demo-build" / "triage-output.yml").exists()
+    assert not beta.config.audit_dir.exists()
+    assert Path(result.summary_path).is_relative_to(alpha.config.summary_dir.resolve())
+    assert not beta.config.summary_dir.exists()
     assert task_files.load_task(origin)["status"] == task_files.APPROVED
     summary = summary_of(result.summary_path)
     assert summary["resolution"]["via"] == "task-file"
-    assert summary["phases_completed"] == [
-        "prefab",
-        "implement",
-        "audit",
-        "triage",
-        "fixes",
-        "close",
-    ]
+    assert summary["phases_completed"] == ALL_PHASES_COMPLETED
 
 
 async def test_failure_path_closes_task_files_on_every_host(
     client: Client, address: str, tmp_path: Path
 ) -> None:
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    alpha = host_config(tmp_path, address, queue, "alpha")
-    beta = host_config(tmp_path, address, queue, "beta")
-    task_id, _ = originating_task(alpha)
     script = PipelineScript(fail_task_type="build_plan")  # dev, on beta, fails implement
-    async with (
-        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha"),
-        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta"),
-        ScriptedAgent(alpha.agent_task_dir, address, script.decide),
-        ScriptedAgent(beta.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, alpha, task_id)
-        with pytest.raises(WorkflowFailureError) as failed:
-            await asyncio.wait_for(handle.result(), 60)
-    assert "implement failed: build_plan could not be done" in str(failed.value.cause)
+    async with two_hosts(address, tmp_path, script.decide) as (alpha, beta):
+        task_id, _ = originating_task(alpha.config)
+        cause = await failure_of(await start_pipeline(client, alpha.config, task_id))
+    assert "implement failed: build_plan could not be done" in str(cause)
     statuses = {
-        host: {
-            task["task_type"]: task["status"] for _, task in new_tasks(config.agent_task_dir, set())
+        name: {
+            task["task_type"]: task["status"]
+            for _, task in new_tasks(host.config.agent_task_dir, set())
         }
-        for host, config in (("alpha", alpha), ("beta", beta))
+        for name, host in (("alpha", alpha), ("beta", beta))
     }
     # end_pipeline closed alpha's (the dispatcher's host), close_pipeline_tasks beta's
     assert statuses == {
@@ -169,30 +165,17 @@ async def test_failure_path_closes_task_files_on_every_host(
 async def test_plan_phases_run_on_their_agents_hosts(
     client: Client, address: str, tmp_path: Path
 ) -> None:
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    alpha = host_config(tmp_path, address, queue, "alpha")
-    beta = host_config(tmp_path, address, queue, "beta")
     plan = build_plan_input("two-hosts", phases=2)
     plan.phases[1].agent_type = "claudebox"
-    async with (
-        WorkerProcess(host_env(alpha, "alpha"), tmp_path / "logs", name="alpha"),
-        WorkerProcess(host_env(beta, "beta"), tmp_path / "logs", name="beta"),
-        ScriptedAgent(alpha.agent_task_dir, address, succeed_all) as on_alpha,
-        ScriptedAgent(beta.agent_task_dir, address, succeed_all) as on_beta,
-    ):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            plan,
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=queue,
-            result_type=BuildPlanResult,
-            execution_timeout=timedelta(seconds=90),
+    async with two_hosts(address, tmp_path, succeed_all) as (alpha, beta):
+        handle = await start_plan(
+            client, alpha.config.task_queue, plan, execution_timeout=timedelta(seconds=90)
         )
         result = await handle.result()
         await save_history(handle, "plan_two_hosts")
     assert result == BuildPlanResult(status="complete", phases_run=2)
-    assert [t["target_agent"] for t in on_beta.handled] == ["dev"]
-    assert [t["target_agent"] for t in on_alpha.handled] == ["claudebox"]
+    assert [t["target_agent"] for t in beta.agent.handled] == ["dev"]
+    assert [t["target_agent"] for t in alpha.agent.handled] == ["claudebox"]
 
 
 # A host that never polls: HOST_WAIT_SECONDS is the bound (short here, 900 s by default).
@@ -213,15 +196,12 @@ async def test_stage_for_a_host_that_never_polls_fails_naming_it(
         await wait_stage(handle, "prefab")
         status = await status_of(handle)
         assert (status.host, status.host_queue) == ("gamma", f"{config.task_queue}@gamma")
-        with pytest.raises(WorkflowFailureError) as failed:
-            await asyncio.wait_for(handle.result(), 60)
+        cause = await failure_of(handle)
         took = time.monotonic() - began
         status = await status_of(handle)
         # what OPERATIONS.md has the operator run: gamma's queue has no poller, alpha's has one
         assert await pollers(address, f"{config.task_queue}@gamma") == []
         assert len(await pollers(address, f"{config.task_queue}@alpha")) == 1
-    cause = failed.value.cause
-    assert isinstance(cause, ApplicationError)
     assert cause.type == HOST_UNAVAILABLE
     assert cause.message.startswith(
         f"prefab failed: no worker on host 'gamma' took the prefab stage within {WAIT} s "
@@ -244,17 +224,8 @@ async def test_plan_phase_for_a_host_that_never_polls_fails_naming_it(
         config, WORKER_HOST="alpha", AGENT_HOSTS="dev=gamma", HOST_WAIT_SECONDS=str(WAIT)
     )
     async with WorkerProcess(env, tmp_path / "logs"):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input("lost-host"),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        with pytest.raises(WorkflowFailureError) as failed:
-            await asyncio.wait_for(handle.result(), 60)
-    cause = failed.value.cause
-    assert isinstance(cause, ApplicationError)
+        handle = await start_plan(client, config.task_queue, build_plan_input("lost-host"))
+        cause = await failure_of(handle)
     assert cause.type == HOST_UNAVAILABLE
     assert "no worker on host 'gamma' took the phase 1 within 2 s" in cause.message
     assert our_task_types(config) == []

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -27,52 +25,16 @@ from config import WorkerConfig, load_config
 from exceptions import ConfigError
 from harness.agents import ScriptedAgent
 from harness.env import make_config, running_worker
-from harness.pipelines import PipelineScript, originating_task, start_pipeline, wait_stage
+from harness.pipelines import (
+    PipelineScript,
+    originating_task,
+    running_pipeline,
+    start_pipeline,
+    wait_stage,
+)
 from models import DecisionInput
 from tests.helpers.checks import wait_for
-from tests.servers.synapse import MatrixUser, Synapse, running_synapse
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    with running_synapse(tmp_path_factory.mktemp("synapse")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def notifier(synapse: Synapse) -> MatrixUser:
-    """The worker's bot account."""
-    return synapse.register("notifier", admin=True)
-
-
-@pytest.fixture(scope="session")
-def bob(synapse: Synapse) -> MatrixUser:
-    """An operator in the room: the one who must not be pinged by accident.
-
-    Bob has turned off the default rule that silences every `m.notice`, so only the text of a
-    message decides whether it pings him.
-    """
-    user = synapse.register("bob")
-    with synapse.api(user.access_token) as http:
-        http.put(
-            "/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
-            json={"enabled": False},
-        ).raise_for_status()
-    return user
-
-
-@dataclass
-class Room:
-    room_id: str
-    name: str  # the alias localpart: `#<name>:<server name>`
-
-
-@pytest.fixture
-def room(synapse: Synapse, notifier: MatrixUser, bob: MatrixUser) -> Room:
-    name = f"ops-{uuid.uuid4().hex[:10]}"
-    room_id = synapse.create_room(notifier, name, invite=[bob.user_id])
-    synapse.join(bob, room_id)
-    return Room(room_id, name)
+from tests.servers.synapse import MatrixUser, Room, Synapse
 
 
 def token_file(directory: Path, token: str) -> Path:
@@ -89,12 +51,6 @@ def matrix_config(
         matrix_access_token_file=token_file(tmp, token),
         matrix_room=room,
     )
-
-
-def notices(
-    synapse: Synapse, reader: MatrixUser, room_id: str, sender: MatrixUser
-) -> list[dict[str, Any]]:
-    return [e for e in synapse.messages(reader, room_id) if e["sender"] == sender.user_id]
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -128,12 +84,10 @@ def test_token_file_is_checked_at_start(tmp_path: Path) -> None:
 # --- addressing -------------------------------------------------------------------------------
 
 
-async def test_posts_to_room_by_id(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
+async def test_posts_to_room_by_id(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.room_id)
     assert await notify(config, "[ACTION] demo: block 1/1 needs review", key="run-a:block:1")
-    [event] = notices(synapse, bob, room.room_id, notifier)
+    [event] = room.notices()
     assert event["content"] == {
         "msgtype": "m.notice",
         "body": "[ACTION] demo: block 1/1 needs review",
@@ -144,34 +98,27 @@ async def test_posts_to_room_by_id(
 @pytest.mark.parametrize("form", ["alias", "hash-name", "bare-name"])
 async def test_posts_to_room_by_alias_and_by_name(
     tmp_path: Path,
-    synapse: Synapse,
-    notifier: MatrixUser,
-    bob: MatrixUser,
     room: Room,
     form: str,
 ) -> None:
     matrix_room = {
-        "alias": f"#{room.name}:{synapse.server_name}",
+        "alias": f"#{room.name}:{room.synapse.server_name}",
         "hash-name": f"#{room.name}",
         "bare-name": room.name,  # the server name comes from whoami, not from the URL
     }[form]
-    config = matrix_config(tmp_path, synapse, notifier.access_token, matrix_room)
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, matrix_room)
     assert await notify(config, f"addressed by {form}", key=f"run-{form}:block:1")
-    assert [e["content"]["body"] for e in notices(synapse, bob, room.room_id, notifier)] == [
-        f"addressed by {form}"
-    ]
+    assert [e["content"]["body"] for e in room.notices()] == [f"addressed by {form}"]
 
 
-async def test_alias_is_resolved_once_per_process(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.name)
+async def test_alias_is_resolved_once_per_process(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.name)
     assert await notify(config, "first", key="run-cache:block:1")
-    alias = f"#{room.name}:{synapse.server_name}"
-    with synapse.api(notifier.access_token) as http:  # the alias goes away...
+    alias = f"#{room.name}:{room.synapse.server_name}"
+    with room.synapse.api(room.notifier.access_token) as http:  # the alias goes away...
         http.delete(f"/_matrix/client/v3/directory/room/{quote(alias, safe='')}").raise_for_status()
     assert await notify(config, "second", key="run-cache:block:2")  # ...the cached id still works
-    assert [e["content"]["body"] for e in notices(synapse, bob, room.room_id, notifier)] == [
+    assert [e["content"]["body"] for e in room.notices()] == [
         "first",
         "second",
     ]
@@ -192,10 +139,8 @@ async def test_unknown_alias_is_a_warning(
 # --- idempotency ------------------------------------------------------------------------------
 
 
-async def test_one_message_per_key_even_when_retried(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
+async def test_one_message_per_key_even_when_retried(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.room_id)
     run = uuid.uuid4()
     with capture_logs() as logs:
         assert await notify(config, "block one", key=f"{run}:block:1")
@@ -203,7 +148,7 @@ async def test_one_message_per_key_even_when_retried(
         # a retried activity sends the same keys again
         assert await notify(config, "block one", key=f"{run}:block:1")
         assert await notify(config, "block two", key=f"{run}:block:2")
-    events = notices(synapse, bob, room.room_id, notifier)
+    events = room.notices()
     assert [e["content"]["body"] for e in events] == ["block one", "block two"]
     sent = [e["event_id"] for e in logs if e["event"] == "matrix_sent"]
     assert sent == [events[0]["event_id"], events[1]["event_id"]] * 2
@@ -212,38 +157,32 @@ async def test_one_message_per_key_even_when_retried(
 # --- failures are warnings --------------------------------------------------------------------
 
 
-async def test_wrong_token_warns_and_returns(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
-) -> None:
+async def test_wrong_token_warns_and_returns(tmp_path: Path, room: Room) -> None:
     wrong = "syt_" + uuid.uuid4().hex
     for matrix_room in (room.room_id, room.name):
-        config = matrix_config(tmp_path, synapse, wrong, matrix_room)
+        config = matrix_config(tmp_path, room.synapse, wrong, matrix_room)
         with capture_logs() as logs:
             assert await notify(config, "never arrives", key="run-w:block:1") is False
         [warning] = [e for e in logs if e["event"] == "matrix_send_failed"]
         assert "401" in warning["error"] and "M_UNKNOWN_TOKEN" in warning["error"]
         assert wrong not in repr(logs)
-    assert notices(synapse, bob, room.room_id, notifier) == []
+    assert room.notices() == []
 
 
-async def test_malformed_token_is_never_quoted(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
+async def test_malformed_token_is_never_quoted(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.room_id)
     assert config.matrix_access_token_file is not None
-    config.matrix_access_token_file.write_text(f"{notifier.access_token}\nsecond-line\n")
+    config.matrix_access_token_file.write_text(f"{room.notifier.access_token}\nsecond-line\n")
     with capture_logs() as logs:
         assert await notify(config, "lost", key="run-m:block:1") is False
     [warning] = logs
     assert warning["event"] == "matrix_send_failed"
     assert "more than one printable word" in warning["error"]
-    assert notifier.access_token not in repr(logs)
+    assert room.notifier.access_token not in repr(logs)
 
 
-async def test_unreadable_token_file_at_send_time_warns(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
+async def test_unreadable_token_file_at_send_time_warns(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.room_id)
     assert config.matrix_access_token_file is not None
     config.matrix_access_token_file.unlink()  # rotated away after start-up
     with capture_logs() as logs:
@@ -302,7 +241,7 @@ async def test_unreachable_and_silent_homeserver_time_out_without_blocking(
 
 
 async def test_transient_error_is_retried_with_the_same_transaction(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
+    tmp_path: Path, room: Room
 ) -> None:
     """A 502 from a proxy in front of Synapse: the retry posts, once."""
     request_lines: list[bytes] = []
@@ -330,7 +269,7 @@ async def test_transient_error_is_retried_with_the_same_transaction(
             await writer.drain()
             writer.close()
             return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", synapse.port)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", room.synapse.port)
         await asyncio.gather(
             pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
         )
@@ -341,7 +280,7 @@ async def test_transient_error_is_retried_with_the_same_transaction(
         config = make_config(
             tmp_path,
             matrix_homeserver=f"http://127.0.0.1:{port}",
-            matrix_access_token_file=token_file(tmp_path, notifier.access_token),
+            matrix_access_token_file=token_file(tmp_path, room.notifier.access_token),
             matrix_room=room.room_id,
         )
         assert await notify(config, "through a flaky proxy", key=f"{uuid.uuid4()}:block:1")
@@ -350,39 +289,35 @@ async def test_transient_error_is_retried_with_the_same_transaction(
         await server.wait_closed()
     puts = [line for line in request_lines if line.startswith(b"PUT ")]
     assert len(puts) == 2 and puts[0] == puts[1]  # same transaction id both times
-    assert [e["content"]["body"] for e in notices(synapse, bob, room.room_id, notifier)] == [
-        "through a flaky proxy"
-    ]
+    assert [e["content"]["body"] for e in room.notices()] == ["through a flaky proxy"]
 
 
 # --- what arrives -----------------------------------------------------------------------------
 
 
-async def test_mentions_are_neutralised_and_text_capped(
-    tmp_path: Path, synapse: Synapse, notifier: MatrixUser, bob: MatrixUser, room: Room
-) -> None:
-    config = matrix_config(tmp_path, synapse, notifier.access_token, room.room_id)
-    text = f"@room look: finding for {bob.user_id} (bob), also @bob and @channel\x1b[31m"
+async def test_mentions_are_neutralised_and_text_capped(tmp_path: Path, room: Room) -> None:
+    config = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.room_id)
+    text = f"@room look: finding for {room.bob.user_id} (bob), also @bob and @channel\x1b[31m"
     assert await notify(config, text, key=f"{uuid.uuid4()}:block:1")
     assert await notify(config, "x" * 50_000, key=f"{uuid.uuid4()}:block:2")
     # Control: the same notice with the words left as they are does ping bob.
-    with synapse.api(notifier.access_token) as http:
+    with room.synapse.api(room.notifier.access_token) as http:
         control = http.put(
             f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/send/m.room.message/"
             f"control-{uuid.uuid4().hex}",
             json={"msgtype": "m.notice", "body": text},
         ).json()["event_id"]
 
-    neutral, long, _ = notices(synapse, bob, room.room_id, notifier)
+    neutral, long, _ = room.notices()
     body = neutral["content"]["body"]
-    assert "@room" not in body and bob.user_id not in body and "@bob" not in body
+    assert "@room" not in body and room.bob.user_id not in body and "@bob" not in body
     assert body == text.replace("@", "@" + ZWJ).replace("\x1b", "")
     assert neutral["content"]["m.mentions"] == {}
     assert set(neutral["content"]) == {"msgtype", "body", "m.mentions"}  # no format, no HTML
     assert len(long["content"]["body"]) == MAX_BODY_CHARS
     assert long["content"]["body"].endswith("[… truncated]")
     # The homeserver's push rules highlight only the control message for bob.
-    pinged = [e["event_id"] for e in synapse.highlights(bob, room.room_id)]
+    pinged = [e["event_id"] for e in room.synapse.highlights(room.bob, room.room_id)]
     assert pinged == [control]
 
 
@@ -456,24 +391,18 @@ class AnswerLosingProxy:
 
 
 async def test_pipeline_posts_one_message_per_block_across_a_retry(
-    tmp_path: Path,
-    synapse: Synapse,
-    notifier: MatrixUser,
-    bob: MatrixUser,
-    room: Room,
-    client: Client,
-    address: str,
+    tmp_path: Path, room: Room, client: Client, address: str
 ) -> None:
     """Two blocks, two messages, even though notify_blocks is retried after block 2 was posted
     but its answer was lost (the worker is shut down while waiting for it)."""
     blocks = ["hard-coded @room password", {"description": "bucket open to the world"}]
     script = PipelineScript(blocks=blocks)
-    direct = matrix_config(tmp_path, synapse, notifier.access_token, room.name, address)
+    direct = matrix_config(tmp_path, room.synapse, room.notifier.access_token, room.name, address)
     task_id, _ = originating_task(direct)
 
     async with (
         ScriptedAgent(direct.agent_task_dir, address, script.decide),
-        AnswerLosingProxy(synapse.port, lose_after=1) as proxy,
+        AnswerLosingProxy(room.synapse.port, lose_after=1) as proxy,
     ):
         via_proxy = replace(direct, matrix_homeserver=proxy.url)
         with capture_logs() as logs:
@@ -482,7 +411,7 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
             ):
                 handle = await start_pipeline(client, direct, task_id)
                 await asyncio.wait_for(proxy.lost.wait(), 60)
-                await wait_for(lambda: len(notices(synapse, bob, room.room_id, notifier)) == 2)
+                await wait_for(lambda: len(room.notices()) == 2)
             # worker 1 is gone, notify_blocks attempt 1 with it; worker 2 takes the retry
             async with running_worker(client, direct):
                 await wait_stage(handle, "awaiting-approval", timeout=60)
@@ -490,7 +419,7 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
                 result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "complete"
 
-    events = notices(synapse, bob, room.room_id, notifier)
+    events = room.notices()
     assert [e["content"]["body"].splitlines()[0] for e in events] == [
         "[ACTION] demo-build: block 1/2 needs review",
         "[ACTION] demo-build: block 2/2 needs review",
@@ -513,30 +442,19 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
 
 
 async def test_pipeline_carries_on_with_a_wrong_token(
-    tmp_path: Path,
-    synapse: Synapse,
-    notifier: MatrixUser,
-    bob: MatrixUser,
-    room: Room,
-    client: Client,
-    address: str,
+    tmp_path: Path, room: Room, client: Client, address: str
 ) -> None:
     wrong = "syt_" + uuid.uuid4().hex
-    config = matrix_config(tmp_path, synapse, wrong, room.room_id, address)
-    task_id, _ = originating_task(config)
+    config = matrix_config(tmp_path, room.synapse, wrong, room.room_id, address)
     script = PipelineScript(blocks=["root login enabled", "telnet open"])
     with capture_logs() as logs:
-        async with (
-            running_worker(client, config),
-            ScriptedAgent(config.agent_task_dir, address, script.decide),
-        ):
-            handle = await start_pipeline(client, config, task_id)
-            await wait_stage(handle, "awaiting-approval", timeout=60)
-            await handle.execute_update("approve", DecisionInput(note="ok"))
-            result = await asyncio.wait_for(handle.result(), 60)
+        async with running_pipeline(client, config, script.decide) as run:
+            await wait_stage(run.handle, "awaiting-approval", timeout=60)
+            await run.handle.execute_update("approve", DecisionInput(note="ok"))
+            result = await asyncio.wait_for(run.handle.result(), 60)
     assert result.status == "complete"
     warnings = [e for e in logs if e["event"] == "matrix_send_failed"]
     assert len(warnings) == 2 and all("M_UNKNOWN_TOKEN" in w["error"] for w in warnings)
     assert all(w["log_level"] == "warning" for w in warnings)
     assert wrong not in repr(logs)
-    assert notices(synapse, bob, room.room_id, notifier) == []
+    assert room.notices() == []

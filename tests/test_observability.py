@@ -44,17 +44,17 @@ from activities import task_files
 from config import WorkerConfig
 from harness.agents import ScriptedAgent, succeed_all
 from harness.cli import run_cli
-from harness.env import CLI, ROOT, build_plan_input, cli_env, closed_address
+from harness.env import CLI, ROOT, build_plan_input, cli_env, closed_address, start_plan
 from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     install_matrix_recorder,
     originating_task,
-    pipeline_input,
+    start_pipeline,
 )
 from harness.worker_process import WorkerProcess, worker_env
-from models import BuildPipelineResult, BuildPlanResult
-from tests.helpers.checks import task_files_in, wait_for
+from models import BuildPlanResult
+from tests.helpers.checks import one_task_file, wait_for
 from tests.helpers.metrics_workflow import MetricsWorkflow, record_from_activity
 from tests.helpers.queue import STAGE_OF_TYPE, worker_tasks
 from tests.servers.otlp import OtlpReceiver, Point, Span
@@ -86,16 +86,24 @@ async def one_phase_dispatched(
     client: Client, config: WorkerConfig
 ) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:
     """Start a one-phase BuildPlan and wait for its task file: an agent's view of a task."""
-    handle = await client.start_workflow(
-        "BuildPlanWorkflow",
-        build_plan_input(PLAN),
-        id=f"plan-{uuid.uuid4()}",
-        task_queue=config.task_queue,
-        result_type=BuildPlanResult,
-    )
-    await wait_for(lambda: bool(task_files_in(config.agent_task_dir)))
-    [path] = task_files_in(config.agent_task_dir)
-    return handle, path
+    handle = await start_plan(client, config.task_queue, build_plan_input(PLAN))
+    return handle, await one_task_file(config.agent_task_dir)
+
+
+async def run_plan(
+    client: Client,
+    config: WorkerConfig,
+    agent: ScriptedAgent,
+    phases: int = 1,
+    workflow_id: str | None = None,
+) -> tuple[WorkflowHandle[Any, BuildPlanResult], BuildPlanResult]:
+    """Run a BuildPlan of `phases` phases to its end, and wait until the agent's CLI has exited
+    after each completion (the workflow can end first); the handle and the result."""
+    plan = build_plan_input(PLAN, phases)
+    handle = await start_plan(client, config.task_queue, plan, workflow_id=workflow_id)
+    result = await handle.result()
+    await wait_for(lambda: len(agent.results) == phases)
+    return handle, result
 
 
 def otel_env(config: WorkerConfig, receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
@@ -174,15 +182,8 @@ async def test_build_plan_is_one_trace_with_metrics_and_logs(
             WorkerProcess(worker_env_, tmp_path / "logs") as worker,
             ScriptedAgent(config.agent_task_dir, address, succeed_all, env=agent_env) as agent,
         ):
-            result = await client.execute_workflow(
-                "BuildPlanWorkflow",
-                build_plan_input(PLAN, 2),
-                id=workflow_id,
-                task_queue=config.task_queue,
-                result_type=BuildPlanResult,
-            )
+            _, result = await run_plan(client, config, agent, 2, workflow_id)
             assert result == BuildPlanResult(status="complete", phases_run=2)
-            await wait_for(lambda: len(agent.results) == 2)  # the CLI exits after completing
             # the SDK's own metrics arrive while the worker runs (Core exports every second)
             await receiver.wait(lambda: SDK_METRICS[0] in receiver.metric_names())
     assert worker.returncode == 0, worker.stderr
@@ -307,13 +308,7 @@ async def test_pipeline_is_one_trace(
             WorkerProcess(worker_env_, tmp_path / "logs"),
             ScriptedAgent(config.agent_task_dir, address, script.decide, env=agent_env) as agent,
         ):
-            handle = await client.start_workflow(
-                "BuildPipelineWorkflow",
-                pipeline_input(task_id, build_name=build),
-                id=f"pipeline-{uuid.uuid4()}",
-                task_queue=config.task_queue,
-                result_type=BuildPipelineResult,
-            )
+            handle = await start_pipeline(client, config, task_id, build_name=build)
             await wait_for(lambda: "input-required" in origin.read_text())
             approve_by_file(origin)
             assert (await handle.result()).status == "complete"
@@ -392,15 +387,8 @@ async def test_untraced_start_is_one_trace_named_by_run_id(
         WorkerProcess(otel_env(config, receiver), tmp_path / "logs"),
         ScriptedAgent(config.agent_task_dir, address, succeed_all, env=agent_env) as agent,
     ):
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input(PLAN, 2),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        assert (await handle.result()).phases_run == 2
-        await wait_for(lambda: len(agent.results) == 2)
+        handle, result = await run_plan(client, config, agent, 2)
+        assert result.phases_run == 2
     trace_id = uuid.UUID(handle.result_run_id).hex
 
     def all_spans() -> list[Span]:
@@ -486,14 +474,7 @@ async def test_worker_with_collector_down_runs_and_says_so(
         WorkerProcess(env, tmp_path / "logs") as worker,
         ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
     ):
-        result = await client.execute_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input(PLAN),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: len(agent.results) == 1)
+        _, result = await run_plan(client, config, agent)
         await wait_for(
             lambda: bool([e for e in worker.events() if e.get("logger") == "temporalio.core"]),
             timeout=15,
@@ -514,14 +495,10 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
     config = replace(config, agent_task_dir=not_a_dir)
     workflow_id = f"plan-{uuid.uuid4()}"
     async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs") as worker:
+        plan = build_plan_input(PLAN)
+        handle = await start_plan(client, config.task_queue, plan, workflow_id=workflow_id)
         with pytest.raises(WorkflowFailureError):
-            await client.execute_workflow(
-                "BuildPlanWorkflow",
-                build_plan_input(PLAN),
-                id=workflow_id,
-                task_queue=config.task_queue,
-                result_type=BuildPlanResult,
-            )
+            await handle.result()
     failure = await receiver.wait(
         lambda: latest(receiver.points(), observability.STAGE_FAILURES, stage="phase")
     )
@@ -739,14 +716,7 @@ async def test_missing_packages_warn_once_and_the_worker_runs(
         WorkerProcess(env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]) as worker,
         ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
     ):
-        result = await client.execute_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input(PLAN),
-            id=f"plan-{uuid.uuid4()}",
-            task_queue=config.task_queue,
-            result_type=BuildPlanResult,
-        )
-        await wait_for(lambda: len(agent.results) == 1)
+        _, result = await run_plan(client, config, agent)
     assert result == BuildPlanResult(status="complete", phases_run=1)
     assert worker.returncode == 0, worker.stderr
     [warning] = worker.events("otel_unavailable")

@@ -9,29 +9,38 @@ import json
 import pytest
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
-from harness.env import running_worker
 from harness.pipelines import (
+    PipelineRun,
     PipelineScript,
     dispatched,
     install_matrix_recorder,
     matrix_messages,
-    originating_task,
-    start_pipeline,
+    running_pipeline,
     status_of,
     summaries,
     summary_of,
-    temporal,
     update,
     wait_stage,
 )
-from tests.helpers.checks import wait_for
+from tests.helpers.checks import failure_of, wait_for
+from tests.helpers.cli import temporal_cli
 from tests.helpers.histories import save_history
 
 HOLD = 600.0
+
+
+async def activity_by_hand(
+    address: str, config: WorkerConfig, run: PipelineRun, task_type: str, verb: str, *args: str
+) -> None:
+    """`temporal activity <verb>` on the stage that dispatched `task_type`, once its task file
+    is written, as an operator finishes a stage an agent cannot."""
+    await wait_for(lambda: task_type in [t["task_type"] for t in dispatched(config)], 30)
+    [task] = [t for t in dispatched(config) if t["task_type"] == task_type]
+    activity = ["--workflow-id", run.handle.id, "--activity-id", task["payload"]["activity_id"]]
+    await temporal_cli(["activity", verb, *activity, *args], address)
 
 
 @pytest.mark.parametrize(
@@ -42,27 +51,21 @@ async def test_cancel_runs_the_failure_path(
     client: Client, config: WorkerConfig, address: str, where: str, stage: str
 ) -> None:
     record = install_matrix_recorder(config)
-    task_id, _ = originating_task(config)
     script = {
         "agent": PipelineScript(ignore_task_types=("build_prefab",)),
         "gate": PipelineScript(blocks=["root login"]),
         "hold": PipelineScript(fail_task_type="build_plan"),
     }[where]
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
-        await wait_stage(handle, stage)
+    async with running_pipeline(client, config, script.decide, failure_hold_seconds=HOLD) as run:
+        await wait_stage(run.handle, stage)
         if where == "agent":
             await wait_for(lambda: len(dispatched(config)) == 1, 10)
-        code, out, err = await temporal(address, "workflow", "cancel", "--workflow-id", handle.id)
-        assert code == 0, out + err
+        await temporal_cli(["workflow", "cancel", "--workflow-id", run.handle.id], address)
         with pytest.raises(WorkflowFailureError) as caught:
-            await asyncio.wait_for(handle.result(), 60)
-        await save_history(handle, f"pipeline_cancel_{where}")
-        final = await status_of(handle)
-        described = await handle.describe()
+            await asyncio.wait_for(run.handle.result(), 60)
+        await save_history(run.handle, f"pipeline_cancel_{where}")
+        final = await status_of(run.handle)
+        described = await run.handle.describe()
     assert isinstance(caught.value.cause, CancelledError)
     assert described.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CANCELED
     assert final.stage == "cancelled" and final.outcome == "cancelled"
@@ -93,28 +96,12 @@ async def test_activity_complete_by_hand(
     client: Client, config: WorkerConfig, address: str, result: str, output: str
 ) -> None:
     """Any JSON result completes the stage; the close stage's output is the report path."""
-    task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_closeout",))
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_for(lambda: "build_closeout" in [t["task_type"] for t in dispatched(config)], 30)
-        close = dispatched(config)[-1]
-        code, out, err = await temporal(
-            address,
-            "activity",
-            "complete",
-            "--workflow-id",
-            handle.id,
-            "--activity-id",
-            close["payload"]["activity_id"],
-            "--result",
-            result,
+    async with running_pipeline(client, config, script.decide) as run:
+        await activity_by_hand(
+            address, config, run, "build_closeout", "complete", "--result", result
         )
-        assert code == 0, out + err
-        done = await asyncio.wait_for(handle.result(), 60)
+        done = await asyncio.wait_for(run.handle.result(), 60)
     assert done.status == "complete"
     summary = summary_of(done.summary_path)
     assert summary["outcome"] == "success" and summary["phases_completed"][-1] == "close"
@@ -125,30 +112,12 @@ async def test_unreadable_completion_takes_the_stage_failure_path(
     client: Client, config: WorkerConfig, address: str
 ) -> None:
     record = install_matrix_recorder(config)
-    task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_prefab",))
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_for(lambda: len(dispatched(config)) == 1, 30)
-        code, out, err = await temporal(
-            address,
-            "activity",
-            "complete",
-            "--workflow-id",
-            handle.id,
-            "--activity-id",
-            dispatched(config)[0]["payload"]["activity_id"],
-            "--result",
-            '{"status": "maybe"}',
-        )
-        assert code == 0, out + err
-        with pytest.raises(WorkflowFailureError) as caught:
-            await asyncio.wait_for(handle.result(), 60)
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "StageFailedError"
+    async with running_pipeline(client, config, script.decide) as run:
+        maybe = '{"status": "maybe"}'
+        await activity_by_hand(address, config, run, "build_prefab", "complete", "--result", maybe)
+        cause = await failure_of(run.handle)
+    assert cause.type == "StageFailedError"
     summary = summary_of(cause.message.split("(summary: ")[1].rstrip(")"))
     assert summary["failed_stage"] == "prefab"
     assert summary["error"] == "the prefab stage was completed with status 'maybe'"
@@ -158,41 +127,17 @@ async def test_unreadable_completion_takes_the_stage_failure_path(
 async def test_activity_fail_by_hand_holds(
     client: Client, config: WorkerConfig, address: str
 ) -> None:
-    task_id, _ = originating_task(config)
     script = PipelineScript(ignore_task_types=("build_plan",))
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id, failure_hold_seconds=HOLD)
-        await wait_for(lambda: "build_plan" in [t["task_type"] for t in dispatched(config)], 30)
-        implement = dispatched(config)[-1]
-        code, out, err = await temporal(
-            address,
-            "activity",
-            "fail",
-            "--workflow-id",
-            handle.id,
-            "--activity-id",
-            implement["payload"]["activity_id"],
-            "--reason",
-            "the agent's host died",
-            "--detail",
-            json.dumps("no details"),
-        )
-        assert code == 0, out + err
-        await wait_stage(handle, "awaiting-retry")
-        status = await status_of(handle)
+    async with running_pipeline(client, config, script.decide, failure_hold_seconds=HOLD) as run:
+        reason = ["--reason", "the agent's host died", "--detail", json.dumps("no details")]
+        await activity_by_hand(address, config, run, "build_plan", "fail", *reason)
+        await wait_stage(run.handle, "awaiting-retry")
+        status = await status_of(run.handle)
         assert status.failed_stage == "implement"
         assert "the agent's host died" in status.failed_error
-        code, out, err = await temporal(
-            address, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "abort"
-        )
-        assert code == 0, out + err
-        with pytest.raises(WorkflowFailureError) as caught:
-            await asyncio.wait_for(handle.result(), 60)
-    cause = caught.value.cause
-    assert isinstance(cause, ApplicationError)
+        code, out = await update(address, run.handle.id, "abort")
+        assert code == 0, out
+        cause = await failure_of(run.handle)
     assert "the agent's host died; aborted by the operator" in cause.message
 
 
@@ -200,17 +145,12 @@ async def test_approve_takes_a_bare_note(
     client: Client, config: WorkerConfig, address: str
 ) -> None:
     """`--input '"ok"'` is the note, for the gate's updates as for the hold's."""
-    task_id, _ = originating_task(config)
     script = PipelineScript(blocks=["debug port open"])
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
-        await wait_stage(handle, "awaiting-approval")
-        code, out = await update(address, handle.id, "approve", '"ok by me"')
+    async with running_pipeline(client, config, script.decide) as run:
+        await wait_stage(run.handle, "awaiting-approval")
+        code, out = await update(address, run.handle.id, "approve", '"ok by me"')
         assert code == 0, out
-        done = await asyncio.wait_for(handle.result(), 60)
+        done = await asyncio.wait_for(run.handle.result(), 60)
     resolution = summary_of(done.summary_path)["resolution"]
     assert (resolution["via"], resolution["note"], resolution["by"]) == (
         "update",

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from harness.agents import ScriptedAgent, succeed_all
-from harness.env import BIN, ROOT, cli_env, make_config, running_worker
+from config import WorkerConfig
+from harness.agents import succeed_all, worker_and_agent
+from harness.env import ROOT, make_config
 from harness.pipelines import PipelineScript, dispatched, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
+from tests.helpers.cli import operator_env, shell
 
 DOC = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
 
@@ -40,21 +42,22 @@ def option(argv: list[str], name: str) -> str:
 
 
 async def run_block(name: str, address: str, cwd: Path) -> str:
-    env = cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        readme_block(name),
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, (name, out, err)
-    return out.decode()
+    """The documented block `name`, run as the operator runs it; its stdout."""
+    out, _ = await shell(readme_block(name), operator_env(address), cwd)
+    return out
+
+
+def documented_pipeline(
+    client: Client, tmp_path: Path, address: str, **settings: Any
+) -> tuple[WorkerConfig, WorkflowHandle[Any, BuildPipelineResult]]:
+    """What the start-pipeline block needs: a worker's settings on its task queue (with
+    `settings`), the originating task its input names, and a handle on the id it starts."""
+    argv = shlex.split(readme_block("start-pipeline"))
+    build = json.loads(option(argv, "--input"))
+    config = make_config(tmp_path, address, task_queue="helm-build", **settings)
+    originating_task(config, build["task_id"])
+    workflow_id = option(argv, "--workflow-id")
+    return config, client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
 
 
 async def test_operator_command_runs_a_build_plan(
@@ -69,10 +72,7 @@ async def test_operator_command_runs_a_build_plan(
     assert len(plan["phases"]) == 2
 
     config = make_config(tmp_path, address, task_queue="helm-build")
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
-    ):
+    async with worker_and_agent(client, config, succeed_all) as agent:
         out = await run_block("start-build-plan", address, tmp_path)
         handle = client.get_workflow_handle(workflow_id, result_type=BuildPlanResult)
         result = await asyncio.wait_for(handle.result(), 60)
@@ -95,26 +95,19 @@ async def test_operator_commands_steer_a_pipeline(
     argv = shlex.split(readme_block("start-pipeline"))
     assert option(argv, "--task-queue") == "helm-build"
     assert option(argv, "--type") == "BuildPipelineWorkflow"
-    workflow_id = option(argv, "--workflow-id")
-    build = json.loads(option(argv, "--input"))
-    config = make_config(tmp_path, address, task_queue="helm-build")
-    originating_task(config, build["task_id"])
+    config, handle = documented_pipeline(client, tmp_path, address)
     script = PipelineScript(blocks=["debug port open"])
-    handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
+    async with worker_and_agent(client, config, script.decide):
         await run_block("start-pipeline", address, tmp_path)
         await wait_stage(handle, "awaiting-approval")
         status = await run_block("status", address, tmp_path)
         assert '"stage":"awaiting-approval"' in status.replace(" ", "")
         assert '"blocks":["debugportopen"]' in status.replace(" ", "")
-        assert workflow_id in await run_block("inbox", address, tmp_path)
+        assert handle.id in await run_block("inbox", address, tmp_path)
         await run_block("approve", address, tmp_path)
         approved = await asyncio.wait_for(handle.result(), 60)
         approval = summary_of(approved.summary_path)["resolution"]
-        assert workflow_id not in await run_block("inbox", address, tmp_path)
+        assert handle.id not in await run_block("inbox", address, tmp_path)
 
         # the same id again (allowed once the first run closed), and this time a reject
         await run_block("start-pipeline", address, tmp_path)
@@ -137,18 +130,11 @@ async def test_operator_commands_decide_a_held_stage(
     client: Client, tmp_path: Path, address: str
 ) -> None:
     """The documented retry, skip and abort, each on a stage held by FAILURE_HOLD."""
-    workflow_id = option(shlex.split(readme_block("start-pipeline")), "--workflow-id")
+    config, handle = documented_pipeline(client, tmp_path, address, failure_hold_seconds=600)
     for name in ("retry", "skip", "abort"):
-        assert option(shlex.split(readme_block(name)), "--workflow-id") == workflow_id
-    build = json.loads(option(shlex.split(readme_block("start-pipeline")), "--input"))
-    config = make_config(tmp_path, address, task_queue="helm-build", failure_hold_seconds=600)
-    originating_task(config, build["task_id"])
+        assert option(shlex.split(readme_block(name)), "--workflow-id") == handle.id
     script = PipelineScript(fail_task_type="build_plan", fail_first=1)
-    handle = client.get_workflow_handle(workflow_id, result_type=BuildPipelineResult)
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
+    async with worker_and_agent(client, config, script.decide):
         await run_block("start-pipeline", address, tmp_path)
         await wait_stage(handle, "awaiting-retry")
         await run_block("retry", address, tmp_path)

@@ -4,35 +4,17 @@ approve command the details show is run verbatim."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
 import re
-from pathlib import Path
 
 from temporalio.client import Client
 
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
-from harness.env import BIN, TEMPORAL_BIN, cli_env, running_worker
-from harness.pipelines import PipelineScript, originating_task, start_pipeline, status_of
+from harness.pipelines import PipelineScript, running_pipeline, status_of
 from tests.helpers.checks import wait_for
+from tests.helpers.cli import operator_env, shell, temporal_cli
 from workflows import operator_view
-
-
-async def temporal(address: str, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN,
-        *args,
-        "--address",
-        address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 def test_summaries_and_commands() -> None:
@@ -71,58 +53,44 @@ def test_summaries_and_commands() -> None:
 
 
 async def test_ui_shows_summaries_and_the_gate_commands(
-    client: Client, config: WorkerConfig, address: str, tmp_path: Path
+    client: Client, config: WorkerConfig, address: str
 ) -> None:
-    task_id, origin = originating_task(config)
     script = PipelineScript(blocks=["root login enabled"])
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
+    async with running_pipeline(client, config, script.decide) as run:
+        metadata_args = ["workflow", "metadata", "--workflow-id", run.handle.id]
 
         async def parked() -> bool:
-            return "--name approve" in await temporal(
-                address, "workflow", "metadata", "--workflow-id", handle.id
-            )
+            return "--name approve" in await temporal_cli(metadata_args, address)
 
         await wait_for(parked, 30, what="the approve command in the current details")
-        metadata = await temporal(address, "workflow", "metadata", "--workflow-id", handle.id)
+        metadata = await temporal_cli(metadata_args, address)
         assert "stage **awaiting-approval**" in metadata
-        assert f"- task: `{task_id}` (file `{origin}`)" in metadata
+        assert f"- task: `{run.task_id}` (file `{run.origin}`)" in metadata
         [approve] = re.findall(r"approve the blocks: `([^`]+)`", metadata)
-        assert approve == operator_view.update_command(handle.id, "approve")
+        assert approve == operator_view.update_command(run.handle.id, "approve")
         described = json.loads(
-            await temporal(
-                address, "workflow", "describe", "--workflow-id", handle.id, "--output", "json"
+            await temporal_cli(
+                ["workflow", "describe", "--workflow-id", run.handle.id, "--output", "json"],
+                address,
             )
         )
         pending = described["pendingActivities"]
         assert [a["activityType"]["name"] for a in pending] == ["wait_for_block_resolution"]
 
-        # the operator copies the command from the details and runs it
-        env = cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            approve,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        result = await handle.result()
-        status = await status_of(handle)
+        await shell(approve, operator_env(address))  # copied from the details, run as it is
+        result = await run.handle.result()
+        status = await status_of(run.handle)
         # a closed workflow's metadata is a query too: a worker must be there to answer it
-        done = await temporal(address, "workflow", "metadata", "--workflow-id", handle.id)
+        done = await temporal_cli(metadata_args, address)
     assert result.status == "complete"
     assert status.resolution is not None and status.resolution.via == "update"
     assert "stage **done**" in done and "--name approve" not in done
 
     # the event history as the UI and `temporal workflow show` have it
     shown = json.loads(
-        await temporal(address, "workflow", "show", "--workflow-id", handle.id, "--output", "json")
+        await temporal_cli(
+            ["workflow", "show", "--workflow-id", run.handle.id, "--output", "json"], address
+        )
     )
     summaries = {}
     for event in shown["events"]:

@@ -9,29 +9,22 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
-from harness.env import running_worker
-from harness.pipelines import PipelineScript, originating_task, start_pipeline
+from harness.pipelines import PipelineScript, running_pipeline
 from models import Features
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 
 
 async def test_replay_ignores_the_replaying_workers_features(
-    client: Client, config: WorkerConfig, address: str
+    client: Client, config: WorkerConfig
 ) -> None:
-    task_id, _ = originating_task(config)
     script = PipelineScript(fail_task_type="build_prefab")
     assert Features.stage_search_attribute
-    async with (
-        running_worker(client, config),
-        ScriptedAgent(config.agent_task_dir, address, script.decide),
-    ):
-        handle = await start_pipeline(client, config, task_id)
+    async with running_pipeline(client, config, script.decide) as run:
         try:
-            await handle.result()
+            await run.handle.result()
         except WorkflowFailureError:
             pass
-    history = await handle.fetch_history()
+    history = await run.handle.fetch_history()
     kinds = [event.event_type for event in history.events]
     assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds  # the settings, as a local activity
     upserts = kinds.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)

@@ -17,18 +17,16 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 import worker
 from config import WorkerConfig
-from harness.agents import ScriptedAgent
-from harness.env import TEST_SERVER_BIN, make_config, running_worker
-from harness.pipelines import PipelineScript, originating_task, start_pipeline, summary_of
+from harness.env import TEST_SERVER_BIN, make_config
+from harness.pipelines import PipelineScript, running_pipeline, summary_of
 from models import Features
-from tests.helpers.checks import wait_for
+from tests.helpers.checks import failure_of, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +58,6 @@ def ts_config(tmp_path, ts_env: WorkflowEnvironment) -> WorkerConfig:
     )
 
 
-async def failed(handle: WorkflowHandle) -> ApplicationError:
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    assert isinstance(caught.value.cause, ApplicationError)
-    return caught.value.cause
-
-
 async def workflow_span(handle: WorkflowHandle) -> timedelta:
     """How much workflow time passed from start to close, read from the history."""
     events = (await handle.fetch_history()).events
@@ -78,18 +69,12 @@ async def workflow_span(handle: WorkflowHandle) -> timedelta:
 async def test_gate_times_out_after_seven_days(
     ts_env: WorkflowEnvironment, ts_config: WorkerConfig
 ) -> None:
-    task_id, _ = originating_task(ts_config)
     script = PipelineScript(blocks=["needs a human"])
-    client = ts_env.client
-    async with (
-        running_worker(client, ts_config),
-        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
-    ):
-        handle = await start_pipeline(client, ts_config, task_id)
-        error = await failed(handle)
+    async with running_pipeline(ts_env.client, ts_config, script.decide) as run:
+        error = await failure_of(run.handle)
     assert error.type == "ApprovalTimedOutError"
     assert "within 7 days" in error.message
-    span = await workflow_span(handle)
+    span = await workflow_span(run.handle)
     assert timedelta(days=7) <= span < timedelta(days=7, hours=1)
     summary = summary_of(error.message.split("(summary: ")[1].rstrip(")"))
     assert summary["outcome"] == "timed_out"
@@ -112,20 +97,17 @@ async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: i
     )
     try:
         config = make_config(tmp_path, env.client.service_client.config.target_host)
-        task_id, _ = originating_task(config)
         script = PipelineScript(ignore_task_types=(silent,))
-        async with (
-            running_worker(env.client, config),
-            ScriptedAgent(config.agent_task_dir, config.temporal_address, script.decide) as agent,
-        ):
-            handle = await start_pipeline(env.client, config, task_id)
-            await wait_for(lambda: silent in agent.ignored, 30)
+        async with running_pipeline(env.client, config, script.decide) as run:
+            await wait_for(lambda: silent in run.agent.ignored, 30)
             # release the lock the silent stage's in-flight activity holds on the clock, and
             # the client's own (normally released only while awaiting a result)
             for _ in range(2):
                 await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
-            timed_out = await history_event(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT)
-        history = await handle.fetch_history()
+            timed_out = await history_event(
+                run.handle, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT
+            )
+        history = await run.handle.fetch_history()
     finally:
         await env.shutdown()
     scheduled = next(
@@ -162,18 +144,12 @@ async def history_event(handle: WorkflowHandle, kind: int, timeout: float = 30) 
 async def test_triage_retry_is_bounded(
     ts_env: WorkflowEnvironment, ts_config: WorkerConfig
 ) -> None:
-    task_id, _ = originating_task(ts_config)
     script = PipelineScript(write_triage=False)
-    client = ts_env.client
-    async with (
-        running_worker(client, ts_config),
-        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
-    ):
-        handle = await start_pipeline(client, ts_config, task_id)
-        error = await failed(handle)
+    async with running_pipeline(ts_env.client, ts_config, script.decide) as run:
+        error = await failure_of(run.handle)
     assert error.type == "StageFailedError"
     assert "triage-output.yml not found" in error.message
-    history = await handle.fetch_history()
+    history = await run.handle.fetch_history()
     attempts = [
         e.activity_task_started_event_attributes.attempt
         for e in history.events
@@ -181,27 +157,23 @@ async def test_triage_retry_is_bounded(
     ]
     # the triage stage's last start carries its attempt number: five, then the failure path
     assert 5 in attempts
-    span = await workflow_span(handle)
+    span = await workflow_span(run.handle)
     # waits of 2, 4, 8 and 15 minutes between the five attempts
     assert timedelta(minutes=29) <= span < timedelta(minutes=40)
 
 
 async def test_failure_hold_expires(ts_env: WorkflowEnvironment, ts_config: WorkerConfig) -> None:
     """A held stage with no decision takes the failure path when its hold (3 h here) ends."""
-    task_id, _ = originating_task(ts_config)
     script = PipelineScript(fail_task_type="build_plan")
-    client = ts_env.client
-    async with (
-        running_worker(client, ts_config),
-        ScriptedAgent(ts_config.agent_task_dir, ts_config.temporal_address, script.decide),
-    ):
-        handle = await start_pipeline(client, ts_config, task_id, failure_hold_seconds=3 * 3600)
-        error = await failed(handle)
+    async with running_pipeline(
+        ts_env.client, ts_config, script.decide, failure_hold_seconds=3 * 3600
+    ) as run:
+        error = await failure_of(run.handle)
     assert error.type == "PhaseFailedError"
     assert error.message.startswith(
         "implement failed: build_plan could not be done; no decision came within the 10800s hold"
     )
-    span = await workflow_span(handle)
+    span = await workflow_span(run.handle)
     assert timedelta(hours=3) <= span < timedelta(hours=3, minutes=5)
     summary = summary_of(error.message.split("(summary: ")[1].rstrip(")"))
     assert summary["outcome"] == "failed" and summary["failed_stage"] == "implement"

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
 import worker as worker_module
 from harness.cli import run_cli
-from harness.env import ROOT
-from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from harness.env import ROOT, build_plan_input, start_plan
+from models import BuildPlanResult
 from runner.config import DEFAULT_KILL_GRACE_SECONDS
 from tests.helpers.checks import task_files_in, wait_for
 
@@ -169,21 +169,7 @@ async def pm2_daemon(tmp: Path, address: str) -> AsyncIterator[Pm2]:
                 os.kill(pid, signal.SIGKILL)
 
 
-def two_phase_plan() -> BuildPlanInput:
-    return BuildPlanInput(
-        plan_name="pm2-plan",
-        phases=[PhaseSpec(number=n, agent_type="dev", description=f"phase {n}") for n in (1, 2)],
-    )
-
-
-async def start_plan(client: Client, pm2: Pm2) -> WorkflowHandle[Any, BuildPlanResult]:
-    return await client.start_workflow(
-        "BuildPlanWorkflow",
-        two_phase_plan(),
-        id=f"pm2-plan-{uuid.uuid4()}",
-        task_queue=pm2.task_queue,
-        result_type=BuildPlanResult,
-    )
+TWO_PHASES = build_plan_input("pm2-plan", 2)
 
 
 async def complete_task(pm2: Pm2, address: str, index: int) -> None:
@@ -236,7 +222,7 @@ async def test_start_crash_restart_stop_delete(
         await wait_for(lambda: len(pm2.events("worker_started")) == 1, timeout=60)
         assert pm2.events("worker_started")[0]["task_queue"] == pm2.task_queue
 
-        handle = await start_plan(client, pm2)
+        handle = await start_plan(client, pm2.task_queue, TWO_PHASES)
         await wait_for(lambda: len(task_files_in(pm2.queue_dir)) == 1, timeout=60)
 
         # kill -9: PM2 restarts it after the backoff delay, as a new process
@@ -323,7 +309,7 @@ async def test_temporal_down_at_boot_is_retried_until_it_comes_back(
             # the next scheduled restart (at most 15 s away) connects and stays up
             await wait_for(lambda: len(pm2.events("worker_started")) == 1, timeout=40)
             await pm2.wait_app(status="online")
-            handle = await start_plan(client, pm2)
+            handle = await start_plan(client, pm2.task_queue, TWO_PHASES)
             await wait_for(lambda: len(task_files_in(pm2.queue_dir)) == 1, timeout=60)
             await handle.terminate("test over")
             await pm2.run("delete", APP)
@@ -354,7 +340,7 @@ async def test_the_runner_app_runs_a_plan_under_pm2(
         await pm2.wait_app(status="online")
         await pm2.wait_app(app_name=RUNNER_APP, status="online")
         await wait_for(lambda: len(pm2.events("runner_started", RUNNER_APP)) == 1, timeout=60)
-        handle = await start_plan(client, pm2)
+        handle = await start_plan(client, pm2.task_queue, TWO_PHASES)
         result = await asyncio.wait_for(handle.result(), 60)
         assert result == BuildPlanResult(status="complete", phases_run=2)
         # the stage is told first, then the runner writes the file and logs it

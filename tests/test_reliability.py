@@ -19,7 +19,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,21 +31,21 @@ from activities import task_files
 from config import WorkerConfig
 from harness.agents import ScriptedAgent
 from harness.cli import run_cli
-from harness.env import build_plan_input, free_port, make_config
+from harness.env import build_plan_input, free_port, make_config, start_plan
 from harness.pipelines import (
     PipelineScript,
     approve_by_file,
     install_matrix_recorder,
     matrix_messages,
     originating_task,
-    pipeline_input,
+    start_pipeline,
     status_of,
     summary_of,
     wait_stage,
 )
 from harness.temporal_server import DevServer
 from harness.worker_process import WorkerProcess, WorkerRun, debug_env
-from models import BuildPipelineResult, BuildPlanResult, DecisionInput
+from models import BuildPlanResult, DecisionInput
 from tests.helpers.checks import stderr_line, wait_for
 from tests.helpers.figures import Figures
 from tests.helpers.queue import STAGE_OF_TYPE, dispatch_counts, leftovers, stage_of
@@ -226,21 +225,18 @@ class KillRun:
         wf_id = f"kill-{track.case.name}-{uuid.uuid4().hex[:8]}"
         self.by_id[wf_id] = track
         if track.script is None:
-            track.handle = await self.client.start_workflow(
-                "BuildPlanWorkflow",
-                build_plan_input("kill-plan", 3),
-                id=wf_id,
-                task_queue=self.config.task_queue,
-                result_type=BuildPlanResult,
+            plan = build_plan_input("kill-plan", 3)
+            track.handle = await start_plan(
+                self.client, self.config.task_queue, plan, workflow_id=wf_id
             )
         else:
             track.task_id, track.origin = originating_task(self.config)
-            track.handle = await self.client.start_workflow(
-                "BuildPipelineWorkflow",
-                pipeline_input(track.task_id, build_name=track.case.name),
-                id=wf_id,
-                task_queue=self.config.task_queue,
-                result_type=BuildPipelineResult,
+            track.handle = await start_pipeline(
+                self.client,
+                self.config,
+                track.task_id,
+                workflow_id=wf_id,
+                build_name=track.case.name,
             )
 
     async def parked(self, track: Track) -> bool:
@@ -479,12 +475,8 @@ async def test_server_restart_mid_pipeline(tmp_path: Path, figures: Figures) -> 
                     gate_origin = origin
                 wf_id = f"restart-{name}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = name
-                handles[name] = await client.start_workflow(
-                    "BuildPipelineWorkflow",
-                    pipeline_input(task_id, build_name=name),
-                    id=wf_id,
-                    task_queue=config.task_queue,
-                    result_type=BuildPipelineResult,
+                handles[name] = await start_pipeline(
+                    client, config, task_id, workflow_id=wf_id, build_name=name
                 )
 
             for round_, how in enumerate(("stop", "kill")):
@@ -583,22 +575,12 @@ async def test_two_workers_dispatch_each_stage_once(
                 wf_id = f"two-{i}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = i
                 handles.append(
-                    await client.start_workflow(
-                        "BuildPipelineWorkflow",
-                        pipeline_input(task_id, build_name=f"two-{i}"),
-                        id=wf_id,
-                        task_queue=config.task_queue,
-                        result_type=BuildPipelineResult,
+                    await start_pipeline(
+                        client, config, task_id, workflow_id=wf_id, build_name=f"two-{i}"
                     )
                 )
             handles.append(
-                await client.start_workflow(
-                    "BuildPlanWorkflow",
-                    build_plan_input("kill-plan", 3),
-                    id=f"two-plan-{uuid.uuid4().hex[:8]}",
-                    task_queue=config.task_queue,
-                    result_type=BuildPlanResult,
-                )
+                await start_plan(client, config.task_queue, build_plan_input("kill-plan", 3))
             )
 
             async def approve_when_parked(handle: WorkflowHandle) -> None:
@@ -749,12 +731,8 @@ async def test_unwritable_directories_fail_cleanly(
             async with ScriptedAgent(
                 config.agent_task_dir, address, script.decide, parallel=4
             ) as agent:
-                handle = await client.start_workflow(
-                    "BuildPipelineWorkflow",
-                    pipeline_input("t-1", build_name="nowrite", plan_path=LONG_PLAN),
-                    id=f"nowrite-{uuid.uuid4().hex[:8]}",
-                    task_queue=config.task_queue,
-                    result_type=BuildPipelineResult,
+                handle = await start_pipeline(
+                    client, config, "t-1", build_name="nowrite", plan_path=LONG_PLAN
                 )
                 t0 = time.monotonic()
                 with pytest.raises(WorkflowFailureError) as caught:
@@ -771,14 +749,10 @@ async def test_unwritable_directories_fail_cleanly(
                     broken.chmod(0o700)
                     if filler is not None:
                         filler.unlink()
-                again = await client.execute_workflow(
-                    "BuildPipelineWorkflow",
-                    pipeline_input("t-2", build_name="nowrite-again", plan_path=plan_path),
-                    id=f"nowrite-again-{uuid.uuid4().hex[:8]}",
-                    task_queue=config.task_queue,
-                    result_type=BuildPipelineResult,
-                    execution_timeout=timedelta(seconds=90),
+                again_handle = await start_pipeline(
+                    client, config, "t-2", build_name="nowrite-again", plan_path=plan_path
                 )
+                again = await asyncio.wait_for(again_handle.result(), 90)
                 tasks_after = len(dispatch_counts(config.agent_task_dir))
                 tokens = harvest_tokens(config.agent_task_dir)  # before the tmpfs goes
     finally:

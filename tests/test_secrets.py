@@ -32,10 +32,10 @@ from temporalio.client import Client, WorkflowHandle
 import worker as worker_module
 from config import load_client_settings
 from harness.agents import ScriptedAgent
-from harness.env import ROOT, build_plan_input, make_config
-from harness.pipelines import PipelineScript, pipeline_input, summary_of, wait_stage
+from harness.env import ROOT, build_plan_input, make_config, start_plan
+from harness.pipelines import PipelineScript, start_pipeline, summary_of, wait_stage
 from harness.worker_process import WorkerProcess, debug_env
-from models import BuildPipelineResult, BuildPlanResult, DecisionInput
+from models import BuildPlanResult, DecisionInput
 from observability import REDACTED, redact_tokens
 from tests.helpers.figures import Figures
 from tests.helpers.secrets import harvest_tokens, scan_for_secrets, token_forms
@@ -209,20 +209,10 @@ async def test_debug_logs_over_mtls_hold_no_secret(
             for name in scripts:
                 wf_id = f"secrets-{name}-{uuid.uuid4().hex[:8]}"
                 names[wf_id] = name
-                handles[name] = await client.start_workflow(
-                    "BuildPipelineWorkflow",
-                    pipeline_input(f"origin-{name}", build_name=name),
-                    id=wf_id,
-                    task_queue=base.task_queue,
-                    result_type=BuildPipelineResult,
+                handles[name] = await start_pipeline(
+                    client, base, f"origin-{name}", workflow_id=wf_id, build_name=name
                 )
-            plan = await client.start_workflow(
-                "BuildPlanWorkflow",
-                build_plan_input("secrets"),
-                id=f"secrets-plan-{uuid.uuid4().hex[:8]}",
-                task_queue=base.task_queue,
-                result_type=BuildPlanResult,
-            )
+            plan = await start_plan(client, base.task_queue, build_plan_input("secrets"))
             for name, update in (("rejected", "reject"), ("approved", "approve")):
                 handle = handles[name]
                 await wait_stage(handle, "awaiting-approval", 60)

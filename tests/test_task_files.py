@@ -24,23 +24,7 @@ from activities import task_files
 from exceptions import TaskFileError
 from harness.env import ROOT
 from tests.helpers.queue import leftovers
-from tests.helpers.tasks import NOW, TASK_ID, TOKEN, make_task
-
-SPEC_KEYS = {
-    "id",
-    "created",
-    "source_agent",
-    "target_agent",
-    "task_type",
-    "risk_level",
-    "requires_approval",
-    "status",
-    "summary",
-    "ttl_days",
-    "payload",
-    "result",
-    "history",
-}
+from tests.helpers.tasks import NOW, SPEC_KEYS, TASK_ID, TOKEN, make_task
 
 
 def mode_of(path: Path) -> int:

@@ -8,9 +8,11 @@ subprocesses configured by environment, as PM2 and the agents run them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import hvac
@@ -24,7 +26,7 @@ from activities.task_files import write_text_atomic
 from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
 from harness.cli import run_cli
-from harness.env import build_plan_input, cli_env, closed_address
+from harness.env import build_plan_input, cli_env, closed_address, start_plan
 from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
 from program_exit import EXIT_CONFIG
@@ -99,13 +101,7 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     ) as proc:
         # A client built by worker.connect(), the path the worker itself takes.
         client = await worker_module.connect(load_client_settings(env))
-        handle = await client.start_workflow(
-            "BuildPlanWorkflow",
-            build_plan_input("mtls-plan"),
-            id=f"mtls-{uuid.uuid4()}",
-            task_queue=env["TASK_QUEUE"],
-            result_type=BuildPlanResult,
-        )
+        handle = await start_plan(client, env["TASK_QUEUE"], build_plan_input("mtls-plan"))
         await wait_for(lambda: bool(task_files_in(queue)), timeout=30)
         [task_file] = task_files_in(queue)
         code, out, err = await run_cli(
@@ -156,6 +152,37 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
     assert_no_secrets(cli_outputs + on_disk, vault, pki)
 
 
+@dataclass
+class Ran:
+    """One run of complete_activity.py or worker.py to its exit."""
+
+    code: int
+    out: str
+    err: str
+    texts: list[str]  # all it wrote: stdout, stderr, and for the worker its LOG_FILE
+
+    def line(self, code: int) -> str:
+        """The one stderr line of a run that exits `code`, with no traceback anywhere."""
+        line = stderr_line(self.err)
+        assert self.code == code, (self.code, line)
+        assert "Traceback" not in self.out
+        return line
+
+
+async def run_program(
+    program: str, env: dict[str, str], tmp_path: Path, cwd: Path | None = None
+) -> Ran:
+    """`program` ("cli" or "worker") with an operator's `env`, against `env`'s Temporal address:
+    the CLI with a made-up token, the worker with its own settings under `tmp_path` and its
+    working directory `cwd` (by default `tmp_path`)."""
+    if program == "cli":
+        code, out, err = await run_cli([SOME_TOKEN, "success"], env["TEMPORAL_ADDRESS"], env=env)
+        return Ran(code, out, err, [out, err])
+    worker = WorkerProcess(vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=cwd or tmp_path)
+    code, out, err = await worker.run_to_exit()
+    return Ran(code, out, err, worker.outputs())
+
+
 # --- Refused clients: no certificate, a certificate from another CA, the wrong server name -----
 
 
@@ -175,16 +202,8 @@ async def test_plaintext_client_is_refused(program: str, relay: TlsRelay, tmp_pa
     """Without Vault settings a client speaks plaintext, sends no certificate, and is refused."""
     seen = len(relay.handshakes)
     env = cli_env(relay.address, HOME=str(tmp_path))
-    if program == "cli":
-        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-    else:
-        code, out, err = await WorkerProcess(
-            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
-        ).run_to_exit()
-    line = stderr_line(err)
-    assert code == EXIT_UNREACHABLE
+    line = (await run_program(program, env, tmp_path)).line(EXIT_UNREACHABLE)
     assert "without TLS" in line and "VAULT_ADDR" in line, line
-    assert "Traceback" not in out + err
     assert relay.handshakes[seen:] and not any(h.accepted for h in relay.handshakes[seen:])
 
 
@@ -200,19 +219,12 @@ async def test_client_certificate_from_another_ca_is_refused(
         "client_key_pem": pki.foreign_client.key_pem.decode(),
     }
     with vault.bao.secret_replaced(foreign):
-        if program == "cli":
-            code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-        else:
-            code, out, err = await WorkerProcess(
-                vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
-            ).run_to_exit()
-    line = stderr_line(err)
-    assert code == EXIT_UNREACHABLE
+        ran = await run_program(program, env, tmp_path)
+    line = ran.line(EXIT_UNREACHABLE)
     assert "TLS handshake" in line and "refused the client certificate" in line, line
-    assert "Traceback" not in out + err
     refused = relay.handshakes[seen:]
     assert refused and all(h.error == "CERTIFICATE_VERIFY_FAILED" for h in refused), refused
-    assert_no_secrets([out, err], vault, pki)
+    assert_no_secrets(ran.texts, vault, pki)
 
 
 async def test_untrusted_server_certificate_is_refused_by_the_cli(
@@ -225,11 +237,9 @@ async def test_untrusted_server_certificate_is_refused_by_the_cli(
         "client_key_pem": pki.client.key_pem.decode(),
     }
     with vault.bao.secret_replaced(wrong_ca):
-        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-    line = stderr_line(err)
-    assert code == EXIT_UNREACHABLE
+        ran = await run_program("cli", env, tmp_path)
+    line = ran.line(EXIT_UNREACHABLE)
     assert "TLS handshake" in line and "not trusted" in line and "ca_cert_pem" in line, line
-    assert "Traceback" not in out
 
 
 async def test_server_name_override_is_what_lets_a_dns_certificate_through(
@@ -237,10 +247,7 @@ async def test_server_name_override_is_what_lets_a_dns_certificate_through(
 ) -> None:
     """By IP without TEMPORAL_TLS_SERVER_NAME, a certificate for a DNS name does not match."""
     env = vault_env(vault, named_relay.address, tmp_path)
-    code, out, err = await run_cli([SOME_TOKEN, "success"], named_relay.address, env=env)
-    assert "Traceback" not in out + err
-    line = stderr_line(err)
-    assert code == EXIT_UNREACHABLE
+    line = (await run_program("cli", env, tmp_path)).line(EXIT_UNREACHABLE)
     assert "TLS handshake" in line and "TEMPORAL_TLS_SERVER_NAME" in line, line
     # With the override the handshake completes and the server itself judges the token.
     env["TEMPORAL_TLS_SERVER_NAME"] = SERVER_DNS_NAME
@@ -309,29 +316,17 @@ async def test_credential_failure_is_one_line(
         env["PYTHONPATH"] = str(shim.parent)
         expect = "hvac is not installed"
 
-    worker = WorkerProcess(vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=home)
+    with contextlib.ExitStack() as stack:
+        if replaced is not None:
+            stack.enter_context(vault.bao.secret_replaced(replaced))
+        elif delete_secret:
+            stack.enter_context(vault.bao.secret_deleted())
+        ran = await run_program(program, env, tmp_path, cwd=home)
 
-    async def run() -> tuple[int, str, str]:
-        if program == "cli":
-            return await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-        return await worker.run_to_exit()
-
-    if replaced is not None:
-        with vault.bao.secret_replaced(replaced):
-            code, out, err = await run()
-    elif delete_secret:
-        with vault.bao.secret_deleted():
-            code, out, err = await run()
-    else:
-        code, out, err = await run()
-
-    line = stderr_line(err)
+    line = ran.line(EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG)
     assert expect in line, line
-    assert code == (EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG), line
-    assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []  # nothing was sent to Temporal
-    texts = worker.outputs() if program == "worker" else [out, err]  # with its LOG_FILE
-    assert_no_secrets(texts, vault, pki)
+    assert_no_secrets(ran.texts, vault, pki)
 
 
 @pytest.mark.parametrize("program", ["cli", "worker"])
@@ -345,17 +340,10 @@ async def test_require_tls_without_vault_fails_fast(
         TEMPORAL_REQUIRE_TLS="1",
         VAULT_ADDR="http://127.0.0.1:8200",
     )
-    if program == "cli":
-        code, out, err = await run_cli([SOME_TOKEN, "success"], relay.address, env=env)
-    else:
-        code, out, err = await WorkerProcess(
-            vault_worker_env(env, tmp_path), tmp_path / "logs", cwd=tmp_path
-        ).run_to_exit()
-    line = stderr_line(err)
+    ran = await run_program(program, env, tmp_path)
+    line = ran.line(EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG)
     assert "TEMPORAL_REQUIRE_TLS is set" in line
     assert "missing: VAULT_ROLE_ID, VAULT_SECRET_ID_FILE" in line
-    assert code == (EXIT_CREDENTIALS if program == "cli" else EXIT_CONFIG)
-    assert "Traceback" not in out + err
     assert relay.handshakes[seen:] == []
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
 from activities import task_files
 
@@ -33,9 +38,26 @@ def task_files_in(queue_dir: Path) -> list[Path]:
     return list(task_files.iter_task_files(queue_dir, archive=False))
 
 
+async def one_task_file(queue_dir: Path) -> Path:
+    """Wait for a task file in the queue; fails unless it is the only one."""
+    await wait_for(lambda: bool(task_files_in(queue_dir)), what=f"a task file in {queue_dir}")
+    [path] = task_files_in(queue_dir)
+    return path
+
+
 def stderr_line(stderr: str) -> str:
     """The one line an error path may print: fails on none, several, or a traceback."""
     assert "Traceback" not in stderr, stderr
     lines = stderr.splitlines()
     assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}: {stderr!r}"
     return lines[0]
+
+
+async def failure_of(handle: WorkflowHandle[Any, Any], timeout: float = 60.0) -> ApplicationError:
+    """The application error the workflow fails with; the test fails if it ends otherwise, or
+    not within `timeout` seconds."""
+    with pytest.raises(WorkflowFailureError) as caught:
+        await asyncio.wait_for(handle.result(), timeout)
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    return cause

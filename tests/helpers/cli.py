@@ -1,5 +1,6 @@
-"""Shared by the tests that run complete_activity.py: probe workflows that dispatch one real
-`execute_build_phase` task each, and the check every error path of the CLI must pass."""
+"""Shared by the tests that run complete_activity.py, the `temporal` CLI and shell commands:
+probe workflows that dispatch one real `execute_build_phase` task each, the check every error
+path of complete_activity.py must pass, and commands run as an operator or agent types them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +21,9 @@ import worker as worker_module
 from activities import task_files
 from config import WorkerConfig
 from harness.agents import new_tasks
-from harness.env import TEMPORAL_BIN
+from harness.cli import run_cli
+from harness.env import BIN, cli_env
+from harness.pipelines import temporal
 from models import BuildPhaseInput, BuildPhaseResult
 from tests.helpers.checks import stderr_line, wait_for
 from tests.helpers.phase_probe import PhaseProbeWorkflow, ProbeInput
@@ -92,21 +96,44 @@ def assert_clean_error(code: int, out: str, err: str, expected: int, *secrets: s
     return line
 
 
+async def cli_refused(
+    args: list[str], address: str, expected: int, *secrets: str, stdin: str | None = None
+) -> str:
+    """Run complete_activity.py with `args` and check it fails cleanly with exit `expected`,
+    none of `secrets` in its output; returns its one stderr line."""
+    code, out, err = await run_cli(args, address, stdin=stdin)
+    return assert_clean_error(code, out, err, expected, *secrets)
+
+
 async def temporal_cli(args: list[str], address: str) -> str:
     """Run the real `temporal` CLI as an operator would; its stdout, or a failure naming why."""
+    code, out, err = await temporal(address, *args, "--namespace", "default")
+    assert code == 0, (args, out, err)
+    return out
+
+
+def operator_env(address: str, **extra: str) -> dict[str, str]:
+    """An operator's shell: the server's address, and the venv's `temporal` first on PATH."""
+    return cli_env(address, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
+
+
+async def shell(script: str, env: dict[str, str], cwd: Path | None = None) -> tuple[str, str]:
+    """Run `script` with bash in strict mode (-euo pipefail), as a person pastes it into a
+    shell; fails unless it exits 0. Returns (stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN,
-        *args,
-        "--address",
-        address,
-        "--namespace",
-        "default",
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, (args, err.decode())
-    return out.decode()
+    assert proc.returncode == 0, (script, out, err)
+    return out.decode(), err.decode()
 
 
 async def heartbeat_details(workflow_id: str, address: str) -> list[Any]:

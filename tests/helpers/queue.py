@@ -1,4 +1,5 @@
-"""What the worker left in a task directory: its files per stage, counted."""
+"""What the worker left in a task directory: its files per stage, counted, and the stages a
+pipeline goes through."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import task_files
+from harness.agents import new_tasks
 
 
 def worker_tasks(queue_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -19,6 +21,14 @@ def worker_tasks(queue_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+def only_task(queue_dir: Path) -> Path:
+    """The one task file of the worker's in the queue; fails on none or several."""
+    paths = [path for path, _ in new_tasks(queue_dir, set())]
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+# A pipeline's agent task types, in the order it dispatches them, and the stage of each.
 STAGE_OF_TYPE = {
     "build_prefab": "prefab",
     "build_plan": "implement",
@@ -26,6 +36,13 @@ STAGE_OF_TYPE = {
     "security_fix": "fixes",
     "build_closeout": "close",
 }
+
+
+PIPELINE_TASK_TYPES = list(STAGE_OF_TYPE)
+
+
+# What a summary lists as completed when every stage ran, fixes included.
+ALL_PHASES_COMPLETED = ["prefab", "implement", "audit", "triage", "fixes", "close"]
 
 
 def stage_of(task: dict[str, Any]) -> str:

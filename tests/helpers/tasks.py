@@ -16,6 +16,28 @@ TASK_ID = "3f2a9c1b-7d4e-4c1a-9b2f-0e8d7c6b5a49"
 TOKEN = "Q2lRd1pXeHNiM2M9"
 
 
+# Every key of a task file.
+SPEC_KEYS = {
+    "id",
+    "created",
+    "source_agent",
+    "target_agent",
+    "task_type",
+    "risk_level",
+    "requires_approval",
+    "status",
+    "summary",
+    "ttl_days",
+    "payload",
+    "result",
+    "history",
+}
+
+
+# The keys each task file gets values of its own for: an id, a time, a token, a history.
+PER_TASK_KEYS = {"id", "created", "payload", "history"}
+
+
 def make_task(
     task_id: str = TASK_ID,
     *,

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 T = TypeVar("T")
@@ -75,28 +78,25 @@ class Received:
     metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = field(default_factory=list)
 
 
-class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self.receiver = receiver
+def _export_service(
+    service: ServiceDescriptor, keep: list[Any], lock: threading.Lock
+) -> grpc.GenericRpcHandler:
+    """A collector service whose one method, Export, keeps each request in `keep` and answers
+    with an empty response, as a collector that accepted everything does."""
+    method = service.methods_by_name["Export"]
+    request, response = GetMessageClass(method.input_type), GetMessageClass(method.output_type)
 
-    def Export(  # the generated service's method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        with self.receiver.lock:
-            self.receiver.received.traces.append(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
+    def export(message: Message, context: grpc.ServicerContext) -> Message:
+        with lock:
+            keep.append(message)
+        return response()
 
-
-class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self.receiver = receiver
-
-    def Export(  # the generated service's method name
-        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: Any
-    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
-        with self.receiver.lock:
-            self.receiver.received.metrics.append(request)
-        return metrics_service_pb2.ExportMetricsServiceResponse()
+    handler = grpc.unary_unary_rpc_method_handler(
+        export,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(service.full_name, {"Export": handler})
 
 
 class OtlpReceiver:
@@ -106,8 +106,14 @@ class OtlpReceiver:
         self.lock = threading.Lock()
         self.received = Received()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(self), self._server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), self._server)
+        traces = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"]
+        metrics = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"]
+        self._server.add_generic_rpc_handlers(
+            (
+                _export_service(traces, self.received.traces, self.lock),
+                _export_service(metrics, self.received.metrics, self.lock),
+            )
+        )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     @property
@@ -186,19 +192,7 @@ def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:
             yield Point(
                 metric.name, kind, metric.unit, attributes(dp.attributes), resource, float(value), 0
             )
-    elif kind == "histogram":
-        for dp in metric.histogram.data_points:
-            yield Point(
-                metric.name,
-                kind,
-                metric.unit,
-                attributes(dp.attributes),
-                resource,
-                dp.sum,
-                dp.count,
-                tuple(dp.explicit_bounds),
-            )
-    elif kind is not None:
+    elif kind is not None:  # the histograms and summaries: a sum and a count, bounds if any
         for dp in getattr(metric, kind).data_points:
             yield Point(
                 metric.name,
@@ -208,6 +202,7 @@ def _points(metric: Any, resource: dict[str, Any]) -> Iterator[Point]:
                 resource,
                 float(getattr(dp, "sum", 0.0)),
                 int(getattr(dp, "count", 0)),
+                tuple(getattr(dp, "explicit_bounds", ())),
             )
 
 

@@ -118,6 +118,23 @@ class Synapse:
         return [n["event"] for n in answer.json()["notifications"] if n["room_id"] == room_id]
 
 
+@dataclass
+class Room:
+    """A room on `synapse` with the worker's bot account (`notifier`) and an operator (`bob`)
+    in it."""
+
+    synapse: Synapse
+    notifier: MatrixUser
+    bob: MatrixUser
+    room_id: str
+    name: str  # the alias localpart: `#<name>:<server name>`
+
+    def notices(self) -> list[dict[str, Any]]:
+        """The bot's messages in the room, oldest first, as bob reads them."""
+        messages = self.synapse.messages(self.bob, self.room_id)
+        return [e for e in messages if e["sender"] == self.notifier.user_id]
+
+
 def write_config(directory: Path, port: int) -> Path:
     subprocess.run(
         [
