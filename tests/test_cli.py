@@ -12,7 +12,6 @@ import json
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,16 +38,6 @@ def activity_failure(err: WorkflowFailureError) -> BaseException | None:
     """What failed the phase: the cause under the workflow's ActivityError."""
     assert isinstance(err.cause, ActivityError), err.cause
     return err.cause.cause
-
-
-@pytest.fixture
-def silent_listener() -> Iterator[tuple[str, socket.socket]]:
-    """A port that accepts TCP but never answers; any connection waits in its backlog."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        sock.setblocking(False)
-        yield f"127.0.0.1:{sock.getsockname()[1]}", sock
 
 
 def nobody_connected(sock: socket.socket) -> bool:

@@ -117,11 +117,6 @@ async def parked_while_down(
         yield run
 
 
-@pytest.fixture
-def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
-    return make_config(tmp_path, address, block_poll_seconds=300)
-
-
 @pytest.mark.parametrize(
     ("how", "decision"),
     [

@@ -73,15 +73,6 @@ OUR_LABELS = {
 }
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def one_phase_dispatched(
     client: Client, config: WorkerConfig
 ) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:

@@ -10,7 +10,6 @@ free, so each of them gets a server of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,44 +17,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-import worker
 from config import WorkerConfig
-from harness.env import TEST_SERVER_BIN, make_config
+from harness.env import make_config
 from harness.pipelines import PipelineScript, running_pipeline, summary_of
-from models import Features
 from tests.helpers.checks import failure_of, wait_for
-
-
-@pytest.fixture(scope="module")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-
-
-@pytest.fixture(autouse=True)
-async def search_attribute_check(ts_env: WorkflowEnvironment) -> AsyncIterator[None]:
-    """The worker's own start-up check: the Java test server has no BuildStage attribute."""
-    Features.stage_search_attribute = await worker.check_search_attribute(ts_env.client, "default")
-    try:
-        yield
-    finally:
-        Features.stage_search_attribute = True
-
-
-@pytest.fixture
-def ts_config(tmp_path, ts_env: WorkflowEnvironment) -> WorkerConfig:
-    # an hourly poll keeps the gate's 7 skipped days to 168 real checks of the task file
-    return make_config(
-        tmp_path, ts_env.client.service_client.config.target_host, block_poll_seconds=3600
-    )
+from tests.helpers.time_skipping import build_stage_as_checked, time_skipping_server
 
 
 async def workflow_span(handle: WorkflowHandle) -> timedelta:
@@ -92,10 +60,7 @@ async def test_gate_times_out_after_seven_days(
     ],
 )
 async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: int) -> None:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
-    )
-    try:
+    async with time_skipping_server() as env, build_stage_as_checked(env):
         config = make_config(tmp_path, env.client.service_client.config.target_host)
         script = PipelineScript(ignore_task_types=(silent,))
         async with running_pipeline(env.client, config, script.decide) as run:
@@ -108,8 +73,6 @@ async def test_agent_stage_times_out(tmp_path, silent: str, stage: str, hours: i
                 run.handle, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT
             )
         history = await run.handle.fetch_history()
-    finally:
-        await env.shutdown()
     scheduled = next(
         e
         for e in history.events

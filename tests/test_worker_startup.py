@@ -7,7 +7,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import worker
-from harness.env import TEMPORAL_BIN, TEST_SERVER_BIN
+from harness.env import TEMPORAL_BIN
+from tests.helpers.time_skipping import time_skipping_server
 
 
 async def test_registers_build_stage_where_missing() -> None:
@@ -27,10 +28,5 @@ async def test_registers_build_stage_where_missing() -> None:
 
 async def test_server_without_search_attributes_is_detected() -> None:
     """The time-skipping test server has no operator service: the pipeline runs without it."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=TEST_SERVER_BIN, data_converter=pydantic_data_converter
-    )
-    try:
+    async with time_skipping_server() as env:
         assert await worker.check_search_attribute(env.client, "default") is False
-    finally:
-        await env.shutdown()
