@@ -1,4 +1,4 @@
-"""Traces, metrics and logs, checked against a real OTLP/gRPC receiver.
+"""Whole runs seen through a real OTLP/gRPC receiver: one trace each, with their metrics and logs.
 
 The worker runs as a subprocess (`worker.py`, configured by environment as in production), so
 its process-global tracer provider and Temporal runtime are its own; agents complete their tasks
@@ -8,43 +8,22 @@ receiver is a gRPC server implementing the collector's TraceService and MetricsS
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import json
-import subprocess
-import sys
-import textwrap
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import (
-    LoggingConfig,
-    OpenTelemetryConfig,
-    Runtime,
-    TelemetryConfig,
-    TelemetryFilter,
-)
-from temporalio.worker import Worker
 
 import observability
 from activities import task_files
 from config import WorkerConfig
 from harness.agents import ScriptedAgent, succeed_all
 from harness.cli import run_cli
-from harness.env import CLI, ROOT, build_plan_input, cli_env, closed_address, start_plan
+from harness.env import build_plan_input, cli_env, closed_address, start_plan
 from harness.pipelines import (
     PipelineScript,
     approve_by_file,
@@ -54,105 +33,23 @@ from harness.pipelines import (
 )
 from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPlanResult
-from tests.helpers.checks import one_task_file, wait_for
-from tests.helpers.metrics_workflow import MetricsWorkflow, record_from_activity
-from tests.helpers.queue import STAGE_OF_TYPE, worker_tasks
+from tests.helpers.checks import wait_for
+from tests.helpers.otel import (
+    OUR_LABELS,
+    PLAN,
+    SDK_METRICS,
+    assert_no_secret,
+    latest,
+    named,
+    one,
+    one_phase_dispatched,
+    otel_env,
+    run_plan,
+    tokens_of,
+    traced_client_provider,
+)
+from tests.helpers.queue import STAGE_OF_TYPE
 from tests.servers.otlp import OtlpReceiver, Point, Span
-
-PLAN = "otel-plan"
-SDK_METRICS = ("temporal_request", "temporal_workflow_completed")
-OUR_LABELS = {
-    "task_type",
-    "stage",
-    "outcome",
-    "decision",
-    "namespace",
-    "task_queue",
-    "workflow_type",
-    "activity_type",
-}
-
-
-async def one_phase_dispatched(
-    client: Client, config: WorkerConfig
-) -> tuple[WorkflowHandle[Any, BuildPlanResult], Path]:
-    """Start a one-phase BuildPlan and wait for its task file: an agent's view of a task."""
-    handle = await start_plan(client, config.task_queue, build_plan_input(PLAN))
-    return handle, await one_task_file(config.agent_task_dir)
-
-
-async def run_plan(
-    client: Client,
-    config: WorkerConfig,
-    agent: ScriptedAgent,
-    phases: int = 1,
-    workflow_id: str | None = None,
-) -> tuple[WorkflowHandle[Any, BuildPlanResult], BuildPlanResult]:
-    """Run a BuildPlan of `phases` phases to its end, and wait until the agent's CLI has exited
-    after each completion (the workflow can end first); the handle and the result."""
-    plan = build_plan_input(PLAN, phases)
-    handle = await start_plan(client, config.task_queue, plan, workflow_id=workflow_id)
-    result = await handle.result()
-    await wait_for(lambda: len(agent.results) == phases)
-    return handle, result
-
-
-def otel_env(config: WorkerConfig, receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
-    # spans leave the worker within 0.2 s rather than the SDK's default 5 s
-    return worker_env(
-        config,
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        **extra,
-    )
-
-
-@contextlib.contextmanager
-def traced_client_provider(receiver: OtlpReceiver) -> Iterator[TracerProvider]:
-    """The starter's own tracer provider (not the process-global one), exporting to the receiver."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "pipeline-starter"}))
-    provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
-    )
-    try:
-        yield provider
-    finally:
-        provider.shutdown()
-
-
-def one(spans: list[Span], name: str) -> Span:
-    found = [s for s in spans if s.name == name]
-    assert len(found) == 1, f"{name}: {len(found)} spans in {sorted(s.name for s in spans)}"
-    return found[0]
-
-
-def named(spans: list[Span], name: str) -> list[Span]:
-    return sorted((s for s in spans if s.name == name), key=lambda s: s.start_ns)
-
-
-def latest(points: list[Point], metric: str, **labels: Any) -> Point | None:
-    """The last exported point of a cumulative metric with these labels."""
-    found = [
-        p
-        for p in points
-        if p.metric == metric and all(p.attributes.get(k) == v for k, v in labels.items())
-    ]
-    return found[-1] if found else None
-
-
-def tokens_of(queue_dir: Path) -> list[str]:
-    """The tokens of every task file the worker wrote (the dispatcher's own file has none)."""
-    return [task["payload"]["task_token"] for _, task in worker_tasks(queue_dir)]
-
-
-def assert_no_secret(receiver: OtlpReceiver, secrets: list[str]) -> None:
-    """Task tokens appear in no span name, attribute, metric label or resource."""
-    assert secrets
-    texts = [repr((s.name, s.attributes, s.resource)) for s in receiver.spans()]
-    texts += [repr((p.metric, p.attributes, p.resource)) for p in receiver.points()]
-    for secret in secrets:
-        assert not any(secret in t or secret[:24] in t for t in texts)
-
 
 # --- Traces, metrics and logs of a whole BuildPlanWorkflow -----------------------------------
 
@@ -506,264 +403,3 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
         assert "(" not in event["event"]  # identity as fields, not appended to the message
     runs = await receiver.wait(lambda: named(receiver.spans(), "RunActivity:execute_build_phase"))
     assert {s.status_code for s in runs} == {2}
-
-
-# --- Metrics recorded from workflow code and activities ---------------------------------------
-
-
-async def test_stage_metrics_from_workflow_are_replay_safe(
-    address: str, receiver: OtlpReceiver
-) -> None:
-    """record_stage / record_block_wait from workflow code record once, though the workflow
-    replays on every activation (no cache); count_dispatch from an activity gets its labels."""
-    quiet = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
-    runtime = Runtime(
-        telemetry=TelemetryConfig(
-            logging=quiet,
-            metrics=OpenTelemetryConfig(
-                url=receiver.endpoint,
-                metric_periodicity=timedelta(milliseconds=200),
-                histogram_bucket_overrides={
-                    observability.BLOCK_WAIT: observability.DURATION_BUCKETS
-                },
-            ),
-        )
-    )
-
-    def recorded() -> list[Point]:
-        points = receiver.points()
-        names = {
-            observability.BLOCK_WAIT,
-            observability.STAGE_DURATION,
-            observability.STAGE_FAILURES,
-            observability.TASKS_DISPATCHED,
-        }
-        return (
-            points
-            if names <= {p.metric for p in points}
-            and latest(points, observability.STAGE_DURATION, stage="close")
-            else []
-        )
-
-    client = await Client.connect(address, runtime=runtime)
-    try:
-        queue = f"metrics-{uuid.uuid4().hex[:8]}"
-        async with Worker(
-            client,
-            task_queue=queue,
-            workflows=[MetricsWorkflow],
-            activities=[record_from_activity],
-            max_cached_workflows=0,
-        ):
-            await client.execute_workflow(
-                MetricsWorkflow.run, id=f"m-{uuid.uuid4()}", task_queue=queue
-            )
-        await receiver.wait(recorded)
-        await asyncio.sleep(0.6)  # a few more exports: a replayed record would show by now
-        points = receiver.points()
-    finally:
-        # the runtime exports until its last reference goes (and drops what it has not sent)
-        del client, runtime
-        gc.collect()
-    wait = latest(points, observability.BLOCK_WAIT, decision="approved")
-    assert wait is not None and (wait.count, wait.value) == (1, 42.0)
-    assert wait.attributes["workflow_type"] == "MetricsWorkflow"
-    assert 604800.0 in wait.bounds
-    close = latest(points, observability.STAGE_DURATION, stage="close", outcome="success")
-    assert close is not None and (close.count, close.value) == (1, 7.0)
-    audit = latest(points, observability.STAGE_DURATION, stage="audit", outcome="failed")
-    assert audit is not None and audit.attributes["activity_type"] == "record_from_activity"
-    failures = latest(points, observability.STAGE_FAILURES, stage="audit")
-    assert failures is not None and failures.value == 1
-    assert latest(points, observability.STAGE_FAILURES, stage="close") is None
-    dispatched = latest(points, observability.TASKS_DISPATCHED, task_type="security_audit")
-    assert dispatched is not None and dispatched.value == 1
-
-
-def test_label_values_are_bounded() -> None:
-    """A caller passing an unbounded value (a build name, a number) cannot grow a label past
-    MAX_LABEL_VALUES distinct values."""
-    seen = {
-        observability.metrics.bounded_label("stage-test", f"build-{i}")
-        for i in range(observability.MAX_LABEL_VALUES + 50)
-    }
-    assert len(seen) == observability.MAX_LABEL_VALUES + 1
-    assert "other" in seen
-    assert observability.metrics.bounded_label("stage-test", "build-0") == "build-0"
-
-
-# --- Opt-in: nothing without the variable, one warning without the packages ------------------
-
-NO_OTEL_SCRIPT = textwrap.dedent("""
-    import asyncio, json, os, sys
-    from pathlib import Path
-    import worker, observability
-    from activities import task_files
-    from config import load_config
-    from models import BuildPlanInput, PhaseSpec
-
-    async def main():
-        config = load_config()
-        observability.configure_logging("WARNING")
-        assert observability.init_observability() is False
-        client = await worker.connect(config, **observability.client_options())
-        async with worker.build_worker(client, config, **observability.worker_options()):
-            handle = await client.start_workflow(
-                "BuildPlanWorkflow",
-                BuildPlanInput(plan_name="quiet", phases=[PhaseSpec(1, "dev", "one phase")]),
-                id=sys.argv[1], task_queue=config.task_queue)
-            while not list(task_files.iter_task_files(config.agent_task_dir)):
-                await asyncio.sleep(0.05)
-            [path] = task_files.iter_task_files(config.agent_task_dir)
-            print(json.dumps({"task_file": str(path)}), flush=True)
-            result = await handle.result()
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry"
-                        or m.startswith("temporalio.contrib.opentelemetry"))
-        print(json.dumps({"result": result, "otel_modules": loaded}), flush=True)
-
-    asyncio.run(main())
-    sys.stdout.flush()
-    os._exit(0)  # teardown can crash once the Temporal runtime has run (docs/DESIGN.md)
-""")
-
-
-async def test_without_endpoint_nothing_of_opentelemetry_is_loaded(
-    config: WorkerConfig, address: str
-) -> None:
-    """The worker and the CLI, through a whole BuildPlan phase, never import opentelemetry."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        NO_OTEL_SCRIPT,
-        f"plan-{uuid.uuid4()}",
-        cwd=ROOT,
-        env=worker_env(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    first: dict[str, Any] = {}
-    while "task_file" not in first:  # the worker's own log lines come first
-        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
-    task_file = first["task_file"]
-    # the agent's CLI, with the interpreter listing every module it imports
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-X",
-        "importtime",
-        CLI,
-        "--task-file",
-        task_file,
-        "success",
-        "ok",
-        env=cli_env(address),
-        cwd="/",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, cli_err = await asyncio.wait_for(cli.communicate(), 60)
-    assert cli.returncode == 0, cli_err.decode()[-2000:]
-    imported = [
-        ln.rsplit("|", 1)[-1].strip()
-        for ln in cli_err.decode().splitlines()
-        if ln.startswith("import time:")
-    ]
-    assert "temporalio.client" in imported  # the listing is real
-    assert not [m for m in imported if m.startswith(("opentelemetry", "observability"))]
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    report = json.loads(out.decode().splitlines()[-1])
-    assert report["result"]["status"] == "complete"
-    assert report["otel_modules"] == []
-
-
-def test_observability_imports_only_the_standard_library() -> None:
-    """Workflow modules import observability: it must stay light and free of OTel until used."""
-    code = (
-        "import sys, json; before = set(sys.modules); import observability; "
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    added = {m.split(".")[0] for m in json.loads(out)}
-    assert not added & {"opentelemetry", "temporalio", "structlog", "yaml", "pydantic", "grpc"}
-    # our own modules, each standard-library-only itself (secret_files: config's file check)
-    ours = {"observability", "config", "exceptions", "secret_files"}
-    assert added <= ours | set(sys.stdlib_module_names)
-
-
-BLOCK_OTEL = (
-    "import runpy, sys; sys.modules['opentelemetry'] = None; sys.argv = ['worker.py']; "
-    "runpy.run_path('worker.py', run_name='__main__')"
-)
-
-
-async def test_missing_packages_warn_once_and_the_worker_runs(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
-) -> None:
-    env = otel_env(config, receiver)
-    async with (
-        WorkerProcess(env, tmp_path / "logs", python_args=["-c", BLOCK_OTEL]) as worker,
-        ScriptedAgent(config.agent_task_dir, address, succeed_all) as agent,
-    ):
-        _, result = await run_plan(client, config, agent)
-    assert result == BuildPlanResult(status="complete", phases_run=1)
-    assert worker.returncode == 0, worker.stderr
-    [warning] = worker.events("otel_unavailable")
-    assert warning["level"] == "warning"
-    assert "missing opentelemetry" in warning["reason"]
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning["reason"]
-    assert not worker.events("otel_enabled")
-    assert (
-        "traceparent"
-        not in task_files.load_task(next(task_files.iter_task_files(config.agent_task_dir)))[
-            "payload"
-        ]
-    )
-    assert receiver.spans() == [] and receiver.points() == []
-
-
-async def test_cli_warns_once_without_packages(
-    client: Client, config: WorkerConfig, address: str, receiver: OtlpReceiver, tmp_path: Path
-) -> None:
-    """The CLI with the variable set but no packages: one warning line, and the completion is
-    still delivered."""
-    async with WorkerProcess(worker_env(config), tmp_path / "logs"):
-        handle, path = await one_phase_dispatched(client, config)
-        code = (
-            f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "sys.modules['opentelemetry'] = None; "
-            f"sys.argv = [{CLI!r}, '--task-file', {str(path)!r}, 'success', 'ok']; "
-            f"runpy.run_path({CLI!r}, run_name='__main__')"
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            code,
-            cwd="/",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=cli_env(address, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint),
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        assert (await handle.result()).phases_run == 1
-    lines = [json.loads(ln) for ln in out.decode().splitlines()]
-    assert [(e["event"], e["level"]) for e in lines] == [
-        ("otel_unavailable", "warning"),
-        ("activity_completed", "info"),
-    ]
-    assert err.decode() == ""
-
-
-async def test_unusable_endpoint_is_a_config_error(config: WorkerConfig, tmp_path: Path) -> None:
-    """A malformed endpoint fails the start with one line naming the variable (exit 2), as
-    every other bad setting does; an unreachable collector, by contrast, only logs warnings."""
-    env = worker_env(config, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:notaport")
-    code, _, err = await WorkerProcess(env, tmp_path / "logs").run_to_exit()
-    assert code == 2
-    assert err.splitlines() == [
-        "temporal-build-worker: ConfigError: OTEL_EXPORTER_OTLP_ENDPOINT="
-        "'http://127.0.0.1:notaport' is not usable: Invalid OTel URL: invalid port number"
-    ]
