@@ -141,6 +141,11 @@ def matrix_messages(record: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in record.read_text().splitlines() if line]
 
 
+def held_messages(record: Path) -> list[str]:
+    """The failure hold's `[HELD]` notifications among what the recorder got."""
+    return [m["message"] for m in matrix_messages(record) if m["message"].startswith("[HELD]")]
+
+
 def summary_of(path: str) -> dict[str, Any]:
     data = yaml.safe_load(Path(path).read_text())
     assert isinstance(data, dict)

@@ -18,6 +18,7 @@ from harness.env import make_config
 from harness.pipelines import (
     PipelineScript,
     dispatched,
+    held_messages,
     install_matrix_recorder,
     matrix_messages,
     running_pipeline,
@@ -34,10 +35,6 @@ from tests.helpers.histories import save_history
 from workflows.operator_view import hold_commands
 
 HOLD = 600.0
-
-
-def held_messages(record: Path) -> list[str]:
-    return [m["message"] for m in matrix_messages(record) if m["message"].startswith("[HELD]")]
 
 
 async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> None:

@@ -26,15 +26,18 @@ from harness.env import build_plan_input, make_config, start_plan
 from harness.pipelines import (
     PipelineScript,
     approve_by_file,
+    held_messages,
+    install_matrix_recorder,
     originating_task,
     start_pipeline,
     status_of,
     summary_of,
+    update,
     wait_stage,
 )
 from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPlanResult, PipelineSettings, host_queue
-from tests.helpers.checks import failure_of
+from tests.helpers.checks import failure_of, wait_for
 from tests.helpers.cli import temporal_cli
 from tests.helpers.histories import save_history
 from tests.helpers.queue import ALL_PHASES_COMPLETED
@@ -160,6 +163,36 @@ async def test_failure_path_closes_task_files_on_every_host(
         "alpha": {"build_prefab": task_files.CANCELLED},
         "beta": {"build_plan": task_files.CANCELLED},
     }
+
+
+async def test_a_held_stage_is_announced_from_the_dispatchers_host(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    """The hold's one notification is sent where every other one is, from the dispatcher's
+    host (alpha), though the stage that failed ran on beta; the status still names beta."""
+    script = PipelineScript(fail_task_type="build_plan")  # dev, on beta, fails implement
+    async with two_hosts(address, tmp_path, script.decide) as (alpha, beta):
+        records = {host.worker.name: install_matrix_recorder(host.config) for host in (alpha, beta)}
+        task_id, _ = originating_task(alpha.config)
+        handle = await start_pipeline(client, alpha.config, task_id, failure_hold_seconds=600)
+        await wait_stage(handle, "awaiting-retry")
+        await wait_for(lambda: held_messages(records["alpha"]) != [], 20, what="the hold's message")
+        status = await status_of(handle)
+        assert (status.failed_stage, status.host) == ("implement", "beta")
+        code, out = await update(address, handle.id, "abort")
+        assert code == 0, out
+        cause = await failure_of(handle)
+        await save_history(handle, "pipeline_two_hosts_hold")
+    assert "implement failed" in str(cause)
+    [held] = held_messages(records["alpha"])
+    assert held.startswith("[HELD] demo-build: the implement stage")
+    assert held_messages(records["beta"]) == []
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in (await handle.fetch_history()).events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "notify_hold"
+    ]
+    assert queues == [f"{alpha.config.task_queue}@alpha"]
 
 
 async def test_plan_phases_run_on_their_agents_hosts(

@@ -8,6 +8,7 @@ and calls `_hold` from its stage runner, which acts on the decision.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,6 +21,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.stage_failure import StageFailed
 
 NOTIFY_TIMEOUT = timedelta(minutes=2)
+# Runs started before this patch send the hold's notification from any worker of the
+# workflow's queue; later ones from the dispatcher's host, where every other notification is
+# sent from (and where the Matrix settings are).
+HOLD_NOTIFY_PATCH = "hold-notify-dispatcher"
 
 
 class FailureHold:
@@ -34,6 +39,10 @@ class FailureHold:
 
     def _set_stage(self, stage: str) -> None:
         """The workflow's own (it sets the status and the BuildStage search attribute)."""
+        raise NotImplementedError
+
+    def _notifier_options(self) -> dict[str, Any]:
+        """The workflow's own: the options that run a notification on the dispatcher's host."""
         raise NotImplementedError
 
     @workflow.update
@@ -80,6 +89,7 @@ class FailureHold:
         self._holds += 1
         self._status.failed_stage, self._status.failed_error = failure.stage, failure.reason
         self._set_stage("awaiting-retry")
+        where = self._notifier_options() if workflow.patched(HOLD_NOTIFY_PATCH) else {}
         try:
             await workflow.execute_activity_method(
                 HoldActivities.notify_hold,
@@ -93,6 +103,7 @@ class FailureHold:
                 ],
                 start_to_close_timeout=NOTIFY_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
+                **where,
             )
         except ActivityError as err:  # best effort, as every notification
             if is_cancelled_exception(err):

@@ -120,6 +120,11 @@ class StageRunner(FailureHold):
         self._status.host, self._status.host_queue = self._route.host, self._route.queue
         return dict(self._route.options)
 
+    def _notifier_options(self) -> dict[str, Any]:
+        """Where the failure hold's notification runs: the dispatcher's host, as `notify` and
+        the failure path's; the status keeps naming the failed stage's host."""
+        return dict(route(self._settings, workflow.info().task_queue, DISPATCHER).options)
+
     async def _close_elsewhere(self, outcome: str) -> None:
         """The failure path's task-file clean-up on each other host an agent stage ran on:
         `end_pipeline` closes only the files of its own host."""
