@@ -195,6 +195,35 @@ async def test_a_held_stage_is_announced_from_the_dispatchers_host(
     assert queues == [f"{alpha.config.task_queue}@alpha"]
 
 
+async def test_cancel_while_the_failure_path_waits_for_its_host_lets_it_finish(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    """implement fails on beta while the dispatcher's host alpha is down, so the failure path
+    waits for alpha to write the summary. The operator's cancel then does not cut it short:
+    once alpha is back the summary is written, the files are closed and the pipeline ends
+    FAILED, as it was ending."""
+    script = PipelineScript(fail_task_type="build_plan")  # dev, on beta, fails implement
+    async with two_hosts(address, tmp_path, script.decide) as (alpha, beta):
+        task_id, _ = originating_task(alpha.config)
+        handle = await start_pipeline(client, alpha.config, task_id)
+        await wait_stage(handle, "implement")
+        await alpha.worker.stop()
+        await wait_stage(handle, "summary")
+        await temporal_cli(["workflow", "cancel", "--workflow-id", handle.id], address)
+        await asyncio.sleep(1)  # the cancel is in the history before alpha comes back
+        await alpha.worker.start()
+        cause = await failure_of(handle)
+        await save_history(handle, "pipeline_cancel_while_ending")
+        status = await status_of(handle)
+    assert "implement failed: build_plan could not be done" in cause.message
+    assert (status.stage, status.outcome) == ("failed", "failed")
+    [summary] = [summary_of(str(p)) for p in alpha.config.summary_dir.rglob("*.yml")]
+    assert (summary["outcome"], summary["failed_stage"]) == ("failed", "implement")
+    for host in (alpha, beta):
+        statuses = [task["status"] for _, task in new_tasks(host.config.agent_task_dir, set())]
+        assert statuses == [task_files.CANCELLED], statuses
+
+
 async def test_plan_phases_run_on_their_agents_hosts(
     client: Client, address: str, tmp_path: Path
 ) -> None:

@@ -66,6 +66,9 @@ GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 # Pipelines cancelled before this patch ended at once, with no summary or clean-up.
 CANCEL_PATCH = "cancel-cleanup"
 CANCELLED_ERROR = "cancelled by the operator (temporal workflow cancel)"
+# Before this patch a cancel that arrived while a failure, reject or timeout was being wound up
+# cut the failure path short (no status, possibly no notification or clean-up).
+END_SHIELD_PATCH = "end-shielded"
 
 
 TRIAGE_RETRY = RetryPolicy(
@@ -176,7 +179,7 @@ class BuildPipelineWorkflow(StageRunner):
             )
             raise
         except StageFailed as failure:
-            summary = await self._end(
+            summary = await self._end_shielded(
                 build,
                 PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason),
             )
@@ -300,7 +303,9 @@ class BuildPipelineWorkflow(StageRunner):
     async def _stop(self, build: BuildPipelineInput, resolution: Resolution) -> BuildPipelineResult:
         """A reject or a gate timeout: no close-out; the summary says why."""
         outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
-        summary = await self._end(build, PipelineOutcome(outcome=outcome, resolution=resolution))
+        summary = await self._end_shielded(
+            build, PipelineOutcome(outcome=outcome, resolution=resolution)
+        )
         if outcome == "timed_out":
             raise ApplicationError(
                 f"no decision on {build.build_name}'s blocks within {GATE_TIMEOUT.days} days "
@@ -311,6 +316,18 @@ class BuildPipelineWorkflow(StageRunner):
         return BuildPipelineResult(
             status="rejected", workflow_id=workflow.info().workflow_id, summary_path=summary
         )
+
+    async def _end_shielded(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
+        """`_end`, finished even when the operator cancels the run while it winds up: the
+        cancel is delivered once, to the await here, and the pipeline still ends as it was
+        ending (failed, rejected or timed out), not half-way."""
+        if not workflow.patched(END_SHIELD_PATCH):
+            return await self._end(build, outcome)
+        ending = asyncio.ensure_future(self._end(build, outcome))
+        try:
+            return await asyncio.shield(ending)
+        except asyncio.CancelledError:
+            return await ending
 
     async def _end(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
         """Failure path: summary, then open task files closed and one notification.
