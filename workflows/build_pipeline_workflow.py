@@ -166,20 +166,14 @@ class BuildPipelineWorkflow(StageRunner):
                 raise
             stage = self._held.stage if self._held else self._status.stage
             # the run's cancel was delivered once, to the await it interrupted; the clean-up
-            # runs in a task of its own, shielded, and the cancel is re-raised after it
-            await asyncio.shield(
-                asyncio.ensure_future(
-                    self._end(
-                        build,
-                        PipelineOutcome(
-                            outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR
-                        ),
-                    )
-                )
+            # runs shielded, and the cancel is re-raised after it
+            await self._end_shielded(
+                build,
+                PipelineOutcome(outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR),
             )
             raise
         except StageFailed as failure:
-            summary = await self._end_shielded(
+            summary = await self._wind_up(
                 build,
                 PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason),
             )
@@ -303,7 +297,7 @@ class BuildPipelineWorkflow(StageRunner):
     async def _stop(self, build: BuildPipelineInput, resolution: Resolution) -> BuildPipelineResult:
         """A reject or a gate timeout: no close-out; the summary says why."""
         outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
-        summary = await self._end_shielded(
+        summary = await self._wind_up(
             build, PipelineOutcome(outcome=outcome, resolution=resolution)
         )
         if outcome == "timed_out":
@@ -317,12 +311,16 @@ class BuildPipelineWorkflow(StageRunner):
             status="rejected", workflow_id=workflow.info().workflow_id, summary_path=summary
         )
 
-    async def _end_shielded(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
-        """`_end`, finished even when the operator cancels the run while it winds up: the
-        cancel is delivered once, to the await here, and the pipeline still ends as it was
-        ending (failed, rejected or timed out), not half-way."""
+    async def _wind_up(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
+        """The ending of a failure, a reject or a gate timeout: since END_SHIELD_PATCH a cancel
+        that arrives meanwhile does not cut it short, and the pipeline ends as it was ending."""
         if not workflow.patched(END_SHIELD_PATCH):
             return await self._end(build, outcome)
+        return await self._end_shielded(build, outcome)
+
+    async def _end_shielded(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
+        """`_end` in a task of its own, shielded: a cancel is delivered once, to the await
+        here, and `_end` still runs to its end."""
         ending = asyncio.ensure_future(self._end(build, outcome))
         try:
             return await asyncio.shield(ending)
