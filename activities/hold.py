@@ -12,11 +12,16 @@ import observability
 from activities.notify import notify_once
 from activities.triage import sanitize_finding
 from config import WorkerConfig
-from workflows.operator_view import UNSKIPPABLE, hold_commands
+from operator_view import hold_commands
 
 
 def hold_message(
-    workflow_id: str, build_name: str, stage: str, error: str, hold_seconds: float
+    workflow_id: str,
+    build_name: str,
+    stage: str,
+    error: str,
+    hold_seconds: float,
+    skippable: bool = True,
 ) -> str:
     lines = [
         f"[HELD] {build_name}: the {stage} stage failed and waits for a decision "
@@ -24,9 +29,9 @@ def hold_message(
         "",
         f"Error: {sanitize_finding(error, 1000)}",
         "",
-        *(command for _, command in hold_commands(workflow_id, stage)),
+        *(command for _, command in hold_commands(workflow_id, skippable)),
     ]
-    if stage in UNSKIPPABLE:
+    if not skippable:
         lines.append(f"(skip is refused for {stage}: the security gate cannot be bypassed)")
     lines.append("Add --input '\"<note>\"' to pass a note; retry puts it in the new task file.")
     return "\n".join(lines)
@@ -45,9 +50,11 @@ class HoldActivities:
         error: str,
         hold_seconds: float,
         hold_number: int,
+        skippable: bool = True,
     ) -> None:
-        """One message per hold (`hold_number` counts a pipeline's holds)."""
-        message = hold_message(workflow_id, build_name, stage, error, hold_seconds)
+        """One message per hold (`hold_number` counts a run's holds); `skippable` is False for
+        the stages of the security gate (their rows in workflows/stages.py)."""
+        message = hold_message(workflow_id, build_name, stage, error, hold_seconds, skippable)
         key = f"{activity.info().workflow_run_id}:hold:{hold_number}"
         await notify_once(self.config, message, key=key)
         observability.activity_logger(build=build_name).info("stage_held", stage=stage)

@@ -31,7 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dev_server import dev_server_command
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
-from workflows.operator_view import update_command
+from operator_view import update_command
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "examples" / "demo-agent.sh"

@@ -10,11 +10,12 @@ import re
 
 from temporalio.client import Client
 
+import operator_view
 from config import WorkerConfig
 from harness.pipelines import PipelineScript, running_pipeline, status_of
 from tests.helpers.checks import wait_for
 from tests.helpers.cli import operator_env, shell, temporal_cli
-from workflows import operator_view
+from workflows.stages import TRIAGE
 
 
 def test_summaries_and_commands() -> None:
@@ -22,7 +23,7 @@ def test_summaries_and_commands() -> None:
     assert operator_view.agent_summary("implement", "dev", task_id) == (
         "implement · dev · task 3f2a9c1b"
     )
-    assert operator_view.worker_summary("triage", "b1") == (
+    assert operator_view.worker_summary("triage", "b1", TRIAGE.does) == (
         "triage · b1 · reads the audit's triage-output.yml"
     )
     assert operator_view.update_command("a b'c", "approve") == (

@@ -11,18 +11,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-# The security gate: these stages decide whether blocks exist, so a held one cannot be skipped.
-UNSKIPPABLE = ("audit", "triage")
 SEP = " · "
-# What the stages the worker runs itself do, for their activity summaries.
-WORKER_STAGES = {
-    "settings": "fixes this run's settings",
-    "triage": "reads the audit's triage-output.yml",
-    "notify": "marks the originating task input-required, notifies per block",
-    "awaiting-approval": "checks the originating task file",
-    "summary": "writes the run's summary",
-    "end": "closes open task files, notifies once",
-}
 UPDATE_INPUT = """--input '{"note": "...", "by": "..."}'"""
 
 Command = tuple[str, str]  # (what it does, the exact command)
@@ -33,9 +22,10 @@ def agent_summary(stage: str, agent: str, task_id: str) -> str:
     return SEP.join([stage, agent, f"task {task_id[:8]}"])
 
 
-def worker_summary(stage: str, build_name: str) -> str:
-    """`triage · demo-build · reads the audit's triage-output.yml`."""
-    return SEP.join([stage, build_name, WORKER_STAGES.get(stage, stage)])
+def worker_summary(stage: str, build_name: str, does: str) -> str:
+    """`triage · demo-build · reads the audit's triage-output.yml`: a stage the worker runs
+    itself, and what it does (its row's `does`)."""
+    return SEP.join([stage, build_name, does or stage])
 
 
 def update_command(workflow_id: str, name: str) -> str:
@@ -53,11 +43,11 @@ def gate_commands(workflow_id: str) -> list[Command]:
     ]
 
 
-def hold_commands(workflow_id: str, stage: str) -> list[Command]:
+def hold_commands(workflow_id: str, skippable: bool) -> list[Command]:
     """A held stage's commands, retry, skip, abort; no skip for the stages the security gate
-    rests on (audit, triage)."""
+    rests on (audit, triage: their rows are not `skippable`)."""
     commands = [("run the stage again", update_command(workflow_id, "retry"))]
-    if stage not in UNSKIPPABLE:
+    if skippable:
         commands.append(("carry on as if it succeeded", update_command(workflow_id, "skip")))
     commands.append(("take the failure path now", update_command(workflow_id, "abort")))
     return commands
