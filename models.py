@@ -24,10 +24,17 @@ class PhaseSpec:
     context_refs: list[str] = field(default_factory=list)
 
 
+# The longest a failed stage or phase may wait for the operator's decision.
+MAX_HOLD_SECONDS = 30 * 86400
+
+
 @dataclass
 class BuildPlanInput:
     plan_name: str
     phases: list[PhaseSpec]
+    # Seconds a failed phase waits for the operator's retry/skip/abort; None = the worker's
+    # FAILURE_HOLD, 0 = fail at once.
+    failure_hold_seconds: float | None = None
 
 
 @dataclass
@@ -38,6 +45,7 @@ class BuildPhaseInput:
     description: str
     context_refs: list[str] = field(default_factory=list)
     workflow_id: str = ""
+    operator_note: str = ""  # the operator's note of a retry, for the task file as data
 
 
 @dataclass
@@ -86,7 +94,7 @@ class BuildPipelineInput(BaseModel):
     target_agent: Annotated[str, Field(min_length=1, max_length=100, pattern=AGENT_PATTERN)]
     # Seconds a failed stage waits for the operator's retry/skip/abort; None = the worker's
     # FAILURE_HOLD, 0 = fail at once.
-    failure_hold_seconds: Annotated[float, Field(ge=0, le=30 * 86400)] | None = None
+    failure_hold_seconds: Annotated[float, Field(ge=0, le=MAX_HOLD_SECONDS)] | None = None
 
 
 class TriageOutput(BaseModel):
@@ -177,8 +185,10 @@ class Features:
     """Switches the worker sets once at start, before any workflow runs.
 
     `stage_search_attribute` is False when the server has no `BuildStage` search attribute;
-    the pipeline then leaves it out instead of failing its workflow tasks. Workflow code never
-    reads it: the `pipeline_settings` local activity hands it over as `PipelineSettings`.
+    the pipeline then leaves it out instead of failing its workflow tasks. The
+    `pipeline_settings` local activity hands it over as `PipelineSettings`; workflow code reads
+    it only on the old branch of the `pipeline-settings` patch (workflows/versions.py), for runs
+    started before their settings were recorded.
     """
 
     stage_search_attribute: bool = True

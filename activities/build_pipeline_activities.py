@@ -303,7 +303,8 @@ class PipelineActivities:
         return closed
 
     async def _close_open_tasks(self, workflow_id: str, outcome: str) -> int:
-        note = f"BuildPipelineWorkflow ended ({outcome}); this task's token is no longer valid"
+        kind = activity.info().workflow_type or "the workflow"
+        note = f"{kind} ended ({outcome}); this task's token is no longer valid"
         try:
             closed = await asyncio.to_thread(
                 task_files.close_open_tasks, self.config.agent_task_dir, workflow_id, note

@@ -343,13 +343,13 @@ def test_unplaced_names_the_host_only_for_schedule_to_start() -> None:
     lost = activity_error(
         TimeoutError("timed out", type=TimeoutType.SCHEDULE_TO_START, last_heartbeat_details=[])
     )
-    assert unplaced(lost, where, "close stage") == (
+    assert unplaced(lost, where, "the close stage") == (
         "no worker on host 'beta' took the close stage within 30 s (task queue helm-build@beta):"
         " start worker.py there with WORKER_HOST=beta"
     )
     slow = activity_error(
         TimeoutError("timed out", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
     )
-    assert unplaced(slow, where, "close stage") == ""
-    assert unplaced(lost, Route(), "close stage") == ""
-    assert unplaced(activity_error(ApplicationError("no")), where, "close stage") == ""
+    assert unplaced(slow, where, "the close stage") == ""
+    assert unplaced(lost, Route(), "the close stage") == ""
+    assert unplaced(activity_error(ApplicationError("no")), where, "the close stage") == ""

@@ -1,50 +1,45 @@
 """BuildPipelineWorkflow: one build from scaffold to summary, with an operator gate on blocks.
 
-The nine stages, their activities and bounds are the README's stage table; `_pipeline` below
-reads like it. The stage runner (`workflows/stage_runner.py`) runs each one: its host, task id,
-UI summary, current details and failure hold.
+`_pipeline` below runs the rows of the stage table (`workflows/stages.py`, the README's stage
+table) in order; the conditions, the gate and the ending are written here. The stage runner
+(`workflows/stage_runner.py`) runs each row: its host, task id, UI summary, current details and
+failure hold. The run's state is one `RunState`, which this class owns.
 
-Agent stages (1, 2, 3, 5, 8) hand a task file to an agent and wait for complete_activity.py;
-with AGENT_HEARTBEAT_TIMEOUT they also carry that heartbeat timeout. Each activity has a UI
-summary, and the current details follow the stages (workflows/operator_view.py).
-Any failure, a reject or a gate timeout takes the failure path: summary, one notification, open
-task files closed, then the workflow ends (failed, or completed with status `rejected`).
+Agent stages hand a task file to an agent and wait for complete_activity.py; with
+AGENT_HEARTBEAT_TIMEOUT they also carry that heartbeat timeout. Any failure, a reject or a gate
+timeout takes the failure path: summary, one notification, open task files closed, then the
+workflow ends (failed, or completed with status `rejected`). `temporal workflow cancel` takes it
+too, then ends the workflow CANCELED.
 
 Hosts (AGENT_HOSTS, recorded in the settings): each stage runs on the host of the agent whose
-files it writes or reads: prefab on claudebox's, implement/fixes/close on the target agent's,
-audit and triage on security-agent's; notify, the gate's poll, the summary and the failure
-path's notification on the dispatcher's (the originating task file lives there). An unmapped
-agent's stage runs on any worker of the pipeline's queue, as on a single host.
-
-With a failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`), a failed stage (any
-but the gate and the summary) parks at `awaiting-retry` until the operator's `retry`, `skip` or
-`abort`, or the hold's end.
-`temporal workflow cancel` takes the failure path too, then ends the workflow CANCELED.
+files it writes or reads (a row's `agent`); an unmapped agent's stage runs on any worker of the
+pipeline's queue, as on a single host. With a failure hold (FAILURE_HOLD or the input's
+`failure_hold_seconds`), a failed holdable stage parks at `awaiting-retry` until the operator's
+`retry`, `skip` or `abort`, or the hold's end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from activities.agent_stages import AgentStageActivities as AgentStages
-    from activities.build_pipeline_activities import PipelineActivities as WorkerStages
-    from exceptions import TRIAGE_MALFORMED
+    import operator_view
+    from activities.build_pipeline_activities import PipelineActivities
     from models import (
-        AUDIT_AGENT,
         DISPATCHER,
+        BuildPhaseResult,
         BuildPipelineInput,
         BuildPipelineResult,
         DecisionInput,
+        Features,
         Outcome,
         PipelineOutcome,
         PipelineSettings,
@@ -52,67 +47,57 @@ with workflow.unsafe.imports_passed_through():
         Resolution,
         TriageOutput,
     )
-    from workflows.hosts import Route
+    from workflows import failure_hold, versions
+    from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
-    from workflows.stage_runner import LOCAL_STAGE_TIMEOUT, StageRunner
+    from workflows.stage_runner import StageRunner, finish_shielded, record_settings
+    from workflows.stages import (
+        AUDIT,
+        CLOSE,
+        END_DOES,
+        FIXES,
+        GATE,
+        GATE_TIMEOUT,
+        IMPLEMENT,
+        LOCAL_STAGE_TIMEOUT,
+        NOTIFY,
+        PREFAB,
+        SUMMARY,
+        THREE_TRIES,
+        TRIAGE,
+    )
 
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
-GATE_TIMEOUT = timedelta(days=7)
-NOTIFY_HEARTBEAT = timedelta(minutes=1)
-# One check reads one file; a check lost with a dead worker or server is retried this soon.
-GATE_CHECK_TIMEOUT = timedelta(seconds=10)
-
-
-# Pipelines cancelled before this patch ended at once, with no summary or clean-up.
-CANCEL_PATCH = "cancel-cleanup"
 CANCELLED_ERROR = "cancelled by the operator (temporal workflow cancel)"
-# Before this patch a cancel that arrived while a failure, reject or timeout was being wound up
-# cut the failure path short (no status, possibly no notification or clean-up).
-END_SHIELD_PATCH = "end-shielded"
-
-
-TRIAGE_RETRY = RetryPolicy(
-    maximum_attempts=5,
-    initial_interval=timedelta(minutes=2),
-    maximum_interval=timedelta(minutes=15),
-    non_retryable_error_types=[TRIAGE_MALFORMED],
-)
-# The gate's fallback check reads the file once per attempt; its activity sets each retry's
-# delay (BLOCK_POLL_SECONDS, or 12x that for a file the watcher covers), so this interval only
-# applies to unexpected failures.
-GATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
-)
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
-class BuildPipelineWorkflow(StageRunner):
+class BuildPipelineWorkflow:
     @workflow.init
     def __init__(self, build: BuildPipelineInput) -> None:
-        info = workflow.info()
+        now = workflow.now().isoformat()
         self._build = build
-        self._status = PipelineStatus(
-            workflow_id=info.workflow_id,
-            build_name=build.build_name,
-            stage="start",
-            stages_done=[],
-            started_at=self._now(),
-            updated_at=self._now(),
+        self._state = RunState(
+            name=build.build_name,
+            target_agent=build.target_agent,
+            origin_task_id=build.task_id,
+            cancel_patch=versions.CANCEL_CLEANUP,
+            status=PipelineStatus(
+                workflow_id=workflow.info().workflow_id,
+                build_name=build.build_name,
+                stage="start",
+                stages_done=[],
+                started_at=now,
+                updated_at=now,
+            ),
         )
-        self._decision: Resolution | None = None
-        self._awaiting = False
-        self._phases: list[str] = []
-        self._settings = PipelineSettings()
-        self._origin_path = ""  # the originating task file, once the notify stage found it
-        self._route = Route()
-        self._hosts_used: set[str] = set()
-        self._init_hold()
+        self._stages = StageRunner(self._state)
 
     # --- operator interface ----------------------------------------------------------------
 
     @workflow.query
     def status(self) -> PipelineStatus:
-        return self._status
+        return self._state.status
 
     @workflow.update
     def approve(self, decision: DecisionInput | None = None) -> str:
@@ -125,27 +110,48 @@ class BuildPipelineWorkflow(StageRunner):
     @approve.validator
     @reject.validator
     def _check_gate_open(self, decision: DecisionInput | None = None) -> None:
-        if not self._awaiting or self._decision is not None:
-            raise ValueError(f"no block is awaiting approval (stage: {self._status.stage})")
+        if not self._state.awaiting or self._state.decision is not None:
+            raise ValueError(f"no block is awaiting approval (stage: {self._state.status.stage})")
+
+    @workflow.update
+    def retry(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "retry", decision)
+
+    @workflow.update
+    def skip(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "skip", decision)
+
+    @workflow.update
+    def abort(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "abort", decision)
+
+    @skip.validator
+    def _check_skippable(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_skippable(self._state)
+
+    @retry.validator
+    @abort.validator
+    def _check_held(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_held(self._state)
 
     def _decide(self, decision: str, given: DecisionInput | None) -> str:
         # The validator refuses a second decision (two workers' watchers seeing one file write
         # both send it); should an interceptor ever suspend between a validator and its handler,
         # the second still fails here as a refusal instead of overwriting the first.
-        if self._decision is not None:
+        state = self._state
+        if state.decision is not None:
             raise ApplicationError(
-                f"the blocks are already {self._decision.decision} (via {self._decision.via})",
+                f"the blocks are already {state.decision.decision} (via {state.decision.via})",
                 type="AlreadyDecidedError",
                 non_retryable=True,
             )
         given = given or DecisionInput()
-        by = given.by or ("operator" if given.via == "update" else "")
-        self._decision = Resolution(
+        state.decision = Resolution(
             decision=decision,  # type: ignore[arg-type]
             via=given.via,
-            by=by,
+            by=given.by or ("operator" if given.via == "update" else ""),
             note=given.note,
-            at=self._now(),
+            at=self._stages.now(),
         )
         return decision
 
@@ -153,29 +159,31 @@ class BuildPipelineWorkflow(StageRunner):
 
     @workflow.run
     async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
-        self._settings = await self._load_settings()
-        self._hold_seconds = (
-            self._settings.failure_hold_seconds
+        state = self._state
+        if versions.patched(versions.PIPELINE_SETTINGS):
+            state.settings = await record_settings()
+        else:
+            state.settings = PipelineSettings(
+                stage_search_attribute=Features.stage_search_attribute
+            )
+        state.hold_seconds = (
+            state.settings.failure_hold_seconds
             if build.failure_hold_seconds is None
             else build.failure_hold_seconds
         )
         try:
             return await self._pipeline(build)
         except (asyncio.CancelledError, ActivityError) as err:
-            if not is_cancelled_exception(err) or not workflow.patched(CANCEL_PATCH):
+            if not is_cancelled_exception(err) or not versions.patched(versions.CANCEL_CLEANUP):
                 raise
-            stage = self._held.stage if self._held else self._status.stage
-            # the run's cancel was delivered once, to the await it interrupted; the clean-up
-            # runs shielded, and the cancel is re-raised after it
-            await self._end_shielded(
-                build,
-                PipelineOutcome(outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR),
+            stage = state.held.stage if state.held else state.status.stage
+            await self._end(
+                PipelineOutcome(outcome="cancelled", failed_stage=stage, error=CANCELLED_ERROR)
             )
             raise
         except StageFailed as failure:
-            summary = await self._wind_up(
-                build,
-                PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason),
+            summary = await self._end(
+                PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason)
             )
             raise ApplicationError(
                 f"{failure.stage} failed: {failure.reason} (summary: {summary or 'not written'})",
@@ -184,198 +192,145 @@ class BuildPipelineWorkflow(StageRunner):
             ) from None
 
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
-        name, plan = build.build_name, build.plan_path
-        await self._agent("prefab", AgentStages.prefab_scaffolding, name, plan, hours=2)
-        await self._agent(
-            "implement",
-            AgentStages.implement_build,
-            name,
-            build.task_id,
-            build.target_agent,
-            plan,
-            hours=4,
-        )
-        await self._agent("audit", AgentStages.request_security_audit, name, plan, hours=4)
-        triage: TriageOutput = await self._stage(
-            "triage",
-            WorkerStages.process_triage_output,
-            name,
-            start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-            retry_policy=TRIAGE_RETRY,
-            **self._on(AUDIT_AGENT),
-        )
-        self._status.blocks, self._status.flags = triage.blocks, triage.flags
-
+        run, name, plan = self._stages.run, build.build_name, build.plan_path
+        await run(PREFAB, name, plan)
+        await run(IMPLEMENT, name, build.task_id, build.target_agent, plan)
+        await run(AUDIT, name, plan)
+        triage: TriageOutput = await run(TRIAGE, name)
+        self._state.status.blocks, self._state.status.flags = triage.blocks, triage.flags
         if triage.flags:
-            await self._agent(
-                "fixes",
-                AgentStages.apply_flag_fixes,
-                name,
-                triage.flags,
-                build.target_agent,
-                hours=2,
-            )
+            await run(FIXES, name, triage.flags, build.target_agent)
         if triage.blocks:
-            task_path: str = (
-                await self._stage(
-                    "notify",
-                    WorkerStages.notify_blocks,
-                    name,
-                    build.task_id,
-                    triage.blocks,
-                    start_to_close_timeout=timedelta(minutes=30),
-                    heartbeat_timeout=NOTIFY_HEARTBEAT,
-                    retry_policy=RetryPolicy(maximum_attempts=3),
-                    **self._on(DISPATCHER),
-                )
-                or ""
-            )
-            self._origin_path = task_path
-            resolution = await self._gate(build, task_path)
+            self._state.origin_path = await run(NOTIFY, name, build.task_id, triage.blocks) or ""
+            resolution = await self._gate(build)
             if resolution.decision != "approved":
-                return await self._stop(build, resolution)
-
-        closed = await self._agent(
-            "close", AgentStages.close_build, name, build.target_agent, hours=2
-        )
+                outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
+                summary = await self._end(PipelineOutcome(outcome=outcome, resolution=resolution))
+                if outcome == "timed_out":
+                    raise ApplicationError(
+                        f"no decision on {name}'s blocks within {GATE_TIMEOUT.days} days "
+                        f"(summary: {summary or 'not written'})",
+                        type=APPROVAL_TIMED_OUT,
+                        non_retryable=True,
+                    )
+                return self._result("rejected", summary)
+        closed: BuildPhaseResult | None = await run(CLOSE, name, build.target_agent)
         done = PipelineOutcome(
-            outcome="partial" if triage.blocks else "success", resolution=self._decision
+            outcome="partial" if triage.blocks else "success", resolution=self._state.decision
         )
-        summary = await self._summarize(build, closed.output or "", done)
-        self._set_stage("done")
-        return BuildPipelineResult(
-            status="complete", workflow_id=workflow.info().workflow_id, summary_path=summary
-        )
+        summary = await self._summarize(closed.output if closed else "", done)
+        self._stages.set_stage("done")
+        return self._result("complete", summary)
 
-    async def _gate(self, build: BuildPipelineInput, task_path: str) -> Resolution:
+    async def _gate(self, build: BuildPipelineInput) -> Resolution:
         """Park until an update decides (the operator's, or the worker's watcher delivering a
         decision written into the task file), the fallback check finds one there, or 7 days
         pass. Both ways of deciding leave the same commands: nothing here needed a patch."""
-        self._set_stage("awaiting-approval")
-        self._awaiting = True
+        state, stages = self._state, self._stages
+        stages.set_stage(GATE.name)
+        state.awaiting = True
         parked = workflow.now()
+        options: dict[str, Any] = {**GATE.limits, **stages.on(GATE.agent, bounded=False)}
         poller = workflow.start_activity_method(
-            WorkerStages.wait_for_block_resolution,
-            args=[build.build_name, build.task_id, task_path],
-            schedule_to_close_timeout=GATE_TIMEOUT + timedelta(hours=1),
-            summary=self._summary("awaiting-approval"),
-            start_to_close_timeout=GATE_CHECK_TIMEOUT,
-            retry_policy=GATE_RETRY,
-            **self._on(DISPATCHER, bounded=False),
+            GATE.activity,
+            args=[build.build_name, build.task_id, state.origin_path],
+            summary=stages.summary(GATE, GATE.name),
+            **options,
         )
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None or poller.done(),
+                lambda: state.decision is not None or poller.done(),
                 timeout=GATE_TIMEOUT,
                 timeout_summary="no decision on the blocks within 7 days",
             )
         except TimeoutError:
-            self._decision = Resolution(decision="timed_out", via="timer", at=self._now())
+            state.decision = Resolution(decision="timed_out", via="timer", at=stages.now())
         finally:
-            self._awaiting = False
-        if self._decision is None:
+            state.awaiting = False
+        if state.decision is None:
             try:
                 found: dict[str, str] = poller.result()
             except ActivityError as err:
-                raise StageFailed("awaiting-approval", err) from None
-            self._decision = Resolution(
+                raise StageFailed(GATE.name, err) from None
+            state.decision = Resolution(
                 decision=found["decision"],  # type: ignore[arg-type]
                 via="task-file",
                 by=found.get("by", ""),
                 note=found.get("note", ""),
-                at=self._now(),
+                at=stages.now(),
             )
         elif not poller.done():
             poller.cancel()
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
                 await poller
-        self._mark_done("awaiting-approval")
-        observability.record_block_wait(self._since(parked), self._decision.decision)
-        self._status.resolution = self._decision
-        return self._decision
+        stages.mark_done(GATE.name)
+        observability.record_block_wait(stages.since(parked), state.decision.decision)
+        state.status.resolution = state.decision
+        return state.decision
 
-    async def _stop(self, build: BuildPipelineInput, resolution: Resolution) -> BuildPipelineResult:
-        """A reject or a gate timeout: no close-out; the summary says why."""
-        outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
-        summary = await self._wind_up(
-            build, PipelineOutcome(outcome=outcome, resolution=resolution)
-        )
-        if outcome == "timed_out":
-            raise ApplicationError(
-                f"no decision on {build.build_name}'s blocks within {GATE_TIMEOUT.days} days "
-                f"(summary: {summary or 'not written'})",
-                type=APPROVAL_TIMED_OUT,
-                non_retryable=True,
-            )
-        return BuildPipelineResult(
-            status="rejected", workflow_id=workflow.info().workflow_id, summary_path=summary
-        )
+    async def _end(self, outcome: PipelineOutcome) -> str:
+        """The ending of a failure, a reject, a gate timeout or a cancel: the summary, then the
+        run's open task files closed and one notification, each attempted even when the one
+        before failed. Returns the summary's path, or "".
 
-    async def _wind_up(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
-        """The ending of a failure, a reject or a gate timeout: since END_SHIELD_PATCH a cancel
-        that arrives meanwhile does not cut it short, and the pipeline ends as it was ending."""
-        if not workflow.patched(END_SHIELD_PATCH):
-            return await self._end(build, outcome)
-        return await self._end_shielded(build, outcome)
-
-    async def _end_shielded(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
-        """`_end` in a task of its own, shielded: a cancel is delivered once, to the await
-        here, and `_end` still runs to its end."""
-        ending = asyncio.ensure_future(self._end(build, outcome))
-        try:
-            return await asyncio.shield(ending)
-        except asyncio.CancelledError:
-            return await ending
-
-    async def _end(self, build: BuildPipelineInput, outcome: PipelineOutcome) -> str:
-        """Failure path: summary, then open task files closed and one notification.
-
-        Each step is attempted even when the one before failed; returns the summary path or "".
+        A cancel's ending, and since END_SHIELDED every ending, runs shielded in a task of its
+        own: a cancel is delivered once, to the await here, and the ending still finishes, so
+        the pipeline ends as it was ending.
         """
-        self._status.outcome = outcome.outcome
-        self._status.error = outcome.error
-        outcome.resolution = outcome.resolution or self._decision
-        summary = ""
-        with contextlib.suppress(StageFailed):
-            summary = await self._summarize(build, "", outcome)
-        where = f" at {outcome.failed_stage}: {outcome.error}" if outcome.failed_stage else ""
-        saved = f"; summary: {summary}" if summary else ""
-        message = f"pipeline {outcome.outcome}{where}{saved}"
-        with contextlib.suppress(ActivityError):
-            await workflow.execute_activity_method(
-                WorkerStages.end_pipeline,
-                args=[workflow.info().workflow_id, build.build_name, outcome.outcome, message],
-                start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-                summary=self._summary("end"),
-                retry_policy=RetryPolicy(maximum_attempts=3),
-                **self._on(DISPATCHER),
-            )
-        await self._close_elsewhere(outcome.outcome)
-        self._set_stage(outcome.outcome.replace("_", "-"))
-        return summary
+        state, stages = self._state, self._stages
 
-    async def _summarize(
-        self, build: BuildPipelineInput, report_path: str, outcome: PipelineOutcome
-    ) -> str:
-        outcome.task_ids = dict(self._status.task_ids)
-        outcome.skipped = list(self._skipped)
-        completed_at = self._now()
-        self._set_stage("summary")
-        path: str = await self._stage(
-            "summary",
-            WorkerStages.summarize_workflow,
+        async def steps() -> str:
+            state.status.outcome, state.status.error = outcome.outcome, outcome.error
+            outcome.resolution = outcome.resolution or state.decision
+            summary = ""
+            with contextlib.suppress(StageFailed):
+                summary = await self._summarize("", outcome)
+            where = f" at {outcome.failed_stage}: {outcome.error}" if outcome.failed_stage else ""
+            saved = f"; summary: {summary}" if summary else ""
+            with contextlib.suppress(ActivityError):
+                await workflow.execute_activity_method(
+                    PipelineActivities.end_pipeline,
+                    args=[
+                        workflow.info().workflow_id,
+                        state.name,
+                        outcome.outcome,
+                        f"pipeline {outcome.outcome}{where}{saved}",
+                    ],
+                    start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
+                    summary=operator_view.worker_summary("end", state.name, END_DOES),
+                    retry_policy=THREE_TRIES,
+                    **stages.on(DISPATCHER),
+                )
+            # end_pipeline closed the run's files on the dispatcher's host; the others here
+            await stages.close_elsewhere(outcome.outcome, besides=state.route.host)
+            stages.set_stage(outcome.outcome.replace("_", "-"))
+            return summary
+
+        if outcome.outcome != "cancelled" and not versions.patched(versions.END_SHIELDED):
+            return await steps()
+        return await finish_shielded(steps())
+
+    async def _summarize(self, report_path: str, outcome: PipelineOutcome) -> str:
+        state, build = self._state, self._build
+        outcome.task_ids = dict(state.status.task_ids)
+        outcome.skipped = list(state.skipped)
+        completed_at = self._stages.now()
+        self._stages.set_stage(SUMMARY.name)
+        path: str = await self._stages.run(
+            SUMMARY,
             workflow.info().workflow_id,
             build.build_name,
-            self._status.started_at,
+            state.status.started_at,
             completed_at,
-            list(self._phases),
-            len(self._status.blocks),
-            self._flags_applied(),
+            list(state.phases),
+            len(state.status.blocks),
+            state.flags_applied(),
             build.plan_path,
             report_path,
             outcome,
-            start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=3),
-            **self._on(DISPATCHER),
         )
         return path
+
+    def _result(self, status: str, summary: str) -> BuildPipelineResult:
+        workflow_id = workflow.info().workflow_id
+        return BuildPipelineResult(status=status, workflow_id=workflow_id, summary_path=summary)

@@ -1,167 +1,180 @@
 """BuildPlanWorkflow: run a plan's phases one after another, each by an agent.
 
-Each phase is one `execute_build_phase` activity: up to two attempts of 24 h. The worker's
-settings are read once, by the `pipeline_settings` local activity behind the `plan-settings`
-patch, and recorded in the history. With AGENT_HEARTBEAT_TIMEOUT set, a phase whose agent falls
-silent for that long is dispatched again, and after two silent attempts the plan fails saying
-so. Each phase runs on the host AGENT_HOSTS maps its `agent_type` to, as a pipeline's agent
-stages do.
+Every phase is the stage table's `PHASE` row (`execute_build_phase`, up to two attempts of
+24 h), run by the same stage runner as a pipeline's stages, under the name `phase-<n>` and on
+the host AGENT_HOSTS maps its `agent_type` to. The worker's settings are read once, by the
+`pipeline_settings` local activity behind the `plan-settings` patch, and recorded in the
+history. With AGENT_HEARTBEAT_TIMEOUT set, a phase whose agent falls silent for that long is
+dispatched again, and after two silent attempts the phase fails saying so.
+
+A plan has a pipeline's operator control: the `status` query, current details in the UI, the
+failure hold (FAILURE_HOLD or the input's `failure_hold_seconds`: `retry`, `skip`, `abort`), and
+a cancel that closes the plan's open task files. Holds and the cancel's clean-up are new
+commands, behind the `plan-control` patch. A failed phase that is not held fails the plan, as
+before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    import observability  # stdlib-only at import time; its metric calls are replay-safe here
-    from activities.build_phase import BuildPhaseActivities
-    from activities.build_pipeline_activities import PipelineActivities
-    from exceptions import INVALID_INPUT, PHASE_FAILED, STAGE_TIMED_OUT
+    import operator_view
+    from exceptions import INVALID_INPUT
     from models import (
         AGENT_PATTERN,
+        MAX_HOLD_SECONDS,
         BuildPhaseInput,
-        BuildPhaseResult,
         BuildPlanInput,
         BuildPlanResult,
-        PipelineSettings,
+        DecisionInput,
+        PhaseSpec,
+        PipelineStatus,
     )
-    from workflows import operator_view
-    from workflows.hosts import HOST_UNAVAILABLE, route, unplaced
+    from workflows import failure_hold, versions
+    from workflows.hosts import HOST_UNAVAILABLE
+    from workflows.run_state import RunState
+    from workflows.stage_failure import StageFailed
+    from workflows.stage_runner import StageRunner, finish_shielded, record_settings
+    from workflows.stages import PHASE
 
-# Plans started before this patch ran without settings; later ones record them once.
-SETTINGS_PATCH = "plan-settings"
-SETTINGS_TIMEOUT = timedelta(seconds=10)
+CANCELLED = "cancelled"
 
 
 @workflow.defn(failure_exception_types=[ValidationError])
 class BuildPlanWorkflow:
-    def __init__(self) -> None:
-        self._settings = PipelineSettings()
-        # Under the patch the settings' local activity takes the first activity sequence
-        # number; phases then get their ids explicitly, the ones they had before ("1", "2"...).
-        self._phase_ids = False
-        self._scheduled = 0
+    @workflow.init
+    def __init__(self, plan: BuildPlanInput) -> None:
+        now = workflow.now().isoformat()
+        self._state = RunState(
+            name=plan.plan_name,
+            target_agent="",
+            status=PipelineStatus(
+                workflow_id=workflow.info().workflow_id,
+                build_name=plan.plan_name,
+                stage="start",
+                stages_done=[],
+                started_at=now,
+                updated_at=now,
+            ),
+            upsert_every_stage=False,
+            hold_patch=versions.PLAN_CONTROL,
+        )
+        self._stages = StageRunner(self._state)
+
+    # --- operator interface ----------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> PipelineStatus:
+        return self._state.status
+
+    @workflow.update
+    def retry(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "retry", decision)
+
+    @workflow.update
+    def skip(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "skip", decision)
+
+    @workflow.update
+    def abort(self, decision: DecisionInput | None = None) -> str:
+        return failure_hold.choose(self._state, "abort", decision)
+
+    @skip.validator
+    def _check_skippable(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_skippable(self._state)
+
+    @retry.validator
+    @abort.validator
+    def _check_held(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_held(self._state)
+
+    # --- the phases ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, plan: BuildPlanInput) -> BuildPlanResult:
         _validate(plan)
-        self._phase_ids = workflow.patched(SETTINGS_PATCH)
-        if self._phase_ids:
-            self._settings = await _settings()
-        for phase in plan.phases:
-            result = await self._run_phase(
-                plan, phase.number, phase.agent_type, phase.description, list(phase.context_refs)
-            )
-            if result.status != "success":
-                raise ApplicationError(
-                    f"Phase {phase.number} failed: {result.output}",
-                    type=PHASE_FAILED,
-                    non_retryable=True,
-                )
-        return BuildPlanResult(status="complete", phases_run=len(plan.phases))
-
-    async def _run_phase(
-        self,
-        plan: BuildPlanInput,
-        number: int,
-        agent_type: str,
-        description: str,
-        context_refs: list[str],
-    ) -> BuildPhaseResult:
-        started = workflow.now()
-        self._scheduled += 1
-        where = route(self._settings, workflow.info().task_queue, agent_type)
+        state = self._state
+        # Under plan-settings the settings' local activity takes the first activity sequence
+        # number; phases then get their ids explicitly, the ones they had before ("1", "2"...).
+        phase_ids = versions.patched(versions.PLAN_SETTINGS)
+        if phase_ids:
+            state.settings = await record_settings()
+        state.hold_seconds = (
+            state.settings.failure_hold_seconds
+            if plan.failure_hold_seconds is None
+            else plan.failure_hold_seconds
+        )
+        done = 0
         try:
-            result: BuildPhaseResult = await workflow.execute_activity_method(
-                BuildPhaseActivities.execute_build_phase,
+            for index, phase in enumerate(plan.phases, start=1):
+                if await self._phase(plan, phase, str(index) if phase_ids else None):
+                    done += 1
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err) or not versions.patched(versions.PLAN_CONTROL):
+                raise
+            await finish_shielded(self._close(CANCELLED))
+            raise
+        self._stages.set_stage("done")
+        return BuildPlanResult(status="partial" if state.skipped else "complete", phases_run=done)
+
+    async def _phase(self, plan: BuildPlanInput, phase: PhaseSpec, activity_id: str | None) -> bool:
+        """Run one phase; False when the operator skipped it. A failure fails the plan."""
+        number = phase.number
+        self._state.target_agent = phase.agent_type
+        try:
+            result = await self._stages.run(
+                PHASE,
                 BuildPhaseInput(
                     plan_name=plan.plan_name,
                     phase_number=number,
-                    agent_type=agent_type,
-                    description=description,
-                    context_refs=context_refs,
+                    agent_type=phase.agent_type,
+                    description=phase.description,
+                    context_refs=list(phase.context_refs),
                     workflow_id=workflow.info().workflow_id,
                 ),
-                start_to_close_timeout=timedelta(hours=24),
-                heartbeat_timeout=self._heartbeat(),
-                activity_id=str(self._scheduled) if self._phase_ids else None,
+                stage=f"phase-{number}",
+                what=f"the phase {number}",
                 summary=operator_view.SEP.join(
-                    [f"phase {number}", agent_type, " ".join(description.split())[:80]]
+                    [f"phase {number}", phase.agent_type, " ".join(phase.description.split())[:80]]
                 ),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=2, non_retryable_error_types=[PHASE_FAILED]
-                ),
-                **where.options,
+                activity_id=activity_id,
             )
-        except ActivityError as err:
-            missing = unplaced(err, where, f"phase {number}")
-            if missing:
-                _record_phase(started, "timed_out")
-                raise ApplicationError(missing, type=HOST_UNAVAILABLE, non_retryable=True) from err
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == PHASE_FAILED:
-                _record_phase(started, "failed")
-                raise ApplicationError(
-                    f"Phase {number} failed: {cause.message}", type=PHASE_FAILED, non_retryable=True
-                ) from err
-            _record_phase(started, "error")
-            if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.HEARTBEAT:
-                seconds = self._settings.heartbeat_timeout_seconds
-                raise ApplicationError(
-                    f"Phase {number} failed: no heartbeat from the {agent_type} agent within "
-                    f"{seconds} s",
-                    type=STAGE_TIMED_OUT,
-                    non_retryable=True,
-                ) from err
-            raise
-        _record_phase(started, "success" if result.status == "success" else "failed")
-        return result
+        except StageFailed as failure:
+            self._state.status.outcome, self._state.status.error = "failed", failure.reason
+            self._stages.set_stage("failed")
+            own_words = failure.error_type == HOST_UNAVAILABLE
+            raise ApplicationError(
+                failure.reason if own_words else f"Phase {number} failed: {failure.reason}",
+                type=failure.error_type,
+                non_retryable=True,
+            ) from None
+        return result is not None
 
-    def _heartbeat(self) -> timedelta | None:
-        """The heartbeat timeout of this plan's phases, as its history recorded it."""
-        seconds = self._settings.heartbeat_timeout_seconds
-        return timedelta(seconds=seconds) if seconds else None
-
-
-async def _settings() -> PipelineSettings:
-    """The worker's settings, recorded once in this plan's history."""
-    settings: PipelineSettings = await workflow.execute_local_activity_method(
-        PipelineActivities.pipeline_settings,
-        start_to_close_timeout=SETTINGS_TIMEOUT,
-        summary=operator_view.SEP.join(["settings", operator_view.WORKER_STAGES["settings"]]),
-    )
-    return settings
-
-
-def _record_phase(started: datetime, outcome: str) -> None:
-    """Stage metrics for one phase; the stage label is "phase", never its number or plan."""
-    observability.record_stage("phase", (workflow.now() - started).total_seconds(), outcome)
+    async def _close(self, outcome: str) -> None:
+        """A cancel's clean-up: the plan's open task files closed on every host it used."""
+        self._state.status.outcome = outcome
+        await self._stages.close_elsewhere(outcome, besides=None)
+        self._stages.set_stage(outcome)
 
 
 def _validate(plan: BuildPlanInput) -> None:
+    def refuse(what: str) -> ApplicationError:
+        return ApplicationError(f"invalid input: {what}", type=INVALID_INPUT, non_retryable=True)
+
     if not plan.plan_name.strip():
-        raise ApplicationError(
-            "invalid input: plan_name is empty", type=INVALID_INPUT, non_retryable=True
-        )
+        raise refuse("plan_name is empty")
+    hold = plan.failure_hold_seconds
+    if hold is not None and not 0 <= hold <= MAX_HOLD_SECONDS:
+        raise refuse(f"failure_hold_seconds must be between 0 and {MAX_HOLD_SECONDS}")
     for i, phase in enumerate(plan.phases):
         if not re.match(AGENT_PATTERN, phase.agent_type):
-            raise ApplicationError(
-                f"invalid input: phases[{i}].agent_type {phase.agent_type!r} must match "
-                f"{AGENT_PATTERN}",
-                type=INVALID_INPUT,
-                non_retryable=True,
-            )
+            raise refuse(f"phases[{i}].agent_type {phase.agent_type!r} must match {AGENT_PATTERN}")
         if not phase.description.strip():
-            raise ApplicationError(
-                f"invalid input: phases[{i}].description is empty",
-                type=INVALID_INPUT,
-                non_retryable=True,
-            )
+            raise refuse(f"phases[{i}].description is empty")

@@ -68,7 +68,7 @@ def unplaced(error: ActivityError, where: Route, what: str) -> str:
     ):
         return ""
     return (
-        f"no worker on host {where.host!r} took the {what} within "
+        f"no worker on host {where.host!r} took {what} within "
         f"{where.wait.total_seconds():g} s (task queue {where.queue}): start worker.py "
         f"there with WORKER_HOST={where.host}"
     )

@@ -25,7 +25,7 @@ class StageFailed(Exception):
 
     From an activity's error, `agent` and `heartbeat_seconds` name who fell silent when an agent
     stage's heartbeat timeout fired, and `where` the host a stage waited for; otherwise the
-    type and reason are given.
+    type and reason are given. `what` names the stage in a reason ("the <stage> stage").
     """
 
     def __init__(
@@ -36,12 +36,15 @@ class StageFailed(Exception):
         heartbeat_seconds: int = 0,
         where: Route | None = None,
         *,
+        what: str = "",
         error_type: str = STAGE_FAILED,
         reason: str = "",
     ) -> None:
         self.stage = stage
         self.error_type, self.reason = (
-            _describe(stage, error, agent, heartbeat_seconds, where or Route())
+            _describe(
+                what or f"the {stage} stage", error, agent, heartbeat_seconds, where or Route()
+            )
             if error
             else (error_type, reason)
         )
@@ -77,9 +80,9 @@ def _json_text(value: Any) -> str:
 
 
 def _describe(
-    stage: str, error: ActivityError, agent: str, heartbeat_seconds: int, where: Route
+    what: str, error: ActivityError, agent: str, heartbeat_seconds: int, where: Route
 ) -> tuple[str, str]:
-    missing = unplaced(error, where, f"{stage} stage")
+    missing = unplaced(error, where, what)
     if missing:
         return HOST_UNAVAILABLE, missing
     cause = error.cause
@@ -92,5 +95,5 @@ def _describe(
                 f"no heartbeat from the {agent} agent within {heartbeat_seconds} s"
             )
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
-        return STAGE_TIMED_OUT, f"the {stage} stage timed out ({kind})"
+        return STAGE_TIMED_OUT, f"{what} timed out ({kind})"
     return STAGE_FAILED, str(cause or error)

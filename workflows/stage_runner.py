@@ -1,266 +1,263 @@
-"""How BuildPipelineWorkflow runs one stage: its host, its task id, its UI summary and details,
-the failure hold around it, and the stage's metrics.
+"""How a workflow runs one row of the stage table: its host, its task id, its UI summary and
+current details, the failure hold around it, and its metrics.
 
-A base class of the workflow, so the workflow module reads like the stage table; nothing here
-schedules a command of its own beyond the stages the workflow asks for.
+`StageRunner` acts on the run's `RunState`, which the workflow owns; it schedules no command
+beyond the stage the workflow asks for, the hold's, and the settings' local activity.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    import operator_view
     from activities.build_pipeline_activities import PipelineActivities
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT
-    from models import (
-        AUDIT_AGENT,
-        DISPATCHER,
-        PREFAB_AGENT,
-        BuildPhaseResult,
-        BuildPipelineInput,
-        Features,
-        PipelineSettings,
-        PipelineStatus,
-        Resolution,
-        dispatch_task_id,
-        retry_activity_id,
-    )
-    from workflows import operator_view
-    from workflows.failure_hold import FailureHold
-    from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route
+    from models import DISPATCHER, PipelineSettings, dispatch_task_id, retry_activity_id
+    from workflows import failure_hold, versions
+    from workflows.hosts import HOST_UNAVAILABLE, on_host, route
+    from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed, read_agent_result
+    from workflows.stages import (
+        LOCAL_STAGE_TIMEOUT,
+        SETTINGS_DOES,
+        TARGET_AGENT,
+        THREE_TRIES,
+        Stage,
+    )
 
-# Stages the worker runs itself (triage, summary, the failure path's clean-up) read or write a
-# few local files: an attempt lost with a killed worker is retried after this, not after the
-# original's 30-60 min. notify_blocks heartbeats after each message instead (each send is
-# capped at 15 s), so its 30 min bound stays for many blocks.
-LOCAL_STAGE_TIMEOUT = timedelta(minutes=2)
-AGENT_STAGES = ("prefab", "implement", "audit", "fixes", "close")
-
-# Positional arguments of each agent stage's activity before its trailing `operator_note`.
-_AGENT_ARGS = {"prefab": 2, "implement": 4, "audit": 2, "fixes": 3, "close": 2}
-
-# An activity, by method reference: its registered name and result type come from it.
-Activity = Callable[..., Awaitable[Any]]
-
-SUMMARY_PHASES = ("prefab", "implement", "audit", "triage", "fixes", "close")
-
-# Pipelines started before this patch read the worker's process state for their settings; later
-# ones record them once, from the `pipeline_settings` local activity.
-SETTINGS_PATCH = "pipeline-settings"
 SETTINGS_TIMEOUT = timedelta(seconds=10)
-
-# Stages whose failure a hold parks (the summary's and the gate's failures end at once).
-HOLD_STAGES = ("prefab", "implement", "audit", "triage", "fixes", "notify", "close")
-
+WAITING = ("awaiting-approval", "awaiting-retry")
 METRIC_OUTCOME = {
     PHASE_FAILED: "failed",
     STAGE_TIMED_OUT: "timed_out",
     HOST_UNAVAILABLE: "timed_out",
 }
-
-AGENT_RETRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=[PHASE_FAILED])
-
 BUILD_STAGE = SearchAttributeKey.for_keyword("BuildStage")
+T = TypeVar("T")
 
 
-class StageRunner(FailureHold):
-    """The workflow's state that the stage runner reads; the workflow's `__init__` sets it."""
+async def record_settings() -> PipelineSettings:
+    """The worker's settings, read once by a local activity and recorded in the history: a
+    replay, or a worker restarted with other settings, sees the values the run started with."""
+    settings: PipelineSettings = await workflow.execute_local_activity_method(
+        PipelineActivities.pipeline_settings,
+        start_to_close_timeout=SETTINGS_TIMEOUT,
+        summary=operator_view.SEP.join(["settings", SETTINGS_DOES]),
+    )
+    return settings
 
-    _build: BuildPipelineInput
-    _status: PipelineStatus
-    _decision: Resolution | None
-    _awaiting: bool
-    _phases: list[str]
-    _settings: PipelineSettings
-    _origin_path: str
-    _route: Route
-    _hosts_used: set[str]
 
-    # --- helpers ---------------------------------------------------------------------------
+async def finish_shielded(ending: Coroutine[Any, Any, T]) -> T:
+    """Run `ending` to its end in a task of its own: a cancel of the run is delivered once, to
+    the await here, and the ending still finishes."""
+    task = asyncio.ensure_future(ending)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        return await task
 
-    async def _load_settings(self) -> PipelineSettings:
-        if not workflow.patched(SETTINGS_PATCH):
-            return PipelineSettings(stage_search_attribute=Features.stage_search_attribute)
-        settings: PipelineSettings = await workflow.execute_local_activity_method(
-            PipelineActivities.pipeline_settings,
-            start_to_close_timeout=SETTINGS_TIMEOUT,
-            summary=self._summary("settings"),
+
+class StageRunner:
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    # --- running a row ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        row: Stage,
+        *args: Any,
+        stage: str = "",
+        what: str = "",
+        summary: str = "",
+        activity_id: str | None = None,
+        bounded: bool = True,
+    ) -> Any:
+        """Run `row` (as `stage`, its name by default); with a hold, a failure parks it for the
+        operator's decision. Returns the stage's result, or None when the operator skipped it.
+
+        `what` names the stage in failure reasons, `summary` overrides its UI summary, and
+        `activity_id` its first dispatch's id (Temporal's own when None).
+        """
+        stage = stage or row.name
+        agent = self.agent_of(row)
+        options: dict[str, Any] = {**row.limits, **self.on(agent, bounded=bounded)}
+        if row.kind == "agent":
+            self.state.agents[stage] = agent
+            if self.state.route.host:
+                self.state.hosts_used.add(self.state.route.host)
+            options["heartbeat_timeout"] = self.heartbeat_timeout()
+        if activity_id is not None:
+            options["activity_id"] = activity_id
+        number, given_args = 1, args
+        while True:
+            if row.kind == "agent":
+                info = workflow.info()
+                self.state.status.task_ids[stage] = dispatch_task_id(
+                    info.workflow_id, info.run_id, stage, number
+                )
+            try:
+                return await self._attempt(row, stage, what, summary, args, options)
+            except StageFailed as failure:
+                if not self._may_hold(row):
+                    raise
+                choice, given = await failure_hold.hold(self, failure, row.skippable)
+            if choice == "skip":
+                self.state.skipped.append(stage)
+                return None
+            number += 1
+            if row.with_note:  # a new activity: a new task file, a new token, the note as data
+                options = {**options, "activity_id": retry_activity_id(stage, number)}
+                args = row.with_note(given_args, given.note)
+
+    def _may_hold(self, row: Stage) -> bool:
+        hold_patch = self.state.hold_patch
+        return (
+            row.holdable
+            and self.state.hold_seconds > 0
+            and (not hold_patch or versions.patched(hold_patch))
         )
-        return settings
 
-    async def _agent(
-        self, stage: str, activity: Activity, *args: Any, hours: int
-    ) -> BuildPhaseResult:
-        options = self._on(self._agent_of(stage))
-        if self._route.host:
-            self._hosts_used.add(self._route.host)
-        result: BuildPhaseResult | None = await self._stage(
-            stage,
-            activity,
-            *args,
-            start_to_close_timeout=timedelta(hours=hours),
-            retry_policy=AGENT_RETRY,
-            heartbeat_timeout=self._heartbeat_timeout(),
-            **options,
-        )
-        return result or BuildPhaseResult(status="skipped")
+    async def _attempt(
+        self,
+        row: Stage,
+        stage: str,
+        what: str,
+        summary: str,
+        args: Sequence[Any],
+        options: dict[str, Any],
+    ) -> Any:
+        self.set_stage(stage)
+        started = workflow.now()
+        try:
+            result = await workflow.execute_activity_method(
+                row.activity,
+                args=list(args),
+                summary=summary or self.summary(row, stage),
+                **options,
+            )
+            if row.kind == "agent":
+                result = read_agent_result(stage, result)
+        except ActivityError as err:
+            cancel_patch = self.state.cancel_patch
+            if is_cancelled_exception(err) and (not cancel_patch or versions.patched(cancel_patch)):
+                raise
+            failure = StageFailed(
+                stage,
+                err,
+                self.state.agents.get(stage, ""),
+                self.state.settings.heartbeat_timeout_seconds,
+                self.state.route,
+                what=what,
+            )
+        except StageFailed as err:
+            failure = err
+        else:
+            observability.record_stage(row.metric_stage, self.since(started), "success")
+            self.mark_done(stage, row)
+            return result
+        outcome = METRIC_OUTCOME.get(failure.error_type, "error")
+        observability.record_stage(row.metric_stage, self.since(started), outcome)
+        raise failure
 
-    def _on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
+    # --- where it runs ------------------------------------------------------------------------
+
+    def agent_of(self, row: Stage) -> str:
+        """The agent a row's task file goes to, or whose host a worker stage runs on."""
+        return self.state.target_agent if row.agent == TARGET_AGENT else row.agent
+
+    def on(self, agent: str, *, bounded: bool = True) -> dict[str, Any]:
         """Options that run the next activity on `agent`'s host; the status names that host."""
-        self._route = route(self._settings, workflow.info().task_queue, agent, bounded=bounded)
-        self._status.host, self._status.host_queue = self._route.host, self._route.queue
-        return dict(self._route.options)
+        where = route(self.state.settings, workflow.info().task_queue, agent, bounded=bounded)
+        self.state.route = where
+        self.state.status.host, self.state.status.host_queue = where.host, where.queue
+        return dict(where.options)
 
-    def _notifier_options(self) -> dict[str, Any]:
-        """Where the failure hold's notification runs: the dispatcher's host, as `notify` and
-        the failure path's; the status keeps naming the failed stage's host."""
-        return dict(route(self._settings, workflow.info().task_queue, DISPATCHER).options)
+    def notifier_options(self) -> dict[str, Any]:
+        """Where a notification runs: the dispatcher's host (the status keeps naming the host of
+        the stage it is about)."""
+        return dict(route(self.state.settings, workflow.info().task_queue, DISPATCHER).options)
 
-    async def _close_elsewhere(self, outcome: str) -> None:
-        """The failure path's task-file clean-up on each other host an agent stage ran on:
-        `end_pipeline` closes only the files of its own host."""
-        here = route(self._settings, workflow.info().task_queue, DISPATCHER).host
-        for host in sorted(self._hosts_used - {here}):
-            where = on_host(self._settings, workflow.info().task_queue, host)
+    def heartbeat_timeout(self) -> timedelta | None:
+        seconds = self.state.settings.heartbeat_timeout_seconds
+        return timedelta(seconds=seconds) if seconds else None
+
+    async def close_elsewhere(self, outcome: str, *, besides: str | None) -> None:
+        """Close the run's open task files on each host an agent stage ran on other than
+        `besides` (None: on every host, the workflow's own queue included)."""
+        hosts = sorted(self.state.hosts_used - {besides or ""})
+        if besides is None:
+            hosts = ["", *hosts]
+        for host in hosts:
+            where = on_host(self.state.settings, workflow.info().task_queue, host)
             with contextlib.suppress(ActivityError):
                 await workflow.execute_activity_method(
                     PipelineActivities.close_pipeline_tasks,
                     args=[workflow.info().workflow_id, outcome],
                     start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
-                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    retry_policy=THREE_TRIES,
                     **where.options,
                 )
 
-    async def _stage(self, stage: str, activity: Activity, *args: Any, **options: Any) -> Any:
-        """Run one stage; with a hold, a failure parks it for the operator's decision.
+    # --- what the status and the UI show ------------------------------------------------------
 
-        Returns the stage's result, or None when the operator skipped it.
-        """
-        number = 1
-        while True:
-            if stage in AGENT_STAGES:
-                info = workflow.info()
-                self._status.task_ids[stage] = dispatch_task_id(
-                    info.workflow_id, info.run_id, stage, number
-                )
-            try:
-                return await self._attempt(stage, activity, args, options)
-            except StageFailed as failure:
-                if stage not in HOLD_STAGES or self._hold_seconds <= 0:
-                    raise
-                choice, given = await self._hold(failure)
-            if choice == "skip":
-                self._skipped.append(stage)
-                return None
-            number += 1
-            if stage in AGENT_STAGES:  # a new activity: a new task file and a new token
-                options = {**options, "activity_id": retry_activity_id(stage, number)}
-                args = (*args[: _AGENT_ARGS[stage]], given.note)
-
-    async def _attempt(
-        self, stage: str, activity: Activity, args: tuple[Any, ...], options: dict[str, Any]
-    ) -> Any:
-        self._set_stage(stage)
-        started = workflow.now()
-        try:
-            result = await workflow.execute_activity_method(
-                activity, args=list(args), summary=self._summary(stage), **options
-            )
-            if stage in AGENT_STAGES:
-                result = read_agent_result(stage, result)
-        except ActivityError as err:
-            if is_cancelled_exception(err):
-                raise
-            failure = self._failed(stage, err)
-        except StageFailed as err:
-            failure = err
-        else:
-            observability.record_stage(stage, self._since(started), "success")
-            self._mark_done(stage)
-            return result
-        observability.record_stage(
-            stage, self._since(started), METRIC_OUTCOME.get(failure.error_type, "error")
-        )
-        raise failure
-
-    def _set_stage(self, stage: str) -> None:
-        self._status.stage = stage
-        self._status.updated_at = self._now()
-        self._status.stage_times[stage] = self._status.updated_at
-        self._status.awaiting_approval = stage == "awaiting-approval"
-        if self._settings.stage_search_attribute:
+    def set_stage(self, stage: str) -> None:
+        status = self.state.status
+        status.stage = stage
+        status.updated_at = self.now()
+        status.stage_times[stage] = status.updated_at
+        status.awaiting_approval = stage == "awaiting-approval"
+        if self.state.settings.stage_search_attribute and (
+            self.state.upsert_every_stage or stage in WAITING or self.state.holds
+        ):
             workflow.upsert_search_attributes([BUILD_STAGE.value_set(stage)])
-        workflow.set_current_details(self._details(stage))
+        workflow.set_current_details(self.details(stage))
 
-    # --- what the UI shows (workflows/operator_view.py) ----------------------------------------
+    def summary(self, row: Stage, stage: str) -> str:
+        if row.kind == "agent":
+            task_id = self.state.status.task_ids.get(stage, "")
+            return operator_view.agent_summary(stage, self.agent_of(row), task_id)
+        return operator_view.worker_summary(stage, self.state.name, row.does)
 
-    def _agent_of(self, stage: str) -> str:
-        """The agent an agent stage's task file goes to; "" for the worker's own stages."""
-        if stage not in AGENT_STAGES:
-            return ""
-        return {"prefab": PREFAB_AGENT, "audit": AUDIT_AGENT}.get(stage, self._build.target_agent)
-
-    def _summary(self, stage: str) -> str:
-        agent = self._agent_of(stage)
-        if agent:
-            return operator_view.agent_summary(stage, agent, self._status.task_ids.get(stage, ""))
-        return operator_view.worker_summary(stage, self._build.build_name)
-
-    def _details(self, stage: str) -> str:
+    def details(self, stage: str) -> str:
+        state, info = self.state, workflow.info()
         if stage == "awaiting-approval":
-            task_id, task_file = self._build.task_id, self._origin_path
+            task_id, task_file = state.origin_task_id, state.origin_path
+            commands = operator_view.gate_commands(info.workflow_id)
         else:
-            task_id, task_file = self._status.task_ids.get(stage, ""), ""
+            task_id, task_file = state.status.task_ids.get(stage, ""), ""
+            commands = []
+        if stage == "awaiting-retry" and state.held is not None:
+            commands = operator_view.hold_commands(info.workflow_id, state.held_skippable)
         return operator_view.current_details(
-            build_name=self._build.build_name,
+            build_name=state.name,
             stage=stage,
-            agent=self._agent_of(stage),
+            agent=state.agents.get(stage, ""),
             task_id=task_id,
             task_file=task_file,
-            error=self._status.error,
-            commands=self._operator_commands(stage),
+            error=state.status.error,
+            commands=commands,
         )
 
-    def _operator_commands(self, stage: str) -> list[operator_view.Command]:
-        """The exact commands that move a waiting pipeline on, shown in its current details."""
-        if stage == "awaiting-approval":
-            return operator_view.gate_commands(workflow.info().workflow_id)
-        if stage == "awaiting-retry" and self._held is not None:
-            return operator_view.hold_commands(workflow.info().workflow_id, self._held.stage)
-        return []
-
-    # --- agent heartbeats ---------------------------------------------------------------------
-
-    def _heartbeat_timeout(self) -> timedelta | None:
-        seconds = self._settings.heartbeat_timeout_seconds
-        return timedelta(seconds=seconds) if seconds else None
-
-    def _failed(self, stage: str, err: ActivityError) -> StageFailed:
-        return StageFailed(
-            stage, err, self._agent_of(stage), self._settings.heartbeat_timeout_seconds, self._route
-        )
-
-    def _mark_done(self, stage: str) -> None:
-        self._status.stages_done.append(stage)
-        if stage in SUMMARY_PHASES:
-            self._phases.append(stage)
-
-    def _flags_applied(self) -> int:
-        return len(self._status.flags) if "fixes" in self._phases else 0
+    def mark_done(self, stage: str, row: Stage | None = None) -> None:
+        self.state.status.stages_done.append(stage)
+        if row is not None and row.in_summary:
+            self.state.phases.append(stage)
 
     @staticmethod
-    def _since(started: datetime) -> float:
+    def since(started: datetime) -> float:
         return (workflow.now() - started).total_seconds()
 
     @staticmethod
-    def _now() -> str:
+    def now() -> str:
         return workflow.now().isoformat()

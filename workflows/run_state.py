@@ -1,0 +1,51 @@
+"""One run's state: the one object a workflow owns and its stage runner and hold act on.
+
+Both workflows keep everything a run knows here, so following a value means reading one class;
+the `status` query answers with `status`. Standard library and the project's models only, as
+workflow code imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models import DecisionInput, PipelineSettings, PipelineStatus, Resolution
+from workflows.hosts import Route
+from workflows.stage_failure import StageFailed
+
+
+@dataclass
+class RunState:
+    name: str  # the build's or the plan's name
+    target_agent: str  # who does TARGET_AGENT stages: the input's agent, or the phase's
+    status: PipelineStatus
+    # the worker's settings this run started with (recorded in its history), and its hold
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
+    hold_seconds: float = 0.0
+    hold_patch: str = ""  # a patch a hold needs first, for workflows that gained holds late
+    # Runs without this patch's marker took a cancelled stage as a failed one ("": a cancelled
+    # stage always cancels the run)
+    cancel_patch: str = ""
+    # pipelines upsert BuildStage at every stage; plans from their first hold on, so that an
+    # operator finds a held plan (`BuildStage='awaiting-retry'`) and then sees it move on
+    upsert_every_stage: bool = True
+    # where the current stage runs, and every agent host the run dispatched to (the failure
+    # path closes the run's task files on each)
+    route: Route = field(default_factory=Route)
+    hosts_used: set[str] = field(default_factory=set)
+    agents: dict[str, str] = field(default_factory=dict)  # agent stage -> who does it
+    phases: list[str] = field(default_factory=list)  # the summary's phases_completed
+    # the gate
+    decision: Resolution | None = None
+    awaiting: bool = False
+    origin_task_id: str = ""  # the originating task's id (the input's `task_id`)
+    origin_path: str = ""  # the originating task file, once the notify stage found it
+    # the failure hold
+    held: StageFailed | None = None
+    held_skippable: bool = True
+    choice: tuple[str, DecisionInput] | None = None
+    holds: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def flags_applied(self) -> int:
+        return len(self.status.flags) if "fixes" in self.phases else 0

@@ -1,0 +1,102 @@
+"""Every `workflow.patched` id of the project's workflows: when it came, what runs without its
+marker do, and when its old branch may go.
+
+Workflow code asks `patched(ID)` here, never `workflow.patched` directly, so an id that is not
+listed fails at once. A patch's life (docs/DESIGN.md, "Versioned behaviour"): added with both
+branches; `deprecated` once no open run lacks its marker, so `patched` then calls
+`workflow.deprecate_patch` and the old branch is dead code; removed (id and branch) once no open
+run was started before it was deprecated. tests/test_versions.py replays recorded histories with
+and without each marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio import workflow
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    added: str  # the day it shipped
+    workflows: tuple[str, ...]  # the workflow types that ask for it
+    old_branch: str  # what a run without the marker does
+    deprecate_when: str
+    deprecated: bool = False
+
+
+PIPELINE_SETTINGS = "pipeline-settings"
+PLAN_SETTINGS = "plan-settings"
+CANCEL_CLEANUP = "cancel-cleanup"
+HOLD_NOTIFY_DISPATCHER = "hold-notify-dispatcher"
+END_SHIELDED = "end-shielded"
+PLAN_CONTROL = "plan-control"
+
+# No open pipeline or plan started before the day: `temporal workflow list --query
+# "ExecutionStatus='Running' AND StartTime < '<day>'"` lists none.
+_NONE_OPEN = "no run started before {day} is open"
+
+PATCHES = {
+    p.id: p
+    for p in (
+        Patch(
+            PIPELINE_SETTINGS,
+            "2026-12-01",
+            ("BuildPipelineWorkflow",),
+            "reads the worker's process state (Features) for its settings: the BuildStage "
+            "search attribute switch only, no hosts, hold or heartbeat timeout",
+            _NONE_OPEN.format(day="2026-12-01"),
+        ),
+        Patch(
+            PLAN_SETTINGS,
+            "2026-12-01",
+            ("BuildPlanWorkflow",),
+            "runs without settings (no heartbeat timeout, no hosts) and lets Temporal number "
+            "its phases' activities",
+            _NONE_OPEN.format(day="2026-12-01"),
+        ),
+        Patch(
+            CANCEL_CLEANUP,
+            "2026-12-01",
+            ("BuildPipelineWorkflow",),
+            "a cancel during a stage fails that stage, and the failure path ends the run FAILED "
+            "('<stage> failed: Cancelled'); a cancel while no stage runs ends it CANCELED at "
+            "once, with no summary or clean-up",
+            _NONE_OPEN.format(day="2026-12-01"),
+        ),
+        Patch(
+            HOLD_NOTIFY_DISPATCHER,
+            "2026-12-02",
+            # plans hold since plan-control, always on the new branch
+            ("BuildPipelineWorkflow", "BuildPlanWorkflow"),
+            "sends a failure hold's [HELD] notification from any worker of the run's queue",
+            _NONE_OPEN.format(day="2026-12-02"),
+        ),
+        Patch(
+            END_SHIELDED,
+            "2026-12-02",
+            ("BuildPipelineWorkflow",),
+            "a cancel that arrives while a failure, reject or gate timeout is being wound up "
+            "cuts the ending short",
+            _NONE_OPEN.format(day="2026-12-02"),
+        ),
+        Patch(
+            PLAN_CONTROL,
+            "2026-12-06",
+            ("BuildPlanWorkflow",),
+            "a failed phase fails the plan at once (no failure hold), and a cancel ends it "
+            "CANCELED leaving its open task files as they were",
+            _NONE_OPEN.format(day="2026-12-06"),
+        ),
+    )
+}
+
+
+def patched(patch_id: str) -> bool:
+    """`workflow.patched` for a listed id (KeyError for any other)."""
+    patch = PATCHES[patch_id]
+    if patch.deprecated:
+        workflow.deprecate_patch(patch_id)
+        return True
+    return workflow.patched(patch_id)
