@@ -32,6 +32,7 @@ class BuildPhaseActivities:
                 "workflow_id": phase.workflow_id,
                 "instruction": instructions.phase(n, phase.plan_name),
             },
+            operator_note=phase.operator_note,
             log_event="phase_dispatched",
             agent=phase.agent_type,
             phase=n,

@@ -19,6 +19,7 @@ from harness.agents import succeed_all, worker_and_agent
 from harness.env import ROOT, make_config
 from harness.pipelines import PipelineScript, dispatched, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
+from tests.helpers.checks import wait_for
 from tests.helpers.cli import operator_env, shell
 
 DOC = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
@@ -160,3 +161,44 @@ async def test_operator_commands_decide_a_held_stage(
     assert retried.status == "complete" and note == "the cache is fixed"
     assert skipped_summary["skipped"] == ["close"]
     assert "aborted by alice: giving up" in str(aborted.value.cause)
+
+
+async def test_operator_commands_steer_a_plan(client: Client, tmp_path: Path, address: str) -> None:
+    """The documented plan commands: the status of a plan held at a failed phase, the retry
+    that carries its note to the phase's new task file, then a cancel of the plan's next run
+    that closes its open task file."""
+    argv = shlex.split(readme_block("start-build-plan"))
+    workflow_id = option(argv, "--workflow-id")
+    for name in ("plan-status", "plan-retry", "plan-cancel"):
+        assert option(shlex.split(readme_block(name)), "--workflow-id") == workflow_id
+    config = make_config(tmp_path, address, task_queue="helm-build", failure_hold_seconds=600)
+    handle = client.get_workflow_handle(workflow_id, result_type=BuildPlanResult)
+    failed: list[str] = []
+
+    def decide(task: dict[str, Any]) -> tuple[str, str] | None:
+        if task["payload"]["phase_number"] == 2 and not failed:
+            failed.append(task["id"])
+            return ("failed", "the test suite is flaky")
+        if failed and len(dispatched(config)) > 3:  # the second run's first phase: left open
+            return None
+        return ("success", "done")
+
+    async with worker_and_agent(client, config, decide):
+        await run_block("start-build-plan", address, tmp_path)
+        await wait_stage(handle, "awaiting-retry")
+        status = (await run_block("plan-status", address, tmp_path)).replace(" ", "")
+        await run_block("plan-retry", address, tmp_path)
+        result = await asyncio.wait_for(handle.result(), 60)
+        retried = dispatched(config)[-1]
+
+        await run_block("start-build-plan", address, tmp_path)
+        await wait_for(lambda: len(dispatched(config)) == 4, 30, what="the next run's phase 1")
+        await run_block("plan-cancel", address, tmp_path)
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+
+    assert '"stage":"awaiting-retry"' in status and '"failed_stage":"phase-2"' in status
+    assert '"failed_error":"thetestsuiteisflaky"' in status
+    assert result == BuildPlanResult(status="complete", phases_run=2)
+    assert retried["payload"]["operator_note"] == "the flaky test is fixed"
+    assert dispatched(config)[-1]["status"] == "cancelled"
