@@ -23,13 +23,12 @@ from temporalio.service import TLSConfig
 
 import worker as worker_module
 from activities.task_files import write_text_atomic
-from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
 from harness.cli import run_cli
 from harness.env import build_plan_input, cli_env, closed_address, start_plan
 from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
-from program_exit import EXIT_CONFIG
+from program_exit import EXIT_CONFIG, EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from tests.helpers.checks import stderr_line, task_files_in, wait_for
 from tests.servers.tls import (
     TlsRelay,
