@@ -28,7 +28,8 @@ from tests.servers.otlp import OtlpReceiver
 NO_OTEL_SCRIPT = textwrap.dedent("""
     import asyncio, json, os, sys
     from pathlib import Path
-    import worker, observability
+    import observability, worker
+    from temporal_connect import connect
     from activities import task_files
     from config import load_config
     from models import BuildPlanInput, PhaseSpec
@@ -37,7 +38,7 @@ NO_OTEL_SCRIPT = textwrap.dedent("""
         config = load_config()
         observability.configure_logging("WARNING")
         assert observability.init_observability() is False
-        client = await worker.connect(config, **observability.client_options())
+        client = await connect(config, **observability.client_options())
         async with worker.build_worker(client, config, **observability.worker_options()):
             handle = await client.start_workflow(
                 "BuildPlanWorkflow",
