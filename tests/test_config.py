@@ -30,6 +30,8 @@ from harness.env import ROOT, closed_address
 from harness.worker_process import FOREIGN_VARS, bare_env, worker_command
 from tests.helpers.checks import stderr_line
 
+pytestmark = pytest.mark.unit
+
 HOME = "/home/agent"
 
 # Every variable the worker or complete_activity.py reads, with the

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from tests.helpers.checks import modules_imported_by
+
+pytestmark = pytest.mark.unit
 
 
 def test_agent_runner_loads_no_workflow_and_not_the_worker() -> None:

@@ -18,6 +18,8 @@ from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from program_exit import CLI_EXIT_CODES, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNREACHABLE, exit_code
 from tests.helpers.checks import modules_imported_by
 
+pytestmark = pytest.mark.unit
+
 
 def _raising(err: BaseException) -> Callable[[], None]:
     def run() -> None:
