@@ -1,4 +1,5 @@
-# temporal-build-worker: `make run` to run the worker, `make test` to run every test.
+# temporal-build-worker: `make run` to run the worker, `make test` to run every test, `make unit`
+# the tests that need no server.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS := .test-tools
 
-.PHONY: run test venv lint demo bench clean
+.PHONY: run test unit venv lint demo bench clean
 
 # Idempotent: reinstalls only when a requirements file changed.
 venv: $(STAMP)
@@ -24,6 +25,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The tests marked unit, which need no server, in seconds: the loop while editing. A unit test
+# that asks for a server fixture fails (tests/conftest.py); `make test` runs these too.
+unit: venv
+	$(PY) -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m examples.demo

@@ -16,15 +16,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from program_exit import EXIT_CREDENTIALS, EXIT_STOP, EXIT_TOKEN, EXIT_UNREACHABLE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-EXIT_OK = 0
-EXIT_USAGE = 1
-EXIT_UNREACHABLE = 3
-EXIT_TOKEN = 4
-EXIT_CREDENTIALS = 5
-EXIT_STOP = 6
 RPC_TIMEOUT = timedelta(seconds=15)
 MAX_PROGRESS_LEN = 500
 NOT_ACCEPTED = "task token not accepted: the activity is already completed, timed out, or unknown"

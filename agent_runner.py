@@ -26,7 +26,7 @@ from exceptions import ConfigError, CredentialError, TaskFileError, TemporalUnre
 from program_exit import exit_code, leave
 from runner.config import load_commands, load_settings
 from runner.service import Runner
-from worker import connect
+from temporal_connect import connect
 
 log = structlog.get_logger("agent_runner")
 

@@ -41,17 +41,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import agent_calls
-from agent_calls import (  # noqa: F401 - every exit code is the CLI's, as its usage lists them
+from agent_calls import AgentCallError as CliError  # one line for stderr, and its exit code
+from agent_calls import decode_token
+from program_exit import (
     EXIT_CREDENTIALS,
+    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_STOP,
-    EXIT_TOKEN,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    decode_token,
+    leave,
 )
-from agent_calls import AgentCallError as CliError  # one line for stderr, and its exit code
-from program_exit import leave
 
 STATUSES = ("success", "failed", "heartbeat")
 CONNECT_TIMEOUT_SECONDS = 20.0
@@ -221,7 +220,7 @@ def main(argv: list[str]) -> int:
         return err.code
     except KeyboardInterrupt:
         sys.stderr.write("complete_activity: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     if status == "heartbeat":
         log_event("heartbeat_recorded", progress=recorded)
     elif status == "success":

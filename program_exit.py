@@ -1,9 +1,13 @@
 """How the programs end: one line and a documented exit code, without interpreter teardown.
 
-The worker and the agent runner are kept alive by PM2, which reads their exit code: 2 is a
-setting to fix (restarting will not help), 3 is Temporal unreachable at start (a restart later
-may), 130 is Ctrl-C. The line on stderr names the program and the cause; a traceback would only
-bury it.
+Every exit code of the three programs is defined here, once. The worker and the agent runner
+are kept alive by PM2, which reads their exit code: 2 is a setting to fix (restarting will not
+help), 3 is Temporal unreachable at start (a restart later may), 130 is Ctrl-C. The line on
+stderr names the program and the cause; a traceback would only bury it. complete_activity.py's
+codes (`CLI_EXIT_CODES`) are what its usage and docs/AGENTS.md list for agents; it shares 3 and
+130 with the others.
+
+Importing this module stays cheap (standard library only): the CLI imports it at start.
 """
 
 from __future__ import annotations
@@ -15,9 +19,17 @@ from typing import NoReturn
 
 from exceptions import TemporalUnreachableError
 
-EXIT_CONFIG = 2
+EXIT_OK = 0
+EXIT_USAGE = 1  # the CLI's arguments or token format
+EXIT_CONFIG = 2  # the worker's or the runner's settings
 EXIT_UNREACHABLE = 3
+EXIT_TOKEN = 4  # the token is unknown, already used, or its attempt timed out
+EXIT_CREDENTIALS = 5  # the CLI's TLS or Vault credentials
+EXIT_STOP = 6  # a heartbeat's answer: stop working on the task
 EXIT_INTERRUPTED = 130
+CLI_EXIT_CODES = frozenset(
+    {EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TOKEN, EXIT_CREDENTIALS, EXIT_STOP}
+)
 
 
 def exit_code(
@@ -42,7 +54,7 @@ def exit_code(
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    return 0
+    return EXIT_OK
 
 
 def leave(code: int) -> NoReturn:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -24,22 +22,20 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 import observability
-import vault
 from activities.agent_stages import AgentStageActivities
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from activities.gate_watcher import GateWatcher
 from activities.hold import HoldActivities
-from config import ClientSettings, WorkerConfig, load_config
+from config import WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features, host_queue
 from program_exit import exit_code, leave
-from temporal_connect import describe_connect_error
+from temporal_connect import connect, worker_identity
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
 from workflows.stage_runner import BUILD_STAGE
@@ -54,10 +50,6 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=10)  # PM2's kill_timeout must exceed this
 MAX_CACHED_WORKFLOWS = 500
 
 log = structlog.get_logger("worker")
-
-
-def worker_identity() -> str:
-    return f"temporal-build-worker@{socket.gethostname()}:{os.getpid()}"
 
 
 def workflows() -> list[type]:
@@ -148,40 +140,6 @@ def build_host_worker(client: Client, config: WorkerConfig, **options: Any) -> W
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN),
         **options,
     )
-
-
-async def connect(settings: ClientSettings, **options: Any) -> Client:
-    """Connect with the pydantic converter and, when configured, mTLS from Vault.
-
-    The Vault round trips are blocking HTTP, so they run in a thread. A failed connect is
-    re-raised as `TemporalUnreachableError` with one line that says whether TLS was the cause.
-    """
-    tls = await asyncio.to_thread(vault.tls_config, settings, log.info)
-    if tls is not None:
-        log.info(
-            "tls_enabled",
-            vault_addr=settings.vault_addr,
-            server_name=settings.tls_server_name,
-        )
-    else:
-        log.warning(
-            "tls_disabled",
-            reason="no_vault_config",
-            missing=vault.missing_vault_settings(settings),
-        )
-    try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            tls=tls or False,
-            data_converter=pydantic_data_converter,
-            identity=options.pop("identity", worker_identity()),
-            **options,
-        )
-    except RuntimeError as err:
-        raise TemporalUnreachableError(
-            describe_connect_error(settings.temporal_address, err, tls is not None)
-        ) from None
 
 
 async def run(config: WorkerConfig, stop: asyncio.Event) -> None:

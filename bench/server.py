@@ -19,7 +19,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from harness.env import ROOT, cli_env, make_config
-from harness.worker_process import worker_env
+from harness.worker_process import worker_command, worker_env
 
 PYTHON = sys.executable
 NAMESPACE = "default"
@@ -42,7 +42,7 @@ def start_worker(
     """`worker.py` exactly as PM2 runs it (side "worker"), or the bare worker (side "bare")."""
     workdir.mkdir(parents=True, exist_ok=True)
     if side == "worker":
-        command = [PYTHON, str(ROOT / "worker.py")]
+        command = worker_command()
         config = make_config(
             workdir, address, task_queue=queue, block_poll_seconds=poll, send_matrix_script=NO_OP
         )

@@ -30,6 +30,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dev_server import dev_server_command
+from harness.env import make_config
+from harness.worker_process import RUNNER, worker_command, worker_env
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
 from operator_view import update_command
 
@@ -90,10 +92,13 @@ def process(
 
 def setup(tmp: Path, address: str) -> dict[str, str]:
     """The environment PM2 would give both apps, and the files the demo's agents use."""
-    queue, work = tmp / "task-queue", tmp / "work"
+    config = make_config(
+        tmp, address, task_queue=f"demo-{uuid.uuid4().hex[:8]}", block_poll_seconds=1
+    )
+    queue, work = config.agent_task_dir, tmp / "work"
     for directory in (queue, work):
         directory.mkdir(mode=0o700)
-    matrix = tmp / "send-matrix.sh"
+    matrix = config.send_matrix_script
     matrix.write_text(  # stands in for send-matrix.sh: one line per message
         f'#!/bin/sh\nprintf "Matrix #%s: %s\\n" "$1" "$(echo "$2" | tr -s "\\n" " ")" '
         f">> {tmp}/matrix.txt\n"
@@ -113,19 +118,12 @@ def setup(tmp: Path, address: str) -> dict[str, str]:
         },
     }
     (tmp / "agent-commands.yml").write_text(yaml.safe_dump(commands))
-    return {
-        **os.environ,
-        "TEMPORAL_ADDRESS": address,
-        "TASK_QUEUE": f"demo-{uuid.uuid4().hex[:8]}",
-        "AGENT_TASK_DIR": str(queue),
-        "TEMPORAL_AUDIT_DIR": str(tmp / "artifacts"),
-        "TEMPORAL_SUMMARY_DIR": str(tmp / "workflows"),
-        "SEND_MATRIX_SCRIPT": str(matrix),
-        "BLOCK_POLL_SECONDS": "1",
-        "AGENT_COMMANDS_FILE": str(tmp / "agent-commands.yml"),
-        "AGENT_RUNNER_HEARTBEAT_SECONDS": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return worker_env(
+        config,
+        os.environ,
+        AGENT_COMMANDS_FILE=str(tmp / "agent-commands.yml"),
+        AGENT_RUNNER_HEARTBEAT_SECONDS="2",
+    )
 
 
 def originating_task(queue: Path) -> str:
@@ -215,10 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: answers(address), "the dev server", server)
         try:
             say(f"task queue: {env['AGENT_TASK_DIR']}")
-            python = sys.executable
             with (
-                process([python, "worker.py"], tmp / "worker.log", env, "worker_started"),
-                process([python, "agent_runner.py"], tmp / "runner.log", env, "runner_started"),
+                process(worker_command(), tmp / "worker.log", env, "worker_started"),
+                process(worker_command(RUNNER), tmp / "runner.log", env, "runner_started"),
             ):
                 say("worker.py and agent_runner.py are up; agents: examples/demo-agent.sh")
                 summary = asyncio.run(drive(env))

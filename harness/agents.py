@@ -14,11 +14,11 @@ from temporalio.client import Client
 
 import agent_calls
 from activities import task_files
-from complete_activity import EXIT_UNREACHABLE
 from config import WorkerConfig
 from exceptions import TaskFileError
 from harness.cli import run_cli
 from harness.env import running_worker
+from program_exit import EXIT_UNREACHABLE
 
 
 def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str, Any]]]:

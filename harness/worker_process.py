@@ -1,8 +1,10 @@
 """`worker.py` as a subprocess, configured by environment exactly as PM2 runs it.
 
-One helper for every suite that runs the real entry point: started and restarted, stopped by
-signal or killed -9, or left to exit on its own; each run's stdout and stderr go to files of
-their own, so a test reads them after the fact and a busy test never stalls the worker.
+`worker_command` and `worker_env` are the one way the tests, the bench and the demo start it
+(and `agent_runner.py`, an entry point of the same kind). `WorkerProcess` is the tests' run of
+it: started and restarted, stopped by signal or killed -9, or left to exit on its own; each
+run's stdout and stderr go to files of their own, so a test reads them after the fact and a
+busy test never stalls the worker.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from config import WorkerConfig
 from harness.env import ROOT
 
 WORKER = ROOT / "worker.py"
-# Settings of the test process that must not reach a worker started here.
+RUNNER = ROOT / "agent_runner.py"
+# Settings of the test process that must not reach a worker started here: every variable the
+# worker reads (tests/test_config.py holds this list to its DEFAULTS), and PM2's.
 FOREIGN_VARS = (
     "VAULT_",
     "OTEL_",
@@ -40,7 +44,23 @@ FOREIGN_VARS = (
     "WORKER_HOST",
     "AGENT_HOSTS",
     "HOST_WAIT_SECONDS",
+    "AGENT_HEARTBEAT_TIMEOUT",
+    "FAILURE_HOLD",
 )
+
+
+def worker_command(script: Path = WORKER, python_args: Iterable[str] = ()) -> list[str]:
+    """The command line of `script` (worker.py unless told) as PM2 runs it: this interpreter,
+    then `python_args` (e.g. `-c SCRIPT`) before the script."""
+    return [sys.executable, *python_args, str(script)]
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any setting of the worker's, plus `extra`: a worker
+    started with it reads only what its caller sets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_VARS)}
+    env.update(extra)
+    return env
 
 
 def worker_env(
@@ -51,9 +71,7 @@ def worker_env(
     `base` is the environment to build on (e.g. an operator's Vault settings); by default this
     process's, without any setting of the worker's. `extra` (LOG_LEVEL, LOG_FILE, ...) goes last.
     """
-    if base is None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_VARS)}
-    env = dict(base)
+    env = bare_env() if base is None else dict(base)
     env.update(
         TEMPORAL_ADDRESS=config.temporal_address,
         TEMPORAL_NAMESPACE="default",
@@ -184,9 +202,7 @@ class WorkerProcess:
         with out.open("wb") as out_fh, err.open("wb") as err_fh:
             proc = await asyncio.create_subprocess_exec(
                 *self.prefix,
-                sys.executable,
-                *self.python_args,
-                str(self.script),
+                *worker_command(self.script, self.python_args),
                 env=self.env,
                 cwd=self.cwd,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -27,6 +27,7 @@ from temporalio.client import Client
 import agent_calls
 from activities.task_files import FAILED, ensure_private_dir
 from exceptions import TaskFileError
+from program_exit import EXIT_UNREACHABLE
 from runner import claims, process
 from runner.config import AgentCommand, RunnerSettings
 from runner.outcomes import Outcome, token_of
@@ -204,11 +205,7 @@ class Runner:
                     break
                 except agent_calls.AgentCallError as err:
                     # stopping: PM2's kill_timeout leaves no time for the retries
-                    if (
-                        err.code != agent_calls.EXIT_UNREACHABLE
-                        or pause is None
-                        or self.stop.is_set()
-                    ):
+                    if err.code != EXIT_UNREACHABLE or pause is None or self.stop.is_set():
                         self.log.error("delivery_failed", **fields, error=str(err))
                         note = f"{note} (not delivered: {err})"
                         break

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 import agent_calls
 from activities.task_files import CANCELLED, FAILED
+from program_exit import EXIT_STOP, EXIT_TOKEN, EXIT_USAGE
 from runner import claims, process
 from runner.agent_env import agent_environment, expand_command
 from runner.config import AgentCommand, RunnerSettings
@@ -126,9 +127,9 @@ class AgentRun:
                 self.client, self.token, last[-1] if last else "", task_file=self.path
             )
         except agent_calls.AgentCallError as err:
-            if err.code in (agent_calls.EXIT_STOP, agent_calls.EXIT_TOKEN):
+            if err.code in (EXIT_STOP, EXIT_TOKEN):
                 status = CANCELLED
-            elif err.code == agent_calls.EXIT_USAGE:  # the server refuses the token
+            elif err.code == EXIT_USAGE:  # the server refuses the token
                 status = FAILED
             else:  # unreachable or credentials: the next beat may land
                 self.log.warning("heartbeat_failed", **self.fields, error=str(err))

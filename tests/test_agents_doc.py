@@ -17,13 +17,16 @@ from typing import Any
 import yaml
 from temporalio.client import Client
 
+import agent_calls
 import complete_activity
+import program_exit
 from activities import instructions, task_files
 from activities.triage import parse_triage
 from agent_calls import MAX_PROGRESS_LEN
 from config import WorkerConfig
 from harness.env import CLI, ROOT, build_plan_input, cli_env, running_worker, start_plan
 from models import BuildPlanInput, BuildPlanResult, PhaseSpec
+from program_exit import CLI_EXIT_CODES, EXIT_INTERRUPTED
 from tests.helpers.checks import one_task_file
 from tests.helpers.cli import heartbeat_details, shell
 from tests.helpers.tasks import PER_TASK_KEYS, SPEC_KEYS
@@ -117,10 +120,17 @@ def test_key_tables_list_the_example_keys() -> None:
 
 def test_exit_codes_are_the_cli_codes() -> None:
     documented = {int(row[0]) for row in table_after("### Exit codes")}
-    codes = {value for name, value in vars(complete_activity).items() if name.startswith("EXIT_")}
-    assert documented == codes
+    assert documented == CLI_EXIT_CODES
     in_usage = {int(m) for m in re.findall(r"^  (\d)  ", complete_activity.__doc__ or "", re.M)}
-    assert in_usage == codes
+    assert in_usage == CLI_EXIT_CODES
+    # every code the CLI's modules name is listed (Ctrl-C's 130 is documented below the table)
+    named = {
+        getattr(program_exit, name)
+        for module in (complete_activity, agent_calls)
+        for name in re.findall(r"\bEXIT_[A-Z]+\b", Path(str(module.__file__)).read_text())
+    }
+    assert named == CLI_EXIT_CODES | {EXIT_INTERRUPTED}
+    assert f"an interrupted run exits {EXIT_INTERRUPTED}" in DOC
 
 
 def test_statuses_are_the_protocol_vocabulary() -> None:

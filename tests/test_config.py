@@ -7,7 +7,6 @@ The unit tests call `load_config(env)` with an explicit mapping; the entry-point
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -28,7 +27,10 @@ from config import (
 )
 from exceptions import ConfigError
 from harness.env import ROOT, closed_address
+from harness.worker_process import FOREIGN_VARS, bare_env, worker_command
 from tests.helpers.checks import stderr_line
+
+pytestmark = pytest.mark.unit
 
 HOME = "/home/agent"
 
@@ -357,7 +359,7 @@ def test_observability_is_off_and_unimported_without_endpoint() -> None:
         "print(on, any(m.split('.')[0] == 'opentelemetry' for m in sys.modules))\n"
     )
     for value in (None, ""):
-        env = worker_env(closed_address())
+        env = bare_env(TEMPORAL_ADDRESS=closed_address())
         if value is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = value
         out = subprocess.run(
@@ -375,21 +377,14 @@ def test_observability_is_off_and_unimported_without_endpoint() -> None:
 # --- Through the real entry point ------------------------------------------------------------
 
 
-def worker_env(address: str, **extra: str) -> dict[str, str]:
-    """The caller's environment minus every setting the worker reads, plus `extra`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in DEFAULTS and not k.startswith(("VAULT_", "OTEL_"))
-    }
-    env["TEMPORAL_ADDRESS"] = address
-    env.update(extra)
-    return env
+def test_no_setting_of_the_tests_reaches_a_worker_they_start() -> None:
+    # bare_env leaves these out of every environment built for a worker process
+    assert [name for name in DEFAULTS if not name.startswith(FOREIGN_VARS)] == []
 
 
 def run_worker(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
+        worker_command(),
         cwd=cwd,
         env=env,
         text=True,
@@ -421,7 +416,7 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
 )
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
     private_file(tmp_path / "shared-secret-id", mode=0o644)
-    env = worker_env(closed_address(), **{name: value.format(tmp=tmp_path)})
+    env = bare_env(**{"TEMPORAL_ADDRESS": closed_address(), name: value.format(tmp=tmp_path)})
     env.setdefault("HOME", str(tmp_path))
     proc = run_worker(env, tmp_path)
     line = stderr_line(proc.stderr)
@@ -431,7 +426,7 @@ def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> No
 
 def test_worker_exits_3_when_temporal_is_unreachable(tmp_path: Path) -> None:
     address = closed_address()
-    proc = run_worker(worker_env(address, HOME=str(tmp_path)), tmp_path)
+    proc = run_worker(bare_env(TEMPORAL_ADDRESS=address, HOME=str(tmp_path)), tmp_path)
     line = stderr_line(proc.stderr)
     assert proc.returncode == 3, proc
     assert line.startswith("temporal-build-worker: cannot reach Temporal"), line
@@ -446,7 +441,7 @@ def test_worker_exit_code_is_reliable(tmp_path: Path, capsys: pytest.CaptureFixt
     teardown (SIGABRT or SIGSEGV) after printing their line.
     """
     runs, parallel = 40, 3
-    env = worker_env(closed_address(), HOME=str(tmp_path))
+    env = bare_env(TEMPORAL_ADDRESS=closed_address(), HOME=str(tmp_path))
     started = time.monotonic()
     with ThreadPoolExecutor(parallel) as pool:
         procs = list(pool.map(lambda _: run_worker(env, tmp_path), range(runs)))
@@ -463,8 +458,8 @@ def test_worker_exit_code_is_reliable(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_config_loaded_line_names_no_secret_path(tmp_path: Path) -> None:
     """With Vault configured (and unreachable), no log line names the secret-id file."""
     secret = private_file(tmp_path / "approle-secret-id")
-    env = worker_env(
-        closed_address(),
+    env = bare_env(
+        TEMPORAL_ADDRESS=closed_address(),
         HOME=str(tmp_path),
         VAULT_ADDR=f"http://{closed_address()}",
         VAULT_ROLE_ID="role-123",
@@ -485,7 +480,7 @@ def test_config_loaded_line_names_no_secret_path(tmp_path: Path) -> None:
 
 def test_log_file_gets_the_stdout_lines_and_is_private(tmp_path: Path) -> None:
     log_file = tmp_path / "logs" / "nested" / "worker.jsonl"
-    env = worker_env(closed_address(), HOME=str(tmp_path), LOG_FILE=str(log_file))
+    env = bare_env(TEMPORAL_ADDRESS=closed_address(), HOME=str(tmp_path), LOG_FILE=str(log_file))
     proc = run_worker(env, tmp_path)
     assert proc.returncode == 3, proc
     assert (log_file.stat().st_mode & 0o777) == 0o600

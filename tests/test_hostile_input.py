@@ -56,6 +56,7 @@ from harness.env import cli_env, free_port, make_config, running_worker, start_p
 from harness.pipelines import PipelineScript, start_pipeline
 from harness.temporal_server import DevServer
 from models import BuildPhaseResult, BuildPlanInput, BuildPlanResult, PhaseSpec
+from program_exit import EXIT_OK, EXIT_TOKEN, EXIT_USAGE
 from tests.helpers.checks import stderr_line
 from tests.helpers.cli import dispatch, probe_worker
 from tests.helpers.figures import Figures
@@ -286,7 +287,7 @@ def test_cli_arguments_are_parsed_or_refused_with_a_code(argv: list[str]) -> Non
     try:
         args = cli.parse_args(argv)
     except cli.CliError as err:
-        assert err.code in (cli.EXIT_OK, cli.EXIT_USAGE)
+        assert err.code in (EXIT_OK, EXIT_USAGE)
         return
     assert args.status in cli.STATUSES
     assert args.token == argv[0].strip()
@@ -299,7 +300,7 @@ def test_token_decoding_is_strict(text: str, raw: bytes) -> None:
     try:
         token = cli.decode_token(text)
     except cli.CliError as err:
-        assert err.code == cli.EXIT_USAGE
+        assert err.code == EXIT_USAGE
         return
     assert token and set(text) <= set(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -451,7 +452,7 @@ async def test_foreign_truncated_and_garbled_tokens(
     for name, code, out, err, elapsed in results:
         line = stderr_line(err)
         assert line.startswith("complete_activity: "), (name, line)
-        assert code in (cli.EXIT_USAGE, cli.EXIT_TOKEN), (name, code, line)
+        assert code in (EXIT_USAGE, EXIT_TOKEN), (name, code, line)
         assert elapsed < 10, (name, elapsed)
         for token in (here.token, in_foreign_ns.token, on_other.token):
             assert token not in out + err
@@ -467,11 +468,11 @@ async def test_foreign_truncated_and_garbled_tokens(
             f"exit {'/'.join(map(str, exits))}, max {max(e for _, e, _ in runs):.1f}"
             f" s: {runs[0][2][:55]}",
         )
-    assert codes["from another namespace"] == cli.EXIT_USAGE
+    assert codes["from another namespace"] == EXIT_USAGE
     assert "issued in another namespace" in stderr_line(
         next(err for name, _, _, err, _ in results if name == "from another namespace")
     )
-    assert codes["from another server"] in (cli.EXIT_USAGE, cli.EXIT_TOKEN)
+    assert codes["from another server"] in (EXIT_USAGE, EXIT_TOKEN)
 
 
 async def test_token_of_a_finished_workflow_and_hostile_argv(
@@ -484,7 +485,7 @@ async def test_token_of_a_finished_workflow_and_hostile_argv(
         task, live = await dispatch(client, config, count=2)
         await task.handle.terminate("operator gave up")
         code, _, err = await run_cli([task.token, "success"], address)
-        assert code == cli.EXIT_TOKEN and "already completed" in stderr_line(err)
+        assert code == EXIT_TOKEN and "already completed" in stderr_line(err)
         for argv in (
             [b"\xff\xfe" + live.token.encode(), b"success"],
             [live.token.encode(), b"success", b"built \xff\xfe ok"],
@@ -499,7 +500,7 @@ async def test_token_of_a_finished_workflow_and_hostile_argv(
             )
             out_b, err_b = await proc.communicate()
             line = stderr_line(err_b.decode(errors="replace"))
-            assert proc.returncode == cli.EXIT_USAGE, (argv, proc.returncode, line)
+            assert proc.returncode == EXIT_USAGE, (argv, proc.returncode, line)
             assert live.token not in out_b.decode(errors="replace") + line
         assert (await run_cli([live.token, "success", "fine"], address))[0] == 0
         assert await live.handle.result() == BuildPhaseResult("success", "fine")

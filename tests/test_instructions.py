@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from activities import instructions
 from activities.task_files import completion_command
+
+pytestmark = pytest.mark.unit
 
 
 def done(message: str) -> str:

@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from activities import task_files
 from harness.env import ROOT
 from runner import claims
+
+pytestmark = pytest.mark.unit
 
 CLAIMER = """
 import sys, time

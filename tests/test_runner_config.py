@@ -24,6 +24,8 @@ from runner.config import (
 )
 from runner.outcomes import exit_outcome, heartbeat_interval, token_of
 
+pytestmark = pytest.mark.unit
+
 HOME = Path("/home/op")
 SRC = "AGENT_COMMANDS_FILE f"
 

@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 from temporalio.bridge.proto import ActivityTaskCompletion
 from temporalio.client import Client, WorkflowHandle
 
-import worker as worker_module
 from config import load_client_settings
 from harness.agents import ScriptedAgent
 from harness.env import ROOT, build_plan_input, make_config, start_plan
@@ -37,6 +36,7 @@ from harness.pipelines import PipelineScript, start_pipeline, summary_of, wait_s
 from harness.worker_process import WorkerProcess, debug_env
 from models import BuildPlanResult, DecisionInput
 from observability import REDACTED, redact_tokens
+from temporal_connect import connect
 from tests.helpers.figures import Figures
 from tests.helpers.secrets import harvest_tokens, scan_for_secrets, token_forms
 from tests.servers.tls import TlsRelay
@@ -201,7 +201,7 @@ async def test_debug_logs_over_mtls_hold_no_secret(
     worker = WorkerProcess(env, tmp_path / "logs", preexec=_no_umask, stop_signal=signal.SIGTERM)
     try:
         await worker.start()
-        client: Client = await worker_module.connect(load_client_settings(env))
+        client: Client = await connect(load_client_settings(env))
         async with ScriptedAgent(
             base.agent_task_dir, relay.address, decide, env=agent_env, parallel=4
         ) as agent:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import ast
 import re
 
+import pytest
+
 from harness.env import ROOT
+
+pytestmark = pytest.mark.unit
 
 NAMED = re.compile(r"`(test_\w+\.py)::(test_\w+)`")
 

@@ -26,6 +26,8 @@ from harness.env import ROOT
 from tests.helpers.queue import leftovers
 from tests.helpers.tasks import NOW, SPEC_KEYS, TASK_ID, TOKEN, make_task
 
+pytestmark = pytest.mark.unit
+
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -20,6 +19,7 @@ from harness.agents import ScriptedAgent, succeed_all
 from harness.env import CLI, ROOT, cli_env
 from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPlanResult
+from tests.helpers.checks import modules_imported_by
 from tests.helpers.otel import one_phase_dispatched, otel_env, run_plan
 from tests.servers.otlp import OtlpReceiver
 
@@ -28,7 +28,8 @@ from tests.servers.otlp import OtlpReceiver
 NO_OTEL_SCRIPT = textwrap.dedent("""
     import asyncio, json, os, sys
     from pathlib import Path
-    import worker, observability
+    import observability, worker
+    from temporal_connect import connect
     from activities import task_files
     from config import load_config
     from models import BuildPlanInput, PhaseSpec
@@ -37,7 +38,7 @@ NO_OTEL_SCRIPT = textwrap.dedent("""
         config = load_config()
         observability.configure_logging("WARNING")
         assert observability.init_observability() is False
-        client = await worker.connect(config, **observability.client_options())
+        client = await connect(config, **observability.client_options())
         async with worker.build_worker(client, config, **observability.worker_options()):
             handle = await client.start_workflow(
                 "BuildPlanWorkflow",
@@ -110,14 +111,7 @@ async def test_without_endpoint_nothing_of_opentelemetry_is_loaded(
 
 def test_observability_imports_only_the_standard_library() -> None:
     """Workflow modules import observability: it must stay light and free of OTel until used."""
-    code = (
-        "import sys, json; before = set(sys.modules); import observability; "
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    added = {m.split(".")[0] for m in json.loads(out)}
+    added = {m.split(".")[0] for m in modules_imported_by("observability")}
     assert not added & {"opentelemetry", "temporalio", "structlog", "yaml", "pydantic", "grpc"}
     # our own modules, each standard-library-only itself (secret_files: config's file check)
     ours = {"observability", "config", "exceptions", "secret_files"}

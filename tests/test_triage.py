@@ -14,6 +14,8 @@ from activities.triage import (
 from exceptions import TriageError
 from models import TriageOutput
 
+pytestmark = pytest.mark.unit
+
 
 def test_strings_and_description_mappings_become_text() -> None:
     raw = (

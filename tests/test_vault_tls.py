@@ -21,15 +21,14 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
-import worker as worker_module
 from activities.task_files import write_text_atomic
-from complete_activity import EXIT_CREDENTIALS, EXIT_UNREACHABLE
 from config import load_client_settings
 from harness.cli import run_cli
 from harness.env import build_plan_input, cli_env, closed_address, start_plan
 from harness.worker_process import WorkerProcess
 from models import BuildPlanResult
-from program_exit import EXIT_CONFIG
+from program_exit import EXIT_CONFIG, EXIT_CREDENTIALS, EXIT_UNREACHABLE
+from temporal_connect import connect
 from tests.helpers.checks import stderr_line, task_files_in, wait_for
 from tests.servers.tls import (
     TlsRelay,
@@ -99,8 +98,8 @@ async def test_plan_completes_with_worker_and_cli_over_mtls(
         cwd=home,
         stop_signal=signal.SIGTERM,  # as systemd stops it
     ) as proc:
-        # A client built by worker.connect(), the path the worker itself takes.
-        client = await worker_module.connect(load_client_settings(env))
+        # A client built by temporal_connect.connect(), the path the worker itself takes.
+        client = await connect(load_client_settings(env))
         handle = await start_plan(client, env["TASK_QUEUE"], build_plan_input("mtls-plan"))
         await wait_for(lambda: bool(task_files_in(queue)), timeout=30)
         [task_file] = task_files_in(queue)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities import task_files
+from harness.env import ROOT
 
 
 async def wait_for(
@@ -61,3 +65,16 @@ async def failure_of(handle: WorkflowHandle[Any, Any], timeout: float = 60.0) ->
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError), cause
     return cause
+
+
+def modules_imported_by(module: str) -> set[str]:
+    """The modules that importing `module` loads, in a fresh interpreter in the repository
+    (this process has long since imported everything)."""
+    code = (
+        f"import sys, json; before = set(sys.modules); import {module}; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))

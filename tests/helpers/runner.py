@@ -15,10 +15,9 @@ from temporalio.client import Client, WorkflowHandle
 from activities import task_files
 from config import WorkerConfig
 from harness.env import ROOT, build_plan_input, start_plan
-from harness.worker_process import WorkerProcess, worker_env
+from harness.worker_process import RUNNER, WorkerProcess, worker_env
 from models import BuildPlanResult
 
-RUNNER = ROOT / "agent_runner.py"
 DEMO_AGENT = ROOT / "examples" / "demo-agent.sh"
 
 
