@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers.histories import RECORDED, replay, workflow_type
 
+pytestmark = pytest.mark.unit
+
 
 def test_both_workflows_have_recorded_histories() -> None:
     assert {workflow_type(p) for p in RECORDED} == {"BuildPipelineWorkflow", "BuildPlanWorkflow"}

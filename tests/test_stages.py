@@ -15,6 +15,8 @@ from temporalio import activity
 from workflows import stages
 from workflows.stages import GATE, GATE_TIMEOUT, PHASE, PIPELINE, TARGET_AGENT, Stage
 
+pytestmark = pytest.mark.unit
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

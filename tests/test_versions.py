@@ -16,6 +16,8 @@ import pytest
 from tests.helpers.histories import RECORDED, patch_markers, replay, workflow_type
 from workflows import versions
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
