@@ -26,6 +26,8 @@ class PhaseSpec:
 
 # The longest a failed stage or phase may wait for the operator's decision.
 MAX_HOLD_SECONDS = 30 * 86400
+# The most audit rounds a pipeline may be given.
+MAX_AUDIT_ROUNDS_LIMIT = 10
 
 
 @dataclass
@@ -95,12 +97,17 @@ class BuildPipelineInput(BaseModel):
     # Seconds a failed stage waits for the operator's retry/skip/abort; None = the worker's
     # FAILURE_HOLD, 0 = fail at once.
     failure_hold_seconds: Annotated[float, Field(ge=0, le=MAX_HOLD_SECONDS)] | None = None
+    # Audits per pipeline, the first included (None = the worker's MAX_AUDIT_ROUNDS), and
+    # whether applied flags are audited again (None = the worker's VERIFY_FIXES).
+    max_audit_rounds: Annotated[int, Field(ge=1, le=MAX_AUDIT_ROUNDS_LIMIT)] | None = None
+    verify_fixes: bool | None = None
 
 
 class TriageOutput(BaseModel):
     blocks: list[str] = []
     flags: list[str] = []
     info: list[str] = []
+    report_path: str = ""  # the audit's report.md that this triage came with
 
 
 class BuildPipelineResult(BaseModel):
@@ -115,11 +122,26 @@ Outcome = Literal["success", "partial", "failed", "rejected", "timed_out", "canc
 class Resolution(BaseModel):
     """How the block gate was left: who decided, how, and their note."""
 
-    decision: Literal["approved", "rejected", "timed_out"]
+    decision: Literal["approved", "rejected", "timed_out", "changes-requested"]
     via: Literal["task-file", "update", "timer"]
     by: str = ""
     note: str = ""
     at: str = ""
+
+
+RoundTrigger = Literal["first", "changes-requested", "verify-fixes", "rerun"]
+
+
+class ReviewRound(BaseModel):
+    """One audit round: what started it, who asked and why, and what its triage found."""
+
+    round: int
+    trigger: RoundTrigger
+    by: str = ""
+    note: str = ""
+    stage: str = ""  # a rerun's stage
+    blocks: list[str] = []
+    flags: list[str] = []
 
 
 class PipelineOutcome(BaseModel):
@@ -131,6 +153,8 @@ class PipelineOutcome(BaseModel):
     resolution: Resolution | None = None
     task_ids: dict[str, str] = {}
     skipped: list[str] = []
+    audit_rounds: int = 1
+    rounds: list[ReviewRound] = []
 
 
 class PipelineStatus(BaseModel):
@@ -159,6 +183,10 @@ class PipelineStatus(BaseModel):
     failed_stage: str = ""
     failed_error: str = ""
     skipped: list[str] = []
+    # review loops: the audit round under way, the cap, and every round so far
+    audit_round: int = 1
+    max_audit_rounds: int = 0
+    rounds: list[ReviewRound] = []
 
 
 class DecisionInput(BaseModel):
@@ -179,6 +207,15 @@ class DecisionInput(BaseModel):
     @classmethod
     def _bare_note(cls, data: Any) -> Any:
         return {"note": data} if isinstance(data, str) else data
+
+
+class RerunInput(BaseModel):
+    """The `rerun` update's argument: the agent stage to run again from, and a note for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    stage: Annotated[str, Field(min_length=1, max_length=40)]
+    note: Annotated[str, Field(max_length=2000)] = ""
+    by: Annotated[str, Field(max_length=200)] = ""
 
 
 class Features:
@@ -211,6 +248,9 @@ class PipelineSettings(BaseModel):
     host_wait_seconds: float = 900.0
     # FAILURE_HOLD: how long a failed stage waits for the operator's decision; 0 is no hold.
     failure_hold_seconds: float = 0.0
+    # MAX_AUDIT_ROUNDS and VERIFY_FIXES: the review loops' cap, and re-auditing applied flags.
+    max_audit_rounds: int = 3
+    verify_fixes: bool = False
 
 
 def host_queue(task_queue: str, host: str) -> str:

@@ -36,11 +36,21 @@ def update_command(workflow_id: str, name: str) -> str:
     )
 
 
-def gate_commands(workflow_id: str) -> list[Command]:
-    return [
+RERUN_INPUT = """--input '{"stage": "implement", "note": "..."}'"""
+
+
+def gate_commands(workflow_id: str, changes: bool = True) -> list[Command]:
+    """The gate's commands; `request_changes` only while audit rounds are left."""
+    commands = [
         ("approve the blocks", update_command(workflow_id, "approve")),
         ("reject the build", update_command(workflow_id, "reject")),
     ]
+    if changes:
+        what = "have the blocks fixed, then audit again"
+        commands.append((what, update_command(workflow_id, "request_changes")))
+    rerun = f"{update_command(workflow_id, 'rerun')} {RERUN_INPUT}"
+    commands.append(("run again from prefab, implement, audit or fixes", rerun))
+    return commands
 
 
 def hold_commands(workflow_id: str, skippable: bool) -> list[Command]:
@@ -67,9 +77,11 @@ def current_details(
     task_id: str = "",
     task_file: str = "",
     error: str = "",
+    facts: Sequence[str] = (),
     commands: Sequence[Command] = (),
 ) -> str:
-    """The workflow's current details, in Temporal's markdown."""
+    """The workflow's current details, in Temporal's markdown; `facts` are more list lines
+    (the round, the blocks at the gate...)."""
     lines = [f"**{build_name}** · stage **{stage}**", ""]
     if agent:
         lines.append(f"- agent: `{agent}`")
@@ -78,6 +90,7 @@ def current_details(
         lines.append(f"- task: `{task_id}` (file `{where}`)")
     if error:
         lines.append(f"- error: {error}")
+    lines += facts
     if commands:
         lines += ["", "Waiting for the operator:"]
         lines += [f"- {what}: `{command}`" for what, command in commands]

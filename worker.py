@@ -74,6 +74,7 @@ def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) ->
         pipeline.summarize_workflow,
         pipeline.end_pipeline,
         pipeline.close_pipeline_tasks,
+        pipeline.supersede_stage_tasks,
         HoldActivities(config).notify_hold,
     ]
 

@@ -26,6 +26,7 @@ from exceptions import TASK_FILE_ERROR, TaskFileError
 from models import AUDIT_AGENT, PREFAB_AGENT, AgentCompletion
 
 TRIAGE_FILE = "triage-output.yml"
+REPORT_FILE = "report.md"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,16 @@ FIXES = AgentStage(
     "Apply security flag fixes for build '{build}' ({count} items)",
     "flags_dispatched",
 )
+CHANGES = AgentStage(
+    "fixes",
+    "security_fix",
+    "Apply requested changes for build '{build}' ({count} items)",
+    "changes_dispatched",
+)
 CLOSE = AgentStage("close", "build_closeout", "Close out build '{build}'", "closeout_dispatched")
+# apply_flag_fixes' `request`: auto-fixable flags, or the blocks the operator asked to be fixed
+FLAGS_REQUEST = "flags"
+CHANGES_REQUEST = "changes-requested"
 
 
 def audit_dir(config: WorkerConfig, build_name: str) -> Path:
@@ -122,17 +132,22 @@ class AgentStageActivities:
 
     @activity.defn(name="request_security_audit")
     async def request_security_audit(
-        self, build_name: str, plan_path: str, operator_note: str = ""
+        self, build_name: str, plan_path: str, operator_note: str = "", audit_round: int = 1
     ) -> AgentCompletion:
         """Write the audit request (moving aside a triage file left by an earlier audit, which
-        the triage stage would otherwise read as this one's), then dispatch the audit."""
+        the triage stage would otherwise read as this one's), then dispatch the audit. From
+        round 2 on, the previous round's report.md is kept as `report-round-<n>.md` and the
+        request points at it."""
         try:
             directory = audit_dir(self.config, build_name)
         except TaskFileError as err:
             raise task_file_failure(err) from None
         request_path = directory / "request.md"
+        previous = directory / f"report-round-{audit_round - 1}.md"
         today = datetime.now(UTC).strftime("%Y-%m-%d")
-        text = instructions.audit_request(build_name, plan_path, str(directory), today)
+        text = instructions.audit_request(
+            build_name, plan_path, str(directory), today, audit_round, str(previous)
+        )
 
         def prepare() -> Path | None:
             task_files.ensure_private_dir(directory)
@@ -142,6 +157,9 @@ class AgentStageActivities:
                 stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
                 moved = directory / f"triage-output.stale-{stamp}.yml"
                 stale.replace(moved)
+            report = directory / REPORT_FILE
+            if audit_round > 1 and report.exists():  # a retried dispatch finds it moved
+                report.replace(previous)
             task_files.write_text_atomic(request_path, text, 0o640)
             return moved
 
@@ -155,26 +173,43 @@ class AgentStageActivities:
             ) from None
         if moved is not None:
             observability.activity_logger().info("stale_triage_moved", file=moved.name)
-        payload = {
+        payload: dict[str, Any] = {
             "plan_path": plan_path,
             "audit_request_path": str(request_path),
             "output_dir": str(directory),
-            "instruction": instructions.audit(build_name, str(request_path)),
+            "instruction": instructions.audit(build_name, str(request_path), audit_round),
         }
+        if audit_round > 1:
+            payload["audit_round"] = audit_round
+            payload["previous_report_path"] = str(previous)
         return await self._dispatch(
             AUDIT, build_name, AUDIT_AGENT, operator_note, payload, request_path=str(request_path)
         )
 
     @activity.defn(name="apply_flag_fixes")
     async def apply_flag_fixes(
-        self, build_name: str, flags: list[str], target_agent: str, operator_note: str = ""
+        self,
+        build_name: str,
+        flags: list[str],
+        target_agent: str,
+        operator_note: str = "",
+        request: str = FLAGS_REQUEST,
     ) -> AgentCompletion:
-        payload = {
-            "flags": [sanitize_finding(f) for f in flags],
-            "instruction": instructions.fixes(build_name, flags),
-        }
+        """The flags to fix; with `request` "changes-requested", the blocks the operator asked
+        at the gate to be fixed, and their note in the instruction (not as a retry's note)."""
+        payload: dict[str, Any] = {"flags": [sanitize_finding(f) for f in flags]}
+        row = FIXES
+        if request == CHANGES_REQUEST:
+            note = sanitize_finding(operator_note) if operator_note else ""
+            payload["instruction"] = instructions.changes(build_name, flags, note)
+            payload["request"] = CHANGES_REQUEST
+            if note:
+                payload["operator_note"] = note
+            row, operator_note = CHANGES, ""
+        else:
+            payload["instruction"] = instructions.fixes(build_name, flags)
         return await self._dispatch(
-            FIXES,
+            row,
             build_name,
             target_agent,
             operator_note,

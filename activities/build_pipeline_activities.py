@@ -20,8 +20,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 import observability
-from activities import task_files
-from activities.agent_stages import TRIAGE_FILE, audit_dir, task_file_failure
+from activities import gate_files, task_files
+from activities.agent_stages import REPORT_FILE, TRIAGE_FILE, audit_dir, task_file_failure
 from activities.gate_watcher import GateWatcher
 from activities.notify import notify_once
 from activities.triage import MAX_TRIAGE_BYTES, parse_triage, sanitize_finding
@@ -106,11 +106,22 @@ class PipelineActivities:
             flags=len(triage.flags),
             info=len(triage.info),
         )
+        triage.report_path = str(path.parent / REPORT_FILE)
         return triage
 
     @activity.defn(name="notify_blocks")
-    async def notify_blocks(self, build_name: str, task_id: str, blocks: list[str]) -> str:
+    async def notify_blocks(
+        self,
+        build_name: str,
+        task_id: str,
+        blocks: list[str],
+        audit_round: int = 1,
+        context: str = "",
+    ) -> str:
         """Mark the originating task `input-required`, then notify once per block.
+
+        From audit round 2 on (a review loop) each message names the round, and `context` says
+        more (flags that survived the fixes); a round's messages are sent once per round.
 
         Returns the originating task file's path ("" when it cannot be found: the gate then
         waits for the `approve`/`reject` update alone). The file is updated first, so a failing
@@ -151,22 +162,30 @@ class PipelineActivities:
             f"Resolve: set task {task_id} to approved, or run: temporal workflow update "
             f"execute --workflow-id {info.workflow_id} --name approve (or reject)"
         )
+        where, key = "", f"{info.workflow_run_id}:block"
+        if audit_round > 1:
+            where, key = f" ({context or f'audit round {audit_round}'})", f"{key}:{audit_round}"
+            how += (
+                ", request_changes (fixes, then another audit) or rerun "
+                '(--input \'{"stage": "implement"}\')'
+            )
         for i, block in enumerate(blocks, start=1):
             message = (
-                f"[ACTION] {build_name}: block {i}/{n} needs review\n\n"
+                f"[ACTION] {build_name}: block {i}/{n} needs review{where}\n\n"
                 f"{sanitize_finding(block)}\n\n{how}"
             )
-            await notify_once(self.config, message, key=f"{info.workflow_run_id}:block:{i}")
+            await notify_once(self.config, message, key=f"{key}:{i}")
             activity.heartbeat(i)  # a killed worker is noticed in a minute, not 30
             log.info("block_notified", index=i, total=n)
         return str(path) if path else ""
 
     @activity.defn(name="wait_for_block_resolution")
     async def wait_for_block_resolution(
-        self, build_name: str, task_id: str, task_path: str = ""
+        self, build_name: str, task_id: str, task_path: str = "", changes_allowed: bool = True
     ) -> dict[str, str]:
-        """Check the originating task file once: its decision when `approved` (or `rejected`),
-        else a benign failure that Temporal retries later: the fallback behind the watcher.
+        """Check the originating task file once: its decision when `approved` (or `rejected`,
+        or `changes-requested` while the run has audit rounds left, `changes_allowed`), else a
+        benign failure that Temporal retries later: the fallback behind the watcher.
 
         The watcher (activities/gate_watcher.py) delivers a decision written into the file at
         once; this check is what remains for what it cannot see: a file without this run's mark
@@ -197,8 +216,10 @@ class PipelineActivities:
         except TaskFileError as err:
             log.warning("task_read_error", error=str(err))
             path, task = None, None
-        found = task_files.file_decision(task) if task else None
-        if found is not None:
+        found = gate_files.file_decision(task) if task else None
+        if found is not None and (
+            changes_allowed or found["decision"] != task_files.CHANGES_REQUESTED
+        ):
             log.info("blocks_resolved", decision=found["decision"])
             return found
         if task is None:
@@ -211,7 +232,7 @@ class PipelineActivities:
             and task is not None
             and self.watcher is not None
             and self.watcher.covers(path)
-            and task_files.gate_mark(task) == (info.workflow_id, info.workflow_run_id)
+            and gate_files.gate_mark(task) == (info.workflow_id, info.workflow_run_id)
         ):
             delay *= WATCHED_POLL_FACTOR
         status = str(task.get("status", "")) if task else ""
@@ -239,6 +260,7 @@ class PipelineActivities:
         """Write the run's summary YAML; returns its path."""
         if outcome is None:
             outcome = PipelineOutcome(outcome="success" if blocks_hit == 0 else "partial")
+        rounds = [r.model_dump(exclude={"stage"} if not r.stage else set()) for r in outcome.rounds]
         summary: dict[str, Any] = {
             "workflow_id": workflow_id,
             "build_name": build_name,
@@ -251,6 +273,8 @@ class PipelineActivities:
             "plan_path": plan_path,
             "build_report_path": build_report_path,
             "task_ids": dict(outcome.task_ids),
+            "audit_rounds": outcome.audit_rounds,
+            "rounds": rounds,
         }
         if outcome.failed_stage or outcome.error:
             summary["failed_stage"] = outcome.failed_stage
@@ -301,6 +325,20 @@ class PipelineActivities:
             "pipeline_tasks_closed", outcome=outcome, tasks_closed=closed
         )
         return closed
+
+    @activity.defn(name="supersede_stage_tasks")
+    async def supersede_stage_tasks(self, workflow_id: str, task_ids: list[str], note: str) -> int:
+        """A rerun's clean-up on this host: the files of the stages it runs again, whatever
+        their status, are `superseded` (their work is being redone; their tokens are dead)."""
+        try:
+            marked = await asyncio.to_thread(
+                task_files.supersede_tasks, self.config.agent_task_dir, workflow_id, task_ids, note
+            )
+        except TaskFileError as err:
+            observability.activity_logger().warning("task_supersede_failed", error=str(err))
+            return 0
+        observability.activity_logger().info("stage_tasks_superseded", tasks=len(marked))
+        return len(marked)
 
     async def _close_open_tasks(self, workflow_id: str, outcome: str) -> int:
         kind = activity.info().workflow_type or "the workflow"

@@ -2,7 +2,7 @@
 
 The worker watches its task directory with watchfiles (inotify through Rust `notify` on Linux;
 `WATCHFILES_FORCE_POLLING=1` for a network file system that sends no events). When a task file
-carrying a parked run's mark (`task_files.gate_mark`, written by notify_blocks) turns `approved`
+carrying a parked run's mark (`gate_files.gate_mark`, written by notify_blocks) turns `approved`
 or `rejected`, the watcher sends that run the `approve` or `reject` update, with the history
 entry's actor and note and `via: task-file`. Files are read in a thread, never in the loop.
 
@@ -36,12 +36,16 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from watchfiles import Change
 
-from activities import task_files
+from activities import gate_files, task_files
 from exceptions import TaskFileError
 from models import DecisionInput
 from task_dir_watch import watch_task_dir
 
-UPDATE_OF = {task_files.APPROVED: "approve", task_files.REJECTED: "reject"}
+UPDATE_OF = {
+    task_files.APPROVED: "approve",
+    task_files.REJECTED: "reject",
+    task_files.CHANGES_REQUESTED: "request_changes",
+}
 # The watch also returns every TICK_MS with nothing, which is how the watcher knows its watch is
 # up before it reads the directory.
 TICK_MS = 1000
@@ -64,10 +68,11 @@ class FileDecision:
     by: str
     note: str
     file: str
+    wait: int = 0  # which of the run's waits on this file it answers
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return self.workflow_id, self.run_id, self.decision
+    def key(self) -> tuple[str, str, str, int]:
+        return self.workflow_id, self.run_id, self.decision, self.wait
 
 
 def read_decision(path: Path) -> FileDecision | None:
@@ -77,17 +82,22 @@ def read_decision(path: Path) -> FileDecision | None:
             raw = fh.read(task_files.MAX_TASK_FILE_BYTES + 1)
     except OSError:
         return None
-    if b"approved" not in raw and b"rejected" not in raw:  # most writes: skip the YAML parse
+    if not any(word.encode() in raw for word in task_files.DECISIONS):  # most writes: no parse
         return None
     try:
         task = task_files.load_task(path)
     except TaskFileError:
         return None  # half written, or not a task: its next write is read again
-    mark, found = task_files.gate_mark(task), task_files.file_decision(task)
+    mark, found = gate_files.gate_mark(task), gate_files.file_decision(task)
     if mark is None or found is None:
         return None
     return FileDecision(
-        *mark, decision=found["decision"], by=found["by"], note=found["note"], file=path.name
+        *mark,
+        decision=found["decision"],
+        by=found["by"],
+        note=found["note"],
+        file=path.name,
+        wait=gate_files.gate_round(task),
     )
 
 
@@ -101,8 +111,8 @@ class GateWatcher:
         self._dirs = {root, os.path.join(root, task_files.ARCHIVE)}
         self.active = False
         self._stop = asyncio.Event()
-        self._remembered: dict[tuple[str, str, str], None] = {}
-        self._pending: set[tuple[str, str, str]] = set()
+        self._remembered: dict[tuple[str, str, str, int], None] = {}
+        self._pending: set[tuple[str, str, str, int]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(CONCURRENT_DELIVERIES)
 
@@ -236,7 +246,7 @@ class GateWatcher:
         log.info("file_decision_delivered", **fields)
         return True
 
-    def _remember(self, key: tuple[str, str, str]) -> None:
+    def _remember(self, key: tuple[str, str, str, int]) -> None:
         self._remembered[key] = None
         if len(self._remembered) > REMEMBERED:
             del self._remembered[next(iter(self._remembered))]

@@ -22,10 +22,11 @@ def hold_message(
     error: str,
     hold_seconds: float,
     skippable: bool = True,
+    context: str = "",
 ) -> str:
     lines = [
         f"[HELD] {build_name}: the {stage} stage failed and waits for a decision "
-        f"(up to {hold_seconds:g}s)",
+        f"(up to {hold_seconds:g}s{'; ' + context if context else ''})",
         "",
         f"Error: {sanitize_finding(error, 1000)}",
         "",
@@ -51,10 +52,13 @@ class HoldActivities:
         hold_seconds: float,
         hold_number: int,
         skippable: bool = True,
+        context: str = "",
     ) -> None:
         """One message per hold (`hold_number` counts a run's holds); `skippable` is False for
         the stages of the security gate (their rows in workflows/stages.py)."""
-        message = hold_message(workflow_id, build_name, stage, error, hold_seconds, skippable)
+        message = hold_message(
+            workflow_id, build_name, stage, error, hold_seconds, skippable, context
+        )
         key = f"{activity.info().workflow_run_id}:hold:{hold_number}"
         await notify_once(self.config, message, key=key)
         observability.activity_logger(build=build_name).info("stage_held", stage=stage)

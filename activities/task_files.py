@@ -14,7 +14,7 @@ import os
 import shlex
 import stat
 import sys
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ SUBMITTED = "submitted"
 INPUT_REQUIRED = "input-required"
 APPROVED = "approved"
 REJECTED = "rejected"  # an operator may also reject in the file
+CHANGES_REQUESTED = "changes-requested"  # ... or ask for fixes and another audit
+DECISIONS = (APPROVED, REJECTED, CHANGES_REQUESTED)
 SUPERSEDED = "superseded"
 CANCELLED = "cancelled"
 # Set by a dispatcher such as the agent runner (runner/claims.py); the worker never writes them.
@@ -292,31 +294,6 @@ def last_entry(task: Mapping[str, Any], status: str) -> dict[str, Any]:
 # and after any restart) knows which run a decision in it is for, without an index of its own.
 
 
-def gate_mark(task: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(workflow_id, run_id) of the run parked on this task, from the latest input-required
-    entry this worker wrote; None when the file carries none (an earlier release wrote it, or a
-    tool rewrote it without the keys)."""
-    entry = last_entry(task, INPUT_REQUIRED)
-    workflow_id, run_id = entry.get("workflow_id"), entry.get("run_id")
-    if entry.get("actor") == ACTOR and isinstance(workflow_id, str) and isinstance(run_id, str):
-        return workflow_id, run_id
-    return None
-
-
-def file_decision(task: Mapping[str, Any]) -> dict[str, str] | None:
-    """The operator's decision in the file: {"decision", "by", "note"} when its status is
-    `approved` or `rejected` (the status word decides; the history entry says who and why)."""
-    status = str(task.get("status", ""))
-    if status not in (APPROVED, REJECTED):
-        return None
-    entry = last_entry(task, status)
-    return {
-        "decision": status,
-        "by": str(entry.get("actor", "")),
-        "note": str(entry.get("note", "")),
-    }
-
-
 def dispatched_tasks(queue_dir: Path, workflow_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Task files this worker wrote for `workflow_id` (in the queue, not the archive)."""
     for path in iter_task_files(queue_dir, archive=False):
@@ -349,24 +326,51 @@ def completion_command(status: str, message: str) -> str:
 def supersede_earlier_attempts(
     queue_dir: Path, workflow_id: str, earlier_ids: Collection[str], number: int
 ) -> list[Path]:
-    """Mark this stage's files from earlier dispatches `superseded`: their tokens are dead.
-
-    `earlier_ids` are the task ids of the stage's dispatches before `number` (a Temporal retry
-    of the activity, or the operator's `retry` of a held stage, which is a new activity).
+    """Mark this stage's still-open files from earlier dispatches `superseded`: their tokens are
+    dead. `earlier_ids` are the task ids of the stage's dispatches before `number` (a Temporal
+    retry of the activity, or the operator's `retry` of a held stage, which is a new activity).
     """
-    marked = []
-    for path, task in dispatched_tasks(queue_dir, workflow_id):
-        if str(task.get("id")) in earlier_ids and task.get("status") in (SUBMITTED, INPUT_REQUIRED):
-            update_task_status(path, SUPERSEDED, f"Superseded by attempt {number}")
-            marked.append(path)
-    return marked
+    return _mark(
+        queue_dir,
+        workflow_id,
+        lambda task: (
+            str(task.get("id")) in earlier_ids and task.get("status") in (SUBMITTED, INPUT_REQUIRED)
+        ),
+        SUPERSEDED,
+        f"Superseded by attempt {number}",
+    )
+
+
+def supersede_tasks(
+    queue_dir: Path, workflow_id: str, task_ids: Collection[str], note: str
+) -> list[Path]:
+    """Mark these files `superseded` whatever their status: a rerun does their stages again."""
+    return _mark(
+        queue_dir,
+        workflow_id,
+        lambda task: str(task.get("id")) in task_ids and task.get("status") != SUPERSEDED,
+        SUPERSEDED,
+        note,
+    )
 
 
 def close_open_tasks(queue_dir: Path, workflow_id: str, note: str) -> list[Path]:
     """Mark every still-open task file of a finished workflow `cancelled`."""
-    closed = []
+    return _mark(
+        queue_dir, workflow_id, lambda task: task.get("status") == SUBMITTED, CANCELLED, note
+    )
+
+
+def _mark(
+    queue_dir: Path,
+    workflow_id: str,
+    pick: Callable[[dict[str, Any]], bool],
+    status: str,
+    note: str,
+) -> list[Path]:
+    marked = []
     for path, task in dispatched_tasks(queue_dir, workflow_id):
-        if task.get("status") == SUBMITTED:
-            update_task_status(path, CANCELLED, note)
-            closed.append(path)
-    return closed
+        if pick(task):
+            update_task_status(path, status, note)
+            marked.append(path)
+    return marked

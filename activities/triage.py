@@ -92,7 +92,7 @@ def parse_triage(raw: bytes, path: str = "triage-output.yml") -> TriageOutput:
             raise TriageError(f"{path}: '{name}' must be a list, got {type(value).__name__}")
         texts = (_item_text(item, f"{path}: {name}[{i}]") for i, item in enumerate(value))
         sections[name] = [t for t in texts if t]
-    return TriageOutput(**sections)
+    return TriageOutput(blocks=sections["blocks"], flags=sections["flags"], info=sections["info"])
 
 
 # Characters that end a line or hide text: control, format (zero-width, bidi overrides),

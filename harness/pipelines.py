@@ -39,6 +39,10 @@ class PipelineScript:
     ignore_task_types: tuple[str, ...] = ()
     closeout_path: str = "/tmp/closeout/report.md"
     failures: int = 0
+    # review loops: the triage of audit rounds 2, 3... as {"blocks": [...], "flags": [...]};
+    # a round past the list finds nothing. None: every round finds blocks/flags/info.
+    later_rounds: list[dict[str, list[str]]] | None = None
+    audits: int = 0
 
     def decide(self, task: dict[str, Any]) -> tuple[str, str] | None:
         kind = task["task_type"]
@@ -48,14 +52,17 @@ class PipelineScript:
             self.failures += 1
             return ("failed", f"{kind} could not be done")
         if kind == "security_audit":
+            self.audits += 1
             out = Path(task["payload"]["output_dir"])
-            (out / "report.md").write_text("# report\n")
+            (out / "report.md").write_text(f"# report of audit {self.audits}\n")
             if self.write_triage:
                 text = self.triage_text
                 if text is None:
-                    text = yaml.safe_dump(
-                        {"blocks": self.blocks, "flags": self.flags, "info": self.info}
-                    )
+                    found = {"blocks": self.blocks, "flags": self.flags, "info": self.info}
+                    if self.later_rounds is not None and self.audits > 1:
+                        later = self.later_rounds[self.audits - 2 :]
+                        found = later[0] if later else {}
+                    text = yaml.safe_dump(found)
                 (out / TRIAGE_FILE).write_text(text)
             return ("success", "audit-complete")
         if kind == "build_closeout":
@@ -110,14 +117,16 @@ def pipeline_input(
     task_id: str,
     build_name: str = "demo-build",
     plan_path: str = "/plans/demo/plan.md",
-    failure_hold_seconds: float | None = None,
+    **options: Any,
 ) -> BuildPipelineInput:
+    """The pipeline's input for the originating task `task_id`; `options` are its optional
+    fields (failure_hold_seconds, max_audit_rounds, verify_fixes)."""
     return BuildPipelineInput(
         build_name=build_name,
         plan_path=plan_path,
         task_id=task_id,
         target_agent="dev",
-        failure_hold_seconds=failure_hold_seconds,
+        **options,
     )
 
 

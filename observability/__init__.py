@@ -24,6 +24,7 @@ from observability.metrics import (
     STAGE_FAILURES,
     TASKS_DISPATCHED,
     count_dispatch,
+    record_audit_rounds,
     record_block_wait,
     record_stage,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "init_observability",
     "open_log_file",
     "public_fields",
+    "record_audit_rounds",
     "record_block_wait",
     "record_stage",
     "redact_tokens",

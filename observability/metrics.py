@@ -21,6 +21,7 @@ TASKS_DISPATCHED = "build_worker.tasks.dispatched"
 STAGE_DURATION = "build_worker.stage.duration"
 STAGE_FAILURES = "build_worker.stage.failures"
 BLOCK_WAIT = "build_worker.block.wait"
+AUDIT_ROUNDS = "build_worker.pipeline.audit_rounds"
 # Stages run from seconds to the 7-day block window; Core's default buckets stop far lower.
 DURATION_BUCKETS = (
     1,
@@ -79,6 +80,14 @@ def count_dispatch(task_type: str) -> None:
     _meter().create_counter(TASKS_DISPATCHED, "Task files written for agents", "{task}").add(
         1, {"task_type": bounded_label("task_type", task_type)}
     )
+
+
+def record_audit_rounds(rounds: int, outcome: str) -> None:
+    """Record how many audit rounds a pipeline took (1 when nothing looped), once as it ends,
+    by its outcome. Callable like record_stage()."""
+    _meter().create_histogram(
+        AUDIT_ROUNDS, "Audit rounds a pipeline took, the first included", "{round}"
+    ).record(max(rounds, 0), {"outcome": bounded_label("outcome", outcome)})
 
 
 def record_stage(stage: str, seconds: float, outcome: str) -> None:

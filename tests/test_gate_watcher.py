@@ -23,7 +23,7 @@ import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from activities import task_files
+from activities import gate_files, task_files
 from config import WorkerConfig
 from harness.env import make_config
 from harness.pipelines import (
@@ -140,7 +140,7 @@ async def test_file_decision_reaches_the_parked_pipeline_at_once(
     async with running_pipeline(client, config, script.decide, worker) as run:
         await wait_stage(run.handle, "awaiting-approval")
         await wait_watching([worker])
-        mark = task_files.gate_mark(task_files.load_task(run.origin))
+        mark = gate_files.gate_mark(task_files.load_task(run.origin))
         assert mark == (run.handle.id, (await run.handle.describe()).run_id)
         decide_in_file(run.origin, decision, how)
         took = await resolved_within(run.handle, WATCHER_BOUND)
@@ -176,7 +176,7 @@ async def test_file_rejected_while_no_worker_ran_is_found_by_the_fallback_check(
     async with parked_while_down(client, config, worker) as run:
         decide_in_file(run.origin, "rejected", "rename", note="not shippable")
         strip_marks(run.origin)
-        assert task_files.gate_mark(task_files.load_task(run.origin)) is None
+        assert gate_files.gate_mark(task_files.load_task(run.origin)) is None
         await worker.start()
         result = await asyncio.wait_for(run.handle.result(), RESULT_BOUND)
         await wait_watching([worker])

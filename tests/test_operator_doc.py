@@ -202,3 +202,34 @@ async def test_operator_commands_steer_a_plan(client: Client, tmp_path: Path, ad
     assert result == BuildPlanResult(status="complete", phases_run=2)
     assert retried["payload"]["operator_note"] == "the flaky test is fixed"
     assert dispatched(config)[-1]["status"] == "cancelled"
+
+
+async def test_operator_commands_loop_a_review(
+    client: Client, tmp_path: Path, address: str
+) -> None:
+    """The documented request_changes, then the documented rerun at the next wait at the gate:
+    round 2 still finds a block, the rerun from implement is round 3, which is clean."""
+    config, handle = documented_pipeline(client, tmp_path, address)
+    for name in ("request-changes", "rerun"):
+        assert option(shlex.split(readme_block(name)), "--workflow-id") == handle.id
+    script = PipelineScript(blocks=["debug port open"], later_rounds=[{"blocks": ["still open"]}])
+    async with worker_and_agent(client, config, script.decide):
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-approval")
+        await run_block("request-changes", address, tmp_path)
+        await wait_for(lambda: script.audits == 2, 30, what="audit round 2")
+        await wait_stage(handle, "awaiting-approval")
+        await run_block("rerun", address, tmp_path)
+        result = await asyncio.wait_for(handle.result(), 60)
+
+    fix = next(t for t in dispatched(config) if t["task_type"] == "security_fix")
+    assert fix["payload"]["operator_note"] == "keep the key out of the image"
+    implement = [t for t in dispatched(config) if t["task_type"] == "build_plan"]
+    assert implement[-1]["payload"]["operator_note"] == "use the v2 API"
+    assert result.status == "complete"
+    rounds = summary_of(result.summary_path)["rounds"]
+    assert [(r["trigger"], r["by"]) for r in rounds] == [
+        ("first", ""),
+        ("changes-requested", "alice"),
+        ("rerun", "alice"),
+    ]

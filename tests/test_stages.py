@@ -87,18 +87,24 @@ def test_the_security_gate_cannot_be_skipped() -> None:
 
 @pytest.mark.parametrize("row", [*PIPELINE, PHASE], ids=lambda r: r.name)
 def test_a_retrys_note_reaches_the_agent_as_its_activity_takes_it(row: Stage) -> None:
-    """Agent rows carry the note as their activity takes it: the trailing `operator_note`
-    parameter, or the field of its one input; worker rows take none."""
+    """Agent rows carry the note as their activity takes it: its `operator_note` parameter (in
+    place, whatever follows), or the field of its one input; worker rows take none."""
     params = list(inspect.signature(row.activity).parameters)[1:]  # after self
     if row.kind == "worker":
         assert row.with_note is None and "operator_note" not in params
-    elif row.with_note is stages.note_argument:
-        assert params[-1] == "operator_note"
-    else:
+    elif row is PHASE:
         assert row.with_note is stages.note_field and len(params) == 1
         hints = inspect.get_annotations(row.activity, eval_str=True)
         fields = {f.name for f in dataclasses.fields(hints[params[0]])}
         assert "operator_note" in fields
+    else:
+        assert row.with_note is not None
+        at = params.index("operator_note")
+        first = tuple(f"arg{i}" for i in range(at))  # a first dispatch stops before the note
+        assert row.with_note(first, "n") == (*first, "n")
+        later = (*first, "old", *(f"more{i}" for i in range(len(params) - at - 1)))
+        noted = row.with_note(later, "n")
+        assert noted[at] == "n" and noted[:at] == first and noted[at + 1 :] == later[at + 1 :]
 
 
 def test_summary_phases_are_the_agent_stages_and_triage() -> None:

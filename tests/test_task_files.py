@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities import task_files
+from activities import gate_files, task_files
 from exceptions import TaskFileError
 from harness.env import ROOT
 from tests.helpers.queue import leftovers
@@ -348,23 +348,23 @@ def test_update_status_without_history_list(tmp_path: Path) -> None:
 def test_gate_mark_names_the_latest_parked_run(tmp_path: Path) -> None:
     path = tmp_path / "20260101-000000-operator.yml"
     path.write_text(task_files.dump_yaml({"id": "op-1", "status": "submitted", "history": []}))
-    assert task_files.gate_mark(task_files.load_task(path)) is None
+    assert gate_files.gate_mark(task_files.load_task(path)) is None
     task_files.update_task_status(
         path, "input-required", "blocked", workflow_id="wf", run_id="run-1"
     )
-    assert task_files.gate_mark(task_files.load_task(path)) == ("wf", "run-1")
+    assert gate_files.gate_mark(task_files.load_task(path)) == ("wf", "run-1")
     # a later run parked on the same task, with the same note, is a new entry: its mark wins
     task_files.update_task_status(
         path, "input-required", "blocked", workflow_id="wf", run_id="run-2"
     )
     task = task_files.load_task(path)
-    assert task_files.gate_mark(task) == ("wf", "run-2")
+    assert gate_files.gate_mark(task) == ("wf", "run-2")
     assert len(task["history"]) == 2
     # only this worker's entries count: an agent's input-required is no mark
     task["history"].append(
         {"status": "input-required", "actor": "dev", "workflow_id": "x", "run_id": "y"}
     )
-    assert task_files.gate_mark(task) is None
+    assert gate_files.gate_mark(task) is None
 
 
 @pytest.mark.parametrize(
@@ -385,8 +385,8 @@ def test_file_decision_is_the_status_word(status: str, expected: dict[str, str] 
             {"status": "rejected", "actor": "alice", "note": "fine"},
         ],
     }
-    assert task_files.file_decision(task) == expected
-    assert task_files.file_decision({"status": "approved"}) == {
+    assert gate_files.file_decision(task) == expected
+    assert gate_files.file_decision({"status": "approved"}) == {
         "decision": "approved",
         "by": "",
         "note": "",

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
+    from activities.agent_stages import CHANGES_REQUEST
     from activities.build_pipeline_activities import PipelineActivities
     from models import (
         DISPATCHER,
@@ -44,27 +45,28 @@ with workflow.unsafe.imports_passed_through():
         PipelineOutcome,
         PipelineSettings,
         PipelineStatus,
+        RerunInput,
         Resolution,
+        RoundTrigger,
         TriageOutput,
     )
-    from workflows import failure_hold, versions
+    from workflows import failure_hold, gate, review, versions
     from workflows.run_state import RunState
-    from workflows.stage_failure import StageFailed
+    from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner, finish_shielded, record_settings
     from workflows.stages import (
         AUDIT,
         CLOSE,
         END_DOES,
         FIXES,
-        GATE,
         GATE_TIMEOUT,
         IMPLEMENT,
         LOCAL_STAGE_TIMEOUT,
-        NOTIFY,
         PREFAB,
         SUMMARY,
         THREE_TRIES,
         TRIAGE,
+        Stage,
     )
 
 APPROVAL_TIMED_OUT = "ApprovalTimedOutError"
@@ -107,11 +109,29 @@ class BuildPipelineWorkflow:
     def reject(self, decision: DecisionInput | None = None) -> str:
         return self._decide("rejected", decision)
 
+    @workflow.update
+    def request_changes(self, decision: DecisionInput | None = None) -> str:
+        return self._decide("changes-requested", decision)
+
+    @workflow.update
+    def rerun(self, request: RerunInput) -> str:
+        return review.ask_rerun(self._state, request)
+
     @approve.validator
     @reject.validator
     def _check_gate_open(self, decision: DecisionInput | None = None) -> None:
-        if not self._state.awaiting or self._state.decision is not None:
-            raise ValueError(f"no block is awaiting approval (stage: {self._state.status.stage})")
+        state = self._state
+        if not state.awaiting or state.decision is not None or state.rerun is not None:
+            raise ValueError(f"no block is awaiting approval (stage: {state.status.stage})")
+
+    @request_changes.validator
+    def _check_changes(self, decision: DecisionInput | None = None) -> None:
+        self._check_gate_open(decision)
+        review.check_changes_allowed(self._state)
+
+    @rerun.validator
+    def _check_rerun(self, request: RerunInput) -> None:
+        review.check_rerun(self._state, request)
 
     @workflow.update
     def retry(self, decision: DecisionInput | None = None) -> str:
@@ -171,6 +191,11 @@ class BuildPipelineWorkflow:
             if build.failure_hold_seconds is None
             else build.failure_hold_seconds
         )
+        state.max_rounds = build.max_audit_rounds or state.settings.max_audit_rounds
+        state.verify_fixes = (
+            state.settings.verify_fixes if build.verify_fixes is None else build.verify_fixes
+        )
+        state.status.max_audit_rounds = state.max_rounds
         try:
             return await self._pipeline(build)
         except (asyncio.CancelledError, ActivityError) as err:
@@ -192,81 +217,114 @@ class BuildPipelineWorkflow:
             ) from None
 
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
-        run, name, plan = self._stages.run, build.build_name, build.plan_path
-        await run(PREFAB, name, plan)
-        await run(IMPLEMENT, name, build.task_id, build.target_agent, plan)
-        await run(AUDIT, name, plan)
-        triage: TriageOutput = await run(TRIAGE, name)
-        self._state.status.blocks, self._state.status.flags = triage.blocks, triage.flags
-        if triage.flags:
-            await run(FIXES, name, triage.flags, build.target_agent)
-        if triage.blocks:
-            self._state.origin_path = await run(NOTIFY, name, build.task_id, triage.blocks) or ""
-            resolution = await self._gate(build)
-            if resolution.decision != "approved":
-                outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
-                summary = await self._end(PipelineOutcome(outcome=outcome, resolution=resolution))
-                if outcome == "timed_out":
-                    raise ApplicationError(
-                        f"no decision on {name}'s blocks within {GATE_TIMEOUT.days} days "
-                        f"(summary: {summary or 'not written'})",
-                        type=APPROVAL_TIMED_OUT,
-                        non_retryable=True,
-                    )
-                return self._result("rejected", summary)
-        closed: BuildPhaseResult | None = await run(CLOSE, name, build.target_agent)
+        state, name = self._state, build.build_name
+        back: RerunInput | None = None
+        while True:
+            try:
+                resolution = await self._build_and_review(build, back)
+                break
+            except Rerun as rerun:  # the operator sent the run back from the gate or a hold
+                back, state.rerun = rerun.request, None
+                state.status.failed_stage = state.status.failed_error = ""
+        if resolution is not None and resolution.decision != "approved":
+            outcome: Outcome = "rejected" if resolution.decision == "rejected" else "timed_out"
+            summary = await self._end(PipelineOutcome(outcome=outcome, resolution=resolution))
+            if outcome == "timed_out":
+                raise ApplicationError(
+                    f"no decision on {name}'s blocks within {GATE_TIMEOUT.days} days "
+                    f"(summary: {summary or 'not written'})",
+                    type=APPROVAL_TIMED_OUT,
+                    non_retryable=True,
+                )
+            return self._result("rejected", summary)
+        closed: BuildPhaseResult | None = await self._stages.run(CLOSE, name, build.target_agent)
         done = PipelineOutcome(
-            outcome="partial" if triage.blocks else "success", resolution=self._state.decision
+            outcome="partial" if state.status.blocks else "success", resolution=state.decision
         )
         summary = await self._summarize(closed.output if closed else "", done)
+        observability.record_audit_rounds(len(state.rounds), done.outcome)
         self._stages.set_stage("done")
         return self._result("complete", summary)
 
-    async def _gate(self, build: BuildPipelineInput) -> Resolution:
-        """Park until an update decides (the operator's, or the worker's watcher delivering a
-        decision written into the task file), the fallback check finds one there, or 7 days
-        pass. Both ways of deciding leave the same commands: nothing here needed a patch."""
-        state, stages = self._state, self._stages
-        stages.set_stage(GATE.name)
-        state.awaiting = True
-        parked = workflow.now()
-        options: dict[str, Any] = {**GATE.limits, **stages.on(GATE.agent, bounded=False)}
-        poller = workflow.start_activity_method(
-            GATE.activity,
-            args=[build.build_name, build.task_id, state.origin_path],
-            summary=stages.summary(GATE, GATE.name),
-            **options,
-        )
-        try:
-            await workflow.wait_condition(
-                lambda: state.decision is not None or poller.done(),
-                timeout=GATE_TIMEOUT,
-                timeout_summary="no decision on the blocks within 7 days",
+    async def _build_and_review(
+        self, build: BuildPipelineInput, back: RerunInput | None
+    ) -> Resolution | None:
+        """The stages up to the gate, from the start or from where a rerun went back to, and
+        the review loop: fixes, a new audit round for verified fixes and requested changes, and
+        the gate. Returns the gate's resolution, or None when no block came to it."""
+        state, run, name, plan = self._state, self._stages.run, build.build_name, build.plan_path
+        start = back.stage if back is not None else PREFAB.name
+        if back is not None:
+            await review.supersede_from(self._stages, start)
+        if start == PREFAB.name:
+            await run(PREFAB, *self._again(PREFAB, back, name, plan))
+        if start in (PREFAB.name, IMPLEMENT.name):
+            task, target = build.task_id, build.target_agent
+            await run(IMPLEMENT, *self._again(IMPLEMENT, back, name, task, target, plan))
+        fixed = start == FIXES.name
+        if fixed:  # again with its latest arguments, then on as after any fixes
+            await run(FIXES, *self._again(FIXES, back, *state.last_args[FIXES.name]))
+            triage = state.triage
+        else:
+            by, note = (back.by, back.note) if back is not None else ("", "")
+            trigger: RoundTrigger = "rerun" if state.rounds else "first"
+            audit_note = note if start == AUDIT.name else ""
+            triage = await self._audit(build, trigger, by, audit_note, start if back else "")
+        while True:
+            survivors: list[str] = []
+            if triage.flags and not fixed:
+                if state.verify_fixes and self._fixed_as_often_as_allowed():
+                    survivors = list(triage.flags)
+                elif await run(FIXES, name, triage.flags, build.target_agent) is not None:
+                    state.flags_fixed += len(triage.flags)
+                    fixed = True
+            if fixed and state.verify_fixes and review.rounds_left(state):
+                triage, fixed = await self._audit(build, "verify-fixes"), False
+                continue
+            blocks = [*triage.blocks, *survivors]
+            if not blocks:
+                return None
+            resolution = await gate.notify_and_wait(
+                self._stages, build.task_id, blocks, len(survivors)
             )
-        except TimeoutError:
-            state.decision = Resolution(decision="timed_out", via="timer", at=stages.now())
-        finally:
-            state.awaiting = False
-        if state.decision is None:
-            try:
-                found: dict[str, str] = poller.result()
-            except ActivityError as err:
-                raise StageFailed(GATE.name, err) from None
-            state.decision = Resolution(
-                decision=found["decision"],  # type: ignore[arg-type]
-                via="task-file",
-                by=found.get("by", ""),
-                note=found.get("note", ""),
-                at=stages.now(),
-            )
-        elif not poller.done():
-            poller.cancel()
-            with contextlib.suppress(ActivityError, asyncio.CancelledError):
-                await poller
-        stages.mark_done(GATE.name)
-        observability.record_block_wait(stages.since(parked), state.decision.decision)
-        state.status.resolution = state.decision
-        return state.decision
+            if resolution.decision != "changes-requested":
+                return resolution
+            review.ensure_loops(state, "request_changes")
+            state.decision = None  # the next wait at the gate decides anew
+            await run(FIXES, name, blocks, build.target_agent, resolution.note, CHANGES_REQUEST)
+            trigger = "changes-requested"
+            triage, fixed = await self._audit(build, trigger, resolution.by, resolution.note), False
+
+    def _fixed_as_often_as_allowed(self) -> bool:
+        """This round audited fixes, and no round is left for another: its flags survived."""
+        state = self._state
+        return state.rounds[-1].trigger == "verify-fixes" and not review.rounds_left(state)
+
+    def _again(self, row: Stage, back: RerunInput | None, *args: Any) -> tuple[Any, ...]:
+        """A stage's arguments; when the operator reran it, with their note for its agent."""
+        if back is None or back.stage != row.name or row.with_note is None:
+            return args
+        return row.with_note(args, back.note)
+
+    async def _audit(
+        self,
+        build: BuildPipelineInput,
+        trigger: RoundTrigger,
+        by: str = "",
+        note: str = "",
+        stage: str = "",
+    ) -> TriageOutput:
+        """One audit round: the audit (its number and the previous report in the request from
+        round 2 on), then its triage."""
+        run, name = self._stages.run, build.build_name
+        number = review.start_round(self._state, trigger, by, note, stage)
+        args: tuple[Any, ...] = (name, build.plan_path)
+        if number > 1:
+            args = (*args, note, number)
+        await run(AUDIT, *args)
+        triage: TriageOutput = await run(TRIAGE, name)
+        review.found(self._state, triage)
+        return triage
 
     async def _end(self, outcome: PipelineOutcome) -> str:
         """The ending of a failure, a reject, a gate timeout or a cancel: the summary, then the
@@ -286,6 +344,8 @@ class BuildPipelineWorkflow:
             with contextlib.suppress(StageFailed):
                 summary = await self._summarize("", outcome)
             where = f" at {outcome.failed_stage}: {outcome.error}" if outcome.failed_stage else ""
+            if state.audit_round > 1:
+                where += f" ({state.round_label()})"
             saved = f"; summary: {summary}" if summary else ""
             with contextlib.suppress(ActivityError):
                 await workflow.execute_activity_method(
@@ -302,7 +362,10 @@ class BuildPipelineWorkflow:
                     **stages.on(DISPATCHER),
                 )
             # end_pipeline closed the run's files on the dispatcher's host; the others here
-            await stages.close_elsewhere(outcome.outcome, besides=state.route.host)
+            await stages.on_every_host(
+                PipelineActivities.close_pipeline_tasks, outcome.outcome, besides=state.route.host
+            )
+            observability.record_audit_rounds(len(state.rounds), outcome.outcome)
             stages.set_stage(outcome.outcome.replace("_", "-"))
             return summary
 
@@ -314,6 +377,7 @@ class BuildPipelineWorkflow:
         state, build = self._state, self._build
         outcome.task_ids = dict(state.status.task_ids)
         outcome.skipped = list(state.skipped)
+        outcome.audit_rounds, outcome.rounds = len(state.rounds), list(state.rounds)
         completed_at = self._stages.now()
         self._stages.set_stage(SUMMARY.name)
         path: str = await self._stages.run(
@@ -324,7 +388,7 @@ class BuildPipelineWorkflow:
             completed_at,
             list(state.phases),
             len(state.status.blocks),
-            state.flags_applied(),
+            state.flags_fixed,
             build.plan_path,
             report_path,
             outcome,

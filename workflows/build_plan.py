@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import operator_view
+    from activities.build_pipeline_activities import PipelineActivities
     from exceptions import INVALID_INPUT
     from models import (
         AGENT_PATTERN,
@@ -160,7 +161,7 @@ class BuildPlanWorkflow:
     async def _close(self, outcome: str) -> None:
         """A cancel's clean-up: the plan's open task files closed on every host it used."""
         self._state.status.outcome = outcome
-        await self._stages.close_elsewhere(outcome, besides=None)
+        await self._stages.on_every_host(PipelineActivities.close_pipeline_tasks, outcome)
         self._stages.set_stage(outcome)
 
 

@@ -62,18 +62,21 @@ async def hold(
     runner.set_stage("awaiting-retry")
     # runs started before this patch sent it from any worker of the workflow's queue
     where = runner.notifier_options() if versions.patched(versions.HOLD_NOTIFY_DISPATCHER) else {}
+    args = [
+        workflow.info().workflow_id,
+        state.name,
+        failure.stage,
+        failure.reason,
+        state.hold_seconds,
+        state.holds,
+        skippable,
+    ]
+    if state.audit_round > 1:  # from round 2 on, the message names the round
+        args.append(state.round_label())
     try:
         await workflow.execute_activity_method(
             HoldActivities.notify_hold,
-            args=[
-                workflow.info().workflow_id,
-                state.name,
-                failure.stage,
-                failure.reason,
-                state.hold_seconds,
-                state.holds,
-                skippable,
-            ],
+            args=args,
             start_to_close_timeout=NOTIFY_TIMEOUT,
             retry_policy=THREE_TRIES,
             **where,

@@ -8,8 +8,17 @@ workflow code imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from models import DecisionInput, PipelineSettings, PipelineStatus, Resolution
+from models import (
+    DecisionInput,
+    PipelineSettings,
+    PipelineStatus,
+    RerunInput,
+    Resolution,
+    ReviewRound,
+    TriageOutput,
+)
 from workflows.hosts import Route
 from workflows.stage_failure import StageFailed
 
@@ -34,7 +43,19 @@ class RunState:
     route: Route = field(default_factory=Route)
     hosts_used: set[str] = field(default_factory=set)
     agents: dict[str, str] = field(default_factory=dict)  # agent stage -> who does it
-    phases: list[str] = field(default_factory=list)  # the summary's phases_completed
+    phases: list[str] = field(default_factory=list)  # the summary's phases_completed, once each
+    # dispatches so far per stage (retries and reruns: a new task file each), and the
+    # arguments of each stage's latest (a rerun dispatches it again with them)
+    dispatches: dict[str, int] = field(default_factory=dict)
+    last_args: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # review loops: the cap, verify-fixes, the rounds so far, the latest triage, the flags fixed
+    max_rounds: int = 1
+    verify_fixes: bool = False
+    rounds: list[ReviewRound] = field(default_factory=list)
+    triage: TriageOutput = field(default_factory=TriageOutput)
+    flags_fixed: int = 0
+    # an operator's `rerun` at the gate or in a hold, until the run goes back to its stage
+    rerun: RerunInput | None = None
     # the gate
     decision: Resolution | None = None
     awaiting: bool = False
@@ -47,5 +68,9 @@ class RunState:
     holds: int = 0
     skipped: list[str] = field(default_factory=list)
 
-    def flags_applied(self) -> int:
-        return len(self.status.flags) if "fixes" in self.phases else 0
+    @property
+    def audit_round(self) -> int:
+        return max(len(self.rounds), 1)
+
+    def round_label(self) -> str:
+        return f"audit round {self.audit_round} of {self.max_rounds}"

@@ -14,7 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from exceptions import PHASE_FAILED, STAGE_TIMED_OUT, TRIAGE_MALFORMED
-from models import BuildPhaseResult
+from models import BuildPhaseResult, RerunInput
 from workflows.hosts import HOST_UNAVAILABLE, Route, unplaced
 
 STAGE_FAILED = "StageFailedError"
@@ -49,6 +49,14 @@ class StageFailed(Exception):
             else (error_type, reason)
         )
         super().__init__(f"{stage}: {self.reason}")
+
+
+class Rerun(Exception):
+    """The operator sent the run back to an earlier agent stage (the `rerun` update)."""
+
+    def __init__(self, request: RerunInput) -> None:
+        self.request = request
+        super().__init__(f"rerun from {request.stage}")
 
 
 def read_agent_result(stage: str, raw: Any) -> BuildPhaseResult:

@@ -21,22 +21,26 @@ with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
     from activities.build_pipeline_activities import PipelineActivities
+    from activities.triage import sanitize_finding
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT
     from models import DISPATCHER, PipelineSettings, dispatch_task_id, retry_activity_id
     from workflows import failure_hold, versions
     from workflows.hosts import HOST_UNAVAILABLE, on_host, route
     from workflows.run_state import RunState
-    from workflows.stage_failure import StageFailed, read_agent_result
+    from workflows.stage_failure import Rerun, StageFailed, read_agent_result
     from workflows.stages import (
         LOCAL_STAGE_TIMEOUT,
         SETTINGS_DOES,
         TARGET_AGENT,
         THREE_TRIES,
+        Activity,
         Stage,
     )
 
 SETTINGS_TIMEOUT = timedelta(seconds=10)
 WAITING = ("awaiting-approval", "awaiting-retry")
+# The blocks the gate's current details list, and how much of each.
+SHOWN_BLOCKS, SHOWN_LENGTH = 10, 200
 METRIC_OUTCOME = {
     PHASE_FAILED: "failed",
     STAGE_TIMED_OUT: "timed_out",
@@ -87,7 +91,10 @@ class StageRunner:
         operator's decision. Returns the stage's result, or None when the operator skipped it.
 
         `what` names the stage in failure reasons, `summary` overrides its UI summary, and
-        `activity_id` its first dispatch's id (Temporal's own when None).
+        `activity_id` its first dispatch's id (Temporal's own when None). An agent stage's
+        later dispatches (a retry, a rerun, a review round) each get an id of their own, so a
+        new task file and token. Raises `Rerun` when the operator sends the run back from a
+        hold.
         """
         stage = stage or row.name
         agent = self.agent_of(row)
@@ -97,10 +104,13 @@ class StageRunner:
             if self.state.route.host:
                 self.state.hosts_used.add(self.state.route.host)
             options["heartbeat_timeout"] = self.heartbeat_timeout()
+        number, given_args = self.state.dispatches.get(stage, 0) + 1, args
         if activity_id is not None:
             options["activity_id"] = activity_id
-        number, given_args = 1, args
+        elif number > 1 and row.with_note:
+            options["activity_id"] = retry_activity_id(stage, number)
         while True:
+            self.state.dispatches[stage], self.state.last_args[stage] = number, args
             if row.kind == "agent":
                 info = workflow.info()
                 self.state.status.task_ids[stage] = dispatch_task_id(
@@ -112,6 +122,9 @@ class StageRunner:
                 if not self._may_hold(row):
                     raise
                 choice, given = await failure_hold.hold(self, failure, row.skippable)
+            if choice == "rerun":
+                assert self.state.rerun is not None
+                raise Rerun(self.state.rerun)
             if choice == "skip":
                 self.state.skipped.append(stage)
                 return None
@@ -192,9 +205,11 @@ class StageRunner:
         seconds = self.state.settings.heartbeat_timeout_seconds
         return timedelta(seconds=seconds) if seconds else None
 
-    async def close_elsewhere(self, outcome: str, *, besides: str | None) -> None:
-        """Close the run's open task files on each host an agent stage ran on other than
-        `besides` (None: on every host, the workflow's own queue included)."""
+    async def on_every_host(
+        self, activity: Activity, *args: Any, besides: str | None = None
+    ) -> None:
+        """A task-file clean-up on each host an agent stage ran on other than `besides` (None:
+        on every host, the workflow's own queue included); best effort, as every clean-up."""
         hosts = sorted(self.state.hosts_used - {besides or ""})
         if besides is None:
             hosts = ["", *hosts]
@@ -202,8 +217,8 @@ class StageRunner:
             where = on_host(self.state.settings, workflow.info().task_queue, host)
             with contextlib.suppress(ActivityError):
                 await workflow.execute_activity_method(
-                    PipelineActivities.close_pipeline_tasks,
-                    args=[workflow.info().workflow_id, outcome],
+                    activity,
+                    args=[workflow.info().workflow_id, *args],
                     start_to_close_timeout=LOCAL_STAGE_TIMEOUT,
                     retry_policy=THREE_TRIES,
                     **where.options,
@@ -231,9 +246,12 @@ class StageRunner:
 
     def details(self, stage: str) -> str:
         state, info = self.state, workflow.info()
+        facts = [f"- {state.round_label()}"] if state.audit_round > 1 else []
         if stage == "awaiting-approval":
             task_id, task_file = state.origin_task_id, state.origin_path
-            commands = operator_view.gate_commands(info.workflow_id)
+            changes = state.audit_round < state.max_rounds
+            commands = operator_view.gate_commands(info.workflow_id, changes)
+            facts = [f"- {state.round_label()}", *self._at_the_gate()]
         else:
             task_id, task_file = state.status.task_ids.get(stage, ""), ""
             commands = []
@@ -246,12 +264,26 @@ class StageRunner:
             task_id=task_id,
             task_file=task_file,
             error=state.status.error,
+            facts=facts,
             commands=commands,
         )
 
+    def _at_the_gate(self) -> list[str]:
+        """What the operator decides on: the blocks (sanitised, capped), the flags applied so
+        far, and the round's report."""
+        blocks = self.state.status.blocks
+        lines = [f"- blocks ({len(blocks)}):"]
+        lines += [f"  - {sanitize_finding(b, SHOWN_LENGTH)}" for b in blocks[:SHOWN_BLOCKS]]
+        if len(blocks) > SHOWN_BLOCKS:
+            lines.append(f"  - and {len(blocks) - SHOWN_BLOCKS} more (the `status` query)")
+        lines.append(f"- flags applied so far: {self.state.flags_fixed}")
+        if self.state.triage.report_path:
+            lines.append(f"- report: `{self.state.triage.report_path}`")
+        return lines
+
     def mark_done(self, stage: str, row: Stage | None = None) -> None:
         self.state.status.stages_done.append(stage)
-        if row is not None and row.in_summary:
+        if row is not None and row.in_summary and stage not in self.state.phases:
             self.state.phases.append(stage)
 
     @staticmethod

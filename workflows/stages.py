@@ -9,6 +9,7 @@ runs one row. The README's stage table is held against `PIPELINE` by tests/test_
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -73,7 +74,7 @@ class Stage:
     in_summary: bool = False  # listed in the summary's `phases_completed`
     # How a retry's note reaches the agent, as data: the retry's arguments from the first
     # dispatch's and the note. Worker stages take no note (None).
-    with_note: Callable[[tuple[Any, ...], str], tuple[Any, ...]] | None = None
+    with_note: NoteRule | None = None
     metric: str = ""  # the stage label of its metrics, when not its name
     does: str = ""  # a worker stage's activity summary in the UI
 
@@ -82,9 +83,18 @@ class Stage:
         return self.metric or self.name
 
 
-def note_argument(args: tuple[Any, ...], note: str) -> tuple[Any, ...]:
-    """The note as the activity's trailing `operator_note` argument."""
-    return (*args, note)
+NoteRule = Callable[[tuple[Any, ...], str], tuple[Any, ...]]
+
+
+def note_argument(activity: Activity) -> NoteRule:
+    """The note as the activity's `operator_note` argument: in its place when the dispatch's
+    arguments reach it, else appended (they then stop right before it)."""
+    at = list(inspect.signature(activity).parameters).index("operator_note") - 1  # after self
+
+    def with_note(args: tuple[Any, ...], note: str) -> tuple[Any, ...]:
+        return (*args[:at], note, *args[at + 1 :])
+
+    return with_note
 
 
 def note_field(args: tuple[Any, ...], note: str) -> tuple[Any, ...]:
@@ -97,7 +107,14 @@ def _agent_stage(name: str, activity: Activity, agent: str, hours: int, **more: 
         start_to_close_timeout=timedelta(hours=hours), retry_policy=AGENT_RETRY
     )
     return Stage(
-        name, activity, agent, "agent", limits, in_summary=True, with_note=note_argument, **more
+        name,
+        activity,
+        agent,
+        "agent",
+        limits,
+        in_summary=True,
+        with_note=note_argument(activity),
+        **more,
     )
 
 
@@ -163,7 +180,9 @@ SUMMARY = Stage(
     does="writes the run's summary",
 )
 PIPELINE = (PREFAB, IMPLEMENT, AUDIT, TRIAGE, FIXES, NOTIFY, GATE, CLOSE, SUMMARY)
-BY_NAME = {row.name: row for row in PIPELINE}
+# The agent stages a `rerun` may go back to, in order: re-running audit or one before it is a
+# new audit round.
+RERUNNABLE = (PREFAB, IMPLEMENT, AUDIT, FIXES)
 
 # BuildPlanWorkflow: every phase is this row, under its own name (`phase-<n>`), done by the
 # phase's `agent_type`. Two attempts: a phase whose agent fell silent is dispatched once more.

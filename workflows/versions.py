@@ -24,6 +24,9 @@ class Patch:
     old_branch: str  # what a run without the marker does
     deprecate_when: str
     deprecated: bool = False
+    # False when no run without the marker can reach the call: it guards commands that only a
+    # feature introduced with it issues (an update or setting that did not exist before)
+    reached_without_marker: bool = True
 
 
 PIPELINE_SETTINGS = "pipeline-settings"
@@ -32,6 +35,7 @@ CANCEL_CLEANUP = "cancel-cleanup"
 HOLD_NOTIFY_DISPATCHER = "hold-notify-dispatcher"
 END_SHIELDED = "end-shielded"
 PLAN_CONTROL = "plan-control"
+REVIEW_LOOPS = "review-loops"
 
 # No open pipeline or plan started before the day: `temporal workflow list --query
 # "ExecutionStatus='Running' AND StartTime < '<day>'"` lists none.
@@ -88,6 +92,16 @@ PATCHES = {
             "a failed phase fails the plan at once (no failure hold), and a cancel ends it "
             "CANCELED leaving its open task files as they were",
             _NONE_OPEN.format(day="2026-12-06"),
+        ),
+        Patch(
+            REVIEW_LOOPS,
+            "2026-12-06",
+            ("BuildPipelineWorkflow",),
+            "none reached: a run without the marker never requested changes, reran a stage or "
+            "verified fixes (request_changes, rerun and VERIFY_FIXES came with it); were one "
+            "replayed there, its stage would fail saying so",
+            _NONE_OPEN.format(day="2026-12-06"),
+            reached_without_marker=False,
         ),
     )
 }
