@@ -302,3 +302,23 @@ async def test_rerun_is_refused_while_nothing_is_parked(
         await run.handle.cancel()
     assert code != 0
     assert "no pipeline is parked at the gate or in a failure hold (stage: implement)" in said
+
+
+async def test_rerun_from_a_held_close_audits_again(
+    client: Client, tmp_path: Path, address: str
+) -> None:
+    """A close-out held after its failure, sent back to audit: round 2, then close again."""
+    config = make_config(tmp_path, address)
+    script = PipelineScript(fail_task_type="build_closeout", fail_first=1, later_rounds=[])
+    async with running_pipeline(
+        client, config, script.decide, worker(config, tmp_path), failure_hold_seconds=600
+    ) as run:
+        await wait_stage(run.handle, "awaiting-retry")
+        code, out = await update(address, run.handle.id, "rerun", '{"stage": "audit"}')
+        assert code == 0, out
+        result = await asyncio.wait_for(run.handle.result(), 60)
+    assert result.status == "complete"
+    assert len(of_type(config, "security_audit")) == len(of_type(config, "build_closeout")) == 2
+    summary = summary_of(result.summary_path)
+    assert [r["trigger"] for r in summary["rounds"]] == ["first", "rerun"]
+    assert summary["rounds"][1]["stage"] == "audit"

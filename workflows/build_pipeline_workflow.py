@@ -219,9 +219,12 @@ class BuildPipelineWorkflow:
     async def _pipeline(self, build: BuildPipelineInput) -> BuildPipelineResult:
         state, name = self._state, build.build_name
         back: RerunInput | None = None
+        closed: BuildPhaseResult | None = None
         while True:
             try:
                 resolution = await self._build_and_review(build, back)
+                if resolution is None or resolution.decision == "approved":
+                    closed = await self._stages.run(CLOSE, name, build.target_agent)
                 break
             except Rerun as rerun:  # the operator sent the run back from the gate or a hold
                 back, state.rerun = rerun.request, None
@@ -237,7 +240,6 @@ class BuildPipelineWorkflow:
                     non_retryable=True,
                 )
             return self._result("rejected", summary)
-        closed: BuildPhaseResult | None = await self._stages.run(CLOSE, name, build.target_agent)
         done = PipelineOutcome(
             outcome="partial" if state.status.blocks else "success", resolution=state.decision
         )
