@@ -1,0 +1,258 @@
+"""The deploy check (`worker.py --check-open-runs`, deploy_check.py): open runs on the dev server,
+parked where pipelines park, replayed on the shipped workflow code and on a changed one.
+
+The changed code (tests/helpers/changed_pipeline.py) adds a timer before the block gate without
+a patch: the check must name the pipeline parked at the gate and only it. The command line runs
+as the worker runs, as a process with the worker's environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.worker import Interceptor as WorkerInterceptor
+from temporalio.worker import Replayer
+
+import deploy_check
+import worker as worker_module
+from config import WorkerConfig
+from harness.agents import Decision, worker_and_agent
+from harness.env import (
+    ROOT,
+    build_plan_input,
+    closed_address,
+    make_config,
+    running_worker,
+    start_plan,
+)
+from harness.pipelines import PipelineScript, originating_task, start_pipeline, wait_stage
+from harness.worker_process import worker_command, worker_env
+from program_exit import EXIT_CONFIG, EXIT_UNREACHABLE
+from tests.helpers.changed_pipeline import TimerBeforeGate
+from tests.helpers.checks import stderr_line, wait_for
+from workflows.build_plan import BuildPlanWorkflow
+
+HOLD = 600.0
+SUMMARY = re.compile(r"^(\d+) open runs replay on this code, (\d+) would break$")
+
+
+def on_queue(config: WorkerConfig) -> str:
+    """The check's query, narrowed to one test's task queue: the dev server is shared."""
+    return f"{deploy_check.OPEN_RUNS} AND TaskQueue='{config.task_queue}'"
+
+
+async def terminate_all(handles: Iterable[WorkflowHandle[Any, Any]]) -> None:
+    """Ends the test's runs, so no later check on the shared server has to replay them."""
+    for handle in handles:
+        try:
+            await handle.terminate(reason="test over")
+        except Exception:  # noqa: BLE001 - one already closed
+            pass
+
+
+async def check_command(config: WorkerConfig, **env: str) -> tuple[int, str, str]:
+    """`worker.py --check-open-runs` as a process, with the worker's environment for `config`
+    (and `env`): (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *worker_command(),
+        "--check-open-runs",
+        env=worker_env(config, **env),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def parked_runs(
+    client: Client, config: WorkerConfig
+) -> AsyncIterator[dict[str, WorkflowHandle[Any, Any]]]:
+    """Four open runs on `config`'s queue, each where a run waits for days: a pipeline at the
+    block gate, one held after a failed implement stage, one waiting for its prefab agent,
+    and a plan waiting for its phase's agent. Terminated afterwards."""
+    ids = {name: f"deploy-{name}-{uuid.uuid4().hex[:8]}" for name in ("gate", "held", "prefab")}
+    scripts = {
+        ids["gate"]: PipelineScript(blocks=["world-writable socket"]),
+        ids["held"]: PipelineScript(fail_task_type="build_plan"),
+    }
+
+    def decide(task: dict[str, Any]) -> Decision:
+        script = scripts.get(task["payload"].get("workflow_id", ""))
+        return script.decide(task) if script else None  # the others' agents never answer
+
+    handles: dict[str, WorkflowHandle[Any, Any]] = {}
+    try:
+        async with worker_and_agent(client, config, decide):
+            for name, workflow_id in ids.items():
+                task_id, _ = originating_task(config)
+                hold = HOLD if name == "held" else None
+                handles[name] = await start_pipeline(
+                    client, config, task_id, workflow_id=workflow_id, failure_hold_seconds=hold
+                )
+            handles["plan"] = await start_plan(client, config.task_queue, build_plan_input("p"))
+            await wait_stage(handles["gate"], "awaiting-approval")
+            await wait_stage(handles["held"], "awaiting-retry")
+            await wait_stage(handles["prefab"], "prefab")
+            yield handles
+    finally:
+        await terminate_all(handles.values())
+
+
+async def test_parked_runs_replay_and_a_change_names_the_run_it_breaks(
+    client: Client, config: WorkerConfig, tmp_path: Path
+) -> None:
+    async with parked_runs(client, config) as runs:
+        ids = {name: handle.id for name, handle in runs.items()}
+        # wait until visibility lists all four
+        await wait_for(
+            lambda: _listed(client, on_queue(config), 4), timeout=15, what="all four listed"
+        )
+
+        shipped = await deploy_check.check_open_runs(
+            client, worker_module.workflows(), query=on_queue(config)
+        )
+        assert sorted(shipped.replayed) == sorted(ids.values())
+        assert shipped.broken == [] and shipped.closed == []
+        assert shipped.exit_status == 0
+        assert shipped.report() == ["4 open runs replay on this code, 0 would break"]
+
+        changed = await deploy_check.check_open_runs(
+            client, [TimerBeforeGate, BuildPlanWorkflow], query=on_queue(config)
+        )
+        assert [b.workflow_id for b in changed.broken] == [ids["gate"]]
+        assert sorted(changed.replayed) == sorted([ids["held"], ids["prefab"], ids["plan"]])
+        assert changed.exit_status == deploy_check.EXIT_BREAKS == 1
+        [line, summary] = changed.report()
+        assert line.startswith(f"{ids['gate']} would break: [TMPRL1100] Nondeterminism error: ")
+        assert "Failure {" not in line and "\n" not in line, line
+        assert summary == "3 open runs replay on this code, 1 would break"
+
+        # the command line, on the shipped code, over every open run of the namespace
+        code, out, err = await check_command(config)
+        assert code == 0, (out, err)
+        assert err == ""
+        *broken, last = out.splitlines()
+        found = SUMMARY.match(last)
+        assert found and int(found.group(1)) >= 4 and found.group(2) == "0", out
+        assert broken == [], out
+
+
+async def _listed(client: Client, query: str, count: int) -> bool:
+    return (await client.count_workflows(query)).count == count
+
+
+async def test_a_run_closed_meanwhile_is_skipped_and_counted(
+    client: Client, config: WorkerConfig
+) -> None:
+    """Listed, then closed before its history is read: the check skips it and says so. Here the
+    query lists closed runs too, which is how a run closed after the listing looks to it."""
+    task_id, _ = originating_task(config)
+    handle = await start_pipeline(client, config, task_id)
+    await handle.terminate(reason="closed while checked")
+    query = f"WorkflowId='{handle.id}'"
+    await wait_for(lambda: _listed(client, query, 1), timeout=15, what="the run listed")
+    tally = await deploy_check.check_open_runs(client, worker_module.workflows(), query=query)
+    assert tally.closed == [handle.id]
+    assert tally.replayed == [] and tally.broken == []
+    assert tally.exit_status == 0
+    assert tally.report() == [
+        "1 runs closed while being checked: skipped",
+        "0 open runs replay on this code, 0 would break",
+    ]
+
+
+class BothSides(ClientInterceptor, WorkerInterceptor):
+    """An interceptor of the kind a client hands to its workers (as tracing is)."""
+
+
+async def test_the_replayer_runs_workflows_as_the_worker_does(
+    client: Client, config: WorkerConfig
+) -> None:
+    """Converter, runtime, interceptors and runner: what build_worker's Worker uses."""
+    traced = Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=client.data_converter,
+        interceptors=[BothSides()],
+    )
+    async with running_worker(traced, config) as worker:
+        used = worker.config(active_config=True)
+    replayer: Replayer = deploy_check.replayer(traced, worker_module.workflows())
+    replays = replayer.config()
+    assert replays["workflows"] == used["workflows"]
+    assert replays["data_converter"] is traced.data_converter
+    assert replays["runtime"] is traced.service_client.config.runtime
+    assert [type(i) for i in replays["interceptors"]] == [BothSides]
+    assert replays["interceptors"] == [*traced.config()["interceptors"], *used["interceptors"]]
+    runner, worker_runner = replays["workflow_runner"], used["workflow_runner"]
+    assert type(runner) is type(worker_runner) and vars(runner) == vars(worker_runner)
+    assert replays["namespace"] == traced.namespace
+
+
+@pytest.mark.unit
+async def test_a_bad_setting_exits_2(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    code, out, err = await check_command(config, TEMPORAL_ADDRESS="nowhere")
+    assert code == EXIT_CONFIG == 2
+    assert out == ""
+    assert "TEMPORAL_ADDRESS='nowhere' is not host:port" in stderr_line(err)
+
+
+@pytest.mark.unit
+async def test_temporal_unreachable_exits_3(tmp_path: Path) -> None:
+    config = make_config(tmp_path, closed_address())
+    code, out, err = await check_command(config)
+    assert code == EXIT_UNREACHABLE == 3
+    assert out == ""
+    assert "cannot reach Temporal at" in stderr_line(err)
+
+
+@pytest.mark.unit
+def test_one_line() -> None:
+    assert deploy_check.one_line("a\n  b\tc \r\n") == "a b c"
+    assert deploy_check.one_line("id\x1b[2J\x00") == "id\\x1b[2J\\x00"
+
+
+@pytest.mark.unit
+def test_failure_message_is_cores_message_when_it_hands_over_its_dump() -> None:
+    dump = (
+        "Workflow activation completion failed: Failure { failure: Some(Failure { message: "
+        '"[TMPRL1100] Nondeterminism error: \\"x\\" differs", source: "" }) }'
+    )
+    assert deploy_check.failure_message(RuntimeError(dump)) == (
+        '[TMPRL1100] Nondeterminism error: "x" differs'
+    )
+    assert deploy_check.failure_message(RuntimeError("patch\n  gone")) == "patch gone"
+    assert deploy_check.failure_message(RuntimeError()) == "RuntimeError"
+
+
+@pytest.mark.unit
+def test_progress_only_for_many_runs_on_a_terminal() -> None:
+    few, many = StringIO(), StringIO()
+    shown = deploy_check.Progress(few, deploy_check.PROGRESS_FROM - 1)
+    for _ in range(deploy_check.PROGRESS_FROM - 1):
+        shown.step()
+    shown.clear()
+    assert few.getvalue() == ""
+    n = deploy_check.PROGRESS_FROM
+    shown = deploy_check.Progress(many, n)
+    for _ in range(n):
+        shown.step()
+    assert many.getvalue().endswith(f"\rchecked {n} of {n} open runs")
+    shown.clear()
+    assert many.getvalue().endswith("\r\033[K")
+    assert deploy_check.Progress(None, 500).stream is None
