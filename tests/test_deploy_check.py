@@ -9,7 +9,10 @@ as the worker runs, as a process with the worker's environment.
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -26,7 +29,8 @@ from temporalio.worker import Replayer
 import deploy_check
 import worker as worker_module
 from config import WorkerConfig
-from harness.agents import Decision, worker_and_agent
+from harness.agents import Decision, new_tasks, worker_and_agent
+from harness.cli import run_cli
 from harness.env import (
     ROOT,
     build_plan_input,
@@ -39,7 +43,17 @@ from harness.pipelines import PipelineScript, originating_task, start_pipeline, 
 from harness.worker_process import worker_command, worker_env
 from program_exit import EXIT_CONFIG, EXIT_UNREACHABLE
 from tests.helpers.changed_pipeline import TimerBeforeGate
-from tests.helpers.checks import stderr_line, wait_for
+from tests.helpers.checks import stderr_line, task_files_in, wait_for
+from tests.helpers.deploy import (
+    bash,
+    commit_change,
+    documented_block,
+    ensure_venv_current,
+    git,
+    pm2_daemon,
+    upstream_and_checkout,
+)
+from tests.helpers.figures import Figures
 from workflows.build_plan import BuildPlanWorkflow
 
 HOLD = 600.0
@@ -256,3 +270,147 @@ def test_progress_only_for_many_runs_on_a_terminal() -> None:
     shown.clear()
     assert many.getvalue().endswith("\r\033[K")
     assert deploy_check.Progress(None, 500).stream is None
+
+
+# The line the deploy test changes upstream: the first of the pipeline's run method.
+RUN_HEAD = "        state = self._state\n        if versions.patched(versions.PIPELINE_SETTINGS):\n"
+UNGUARDED = "        await workflow.sleep(1)  # a new timer, unguarded\n" + RUN_HEAD
+GUARDED = (
+    "        if workflow.patched('deploy-test-timer'):  # the same timer, behind a patch\n"
+    "            await workflow.sleep(1)\n" + RUN_HEAD
+)
+PIPELINE_CODE = "workflows/build_pipeline_workflow.py"
+
+
+def counts(out: str) -> tuple[int, int] | None:
+    """The check's (replayed, would break) in `out`, among the other commands' lines."""
+    found = [m for m in map(SUMMARY.match, out.splitlines()) if m]
+    return (int(found[0].group(1)), int(found[0].group(2))) if len(found) == 1 else None
+
+
+def task_types(config: WorkerConfig) -> list[str]:
+    return [t["task_type"] for _, t in new_tasks(config.agent_task_dir, set())]
+
+
+async def test_the_documented_deploy_under_pm2(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    """docs/OPERATIONS.md's deploy blocks, verbatim, in a checkout PM2 runs: a change without a
+    patch stops the sequence before `pm2 reload`, naming the parked pipeline, and the checkout
+    goes back; the same change behind a patch is reloaded and the pipeline carries on."""
+    deploy = documented_block(ROOT / "docs" / "OPERATIONS.md", "deploy")
+    back = documented_block(ROOT / "docs" / "OPERATIONS.md", "deploy-back")
+    upstream, checkout = upstream_and_checkout(tmp_path)
+    today = git(checkout, "rev-parse", "HEAD")
+    config = make_config(tmp_path, address)
+    env = {k: v for k, v in worker_env(config).items() if k != "AGENT_COMMANDS_FILE"}
+    handle: WorkflowHandle[Any, Any] | None = None
+    async with pm2_daemon(tmp_path, env) as pm2:
+        try:
+            await pm2.run("start", "ecosystem.config.js", cwd=checkout)
+            await wait_for(lambda: pm2.started() == 1, timeout=60, what="the worker under PM2")
+            running = await pm2.pid()
+            task_id, _ = originating_task(config)
+            handle = await start_pipeline(client, config, task_id)
+            await wait_for(lambda: task_types(config) == ["build_prefab"], timeout=60)
+
+            commit_change(upstream, PIPELINE_CODE, RUN_HEAD, UNGUARDED, "a timer, no patch")
+            ensure_venv_current(checkout)
+            code, out, err = await bash(deploy, pm2.env, checkout)
+            assert code != 0, (out, err)
+            assert f"{handle.id} would break: [TMPRL1100] Nondeterminism error: " in out, out
+            found = counts(out)
+            assert found and found[1] >= 1, out
+            assert git(checkout, "rev-parse", "HEAD") != today  # pulled, never reloaded
+            assert await pm2.pid() == running and pm2.started() == 1
+
+            code, out, err = await bash(back, pm2.env, checkout)
+            assert code == 0, (out, err)
+            assert git(checkout, "rev-parse", "HEAD") == today
+
+            commit_change(upstream, PIPELINE_CODE, UNGUARDED, GUARDED, "the timer behind a patch")
+            ensure_venv_current(checkout)
+            code, out, err = await bash(deploy, pm2.env, checkout)
+            assert code == 0, (out, err)
+            found = counts(out)
+            assert found and found[0] >= 1 and found[1] == 0, out
+            assert GUARDED in (checkout / PIPELINE_CODE).read_text()
+            await wait_for(lambda: pm2.started() == 2, timeout=60, what="the reloaded worker")
+            assert await pm2.pid() not in (0, running)
+
+            # the parked pipeline carries on under the new process
+            [prefab] = [p for p, t in new_tasks(config.agent_task_dir, set())]
+            code, _, err = await run_cli(["--task-file", str(prefab), "success", "done"], address)
+            assert code == 0, err
+            await wait_for(
+                lambda: sorted(task_types(config)) == ["build_plan", "build_prefab"], timeout=60
+            )
+        finally:
+            if handle is not None:
+                await terminate_all([handle])
+
+
+MANY = 200
+
+
+def read_terminal(fd: int) -> bytes:
+    """Everything written to a pseudo-terminal until its last writer closes it."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: no writer left
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.slow
+async def test_200_open_runs_are_checked_with_progress_on_a_terminal(
+    client: Client, address: str, tmp_path: Path, figures: Figures
+) -> None:
+    """200 pipelines waiting for their prefab agent, checked by the command line with its
+    stderr on a terminal: all replay, progress is shown, and the time is a figure."""
+    config = make_config(tmp_path, address)
+    handles: list[WorkflowHandle[Any, Any]] = []
+    try:
+        async with running_worker(client, config):
+            for batch in range(0, MANY, 50):
+                handles += await asyncio.gather(
+                    *(start_pipeline(client, config, f"many-{i}") for i in range(batch, batch + 50))
+                )
+            await wait_for(
+                lambda: len(task_files_in(config.agent_task_dir)) == MANY,
+                timeout=300,
+                interval=0.5,
+                what=f"{MANY} pipelines waiting at prefab",
+            )
+        await wait_for(lambda: _listed(client, on_queue(config), MANY), timeout=30)
+        terminal, writer = pty.openpty()
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *worker_command(),
+            "--check-open-runs",
+            env=worker_env(config),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=writer,
+        )
+        os.close(writer)
+        shown = asyncio.create_task(asyncio.to_thread(read_terminal, terminal))
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+        took = time.monotonic() - started
+        progress = (await shown).decode(errors="replace")
+        os.close(terminal)
+    finally:
+        await terminate_all(handles)
+    assert proc.returncode == 0, (out, progress)
+    found = counts(out.decode())
+    assert found and found[0] >= MANY and found[1] == 0, out
+    assert re.search(rf"\rchecked {found[0]} of \d+ open runs", progress), progress[-500:]
+    assert progress.endswith("\r\033[K"), progress[-100:]
+    figures.record("deploy check", f"worker.py --check-open-runs, {found[0]} open runs (s)", took)
+    print(f"{found[0]} open runs checked in {took:.1f} s")
