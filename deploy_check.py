@@ -112,7 +112,8 @@ def replayer(
     """A Replayer that runs `workflows` as a `Worker(client, workflows=..., **worker_options)`
     would: same converter, runtime, interceptors and runner."""
     options = dict(worker_options or {})
-    from_client = [i for i in client.config()["interceptors"] if isinstance(i, Interceptor)]
+    client_config = client.config(active_config=True)
+    from_client = [i for i in client_config["interceptors"] if isinstance(i, Interceptor)]
     shared = {k: options[k] for k in _REPLAY_OPTIONS if k in options}
     shared.setdefault("workflow_runner", SandboxedWorkflowRunner())
     return Replayer(
@@ -172,7 +173,9 @@ async def _open_histories(
     async def fetch(workflow_id: str, run_id: str) -> tuple[str, WorkflowHistory | None]:
         return workflow_id, await _history(client, workflow_id, run_id)
 
-    def settled(done: set[asyncio.Task[tuple[str, WorkflowHistory | None]]]) -> list[Any]:
+    def settled(
+        done: set[asyncio.Task[tuple[str, WorkflowHistory | None]]],
+    ) -> list[WorkflowHistory]:
         found = []
         for task in done:
             workflow_id, history = task.result()

@@ -226,6 +226,15 @@ async def test_a_bad_setting_exits_2(tmp_path: Path) -> None:
     assert "TEMPORAL_ADDRESS='nowhere' is not host:port" in stderr_line(err)
 
 
+async def test_a_namespace_the_server_does_not_know_exits_2(config: WorkerConfig) -> None:
+    code, out, err = await check_command(config, TEMPORAL_NAMESPACE="no-such-namespace")
+    assert code == EXIT_CONFIG
+    assert out == ""
+    line = stderr_line(err)
+    assert line.startswith("temporal-build-worker: ConfigError: ")
+    assert "TEMPORAL_NAMESPACE='no-such-namespace': " in line and "not found" in line, line
+
+
 @pytest.mark.unit
 async def test_temporal_unreachable_exits_3(tmp_path: Path) -> None:
     config = make_config(tmp_path, closed_address())
