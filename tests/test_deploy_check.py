@@ -65,6 +65,11 @@ def on_queue(config: WorkerConfig) -> str:
     return f"{deploy_check.OPEN_RUNS} AND TaskQueue='{config.task_queue}'"
 
 
+async def listed(client: Client, query: str, count: int) -> bool:
+    """Does visibility list `count` runs for `query` yet? (It lags the server a moment.)"""
+    return (await client.count_workflows(query)).count == count
+
+
 async def terminate_all(handles: Iterable[WorkflowHandle[Any, Any]]) -> None:
     """Ends the test's runs, so no later check on the shared server has to replay them."""
     for handle in handles:
@@ -131,9 +136,8 @@ async def test_parked_runs_replay_and_a_change_names_the_run_it_breaks(
 ) -> None:
     async with parked_runs(client, config) as runs:
         ids = {name: handle.id for name, handle in runs.items()}
-        # wait until visibility lists all four
         await wait_for(
-            lambda: _listed(client, on_queue(config), 4), timeout=15, what="all four listed"
+            lambda: listed(client, on_queue(config), 4), timeout=15, what="all four listed"
         )
 
         shipped = await deploy_check.check_open_runs(
@@ -165,10 +169,6 @@ async def test_parked_runs_replay_and_a_change_names_the_run_it_breaks(
         assert broken == [], out
 
 
-async def _listed(client: Client, query: str, count: int) -> bool:
-    return (await client.count_workflows(query)).count == count
-
-
 async def test_a_run_closed_meanwhile_is_skipped_and_counted(
     client: Client, config: WorkerConfig
 ) -> None:
@@ -178,7 +178,7 @@ async def test_a_run_closed_meanwhile_is_skipped_and_counted(
     handle = await start_pipeline(client, config, task_id)
     await handle.terminate(reason="closed while checked")
     query = f"WorkflowId='{handle.id}'"
-    await wait_for(lambda: _listed(client, query, 1), timeout=15, what="the run listed")
+    await wait_for(lambda: listed(client, query, 1), timeout=15, what="the run listed")
     tally = await deploy_check.check_open_runs(client, worker_module.workflows(), query=query)
     assert tally.closed == [handle.id]
     assert tally.replayed == [] and tally.broken == []
@@ -396,7 +396,7 @@ async def test_200_open_runs_are_checked_with_progress_on_a_terminal(
                 interval=0.5,
                 what=f"{MANY} pipelines waiting at prefab",
             )
-        await wait_for(lambda: _listed(client, on_queue(config), MANY), timeout=30)
+        await wait_for(lambda: listed(client, on_queue(config), MANY), timeout=30)
         terminal, writer = pty.openpty()
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
