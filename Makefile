@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS := .test-tools
 
-.PHONY: run test unit venv lint demo bench clean
+.PHONY: run test unit venv lint demo bench deploy-check clean
 
 # Idempotent: reinstalls only when a requirements file changed.
 venv: $(STAMP)
@@ -20,6 +20,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 # at TEMPORAL_ADDRESS. Ctrl-C stops both.
 run: venv
 	$(PY) worker.py --dev-server $(RUN_ARGS)
+
+# Before `pm2 reload`: replays every open pipeline and plan on the server the worker's settings
+# name (this shell's environment, as for `pm2 start`) on this checkout's workflow code. Exit 0
+# when all replay; 1 names each run that would break (docs/OPERATIONS.md, "Deploying new code").
+deploy-check: venv
+	$(PY) worker.py --check-open-runs
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,8 @@ that AGENT_HOSTS sends to an agent on this host.
 
 Start-up order: config -> logging -> observability -> TLS -> client -> Worker. `--dev-server`
 (what `make run` uses) first starts an embedded Temporal dev server when nothing answers at
-TEMPORAL_ADDRESS, and stops it again on exit.
+TEMPORAL_ADDRESS, and stops it again on exit. `--check-open-runs` starts no worker: it replays
+every open run on this checkout's workflow code and exits (deploy_check.py, docs/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import deploy_check
 import observability
 from activities.agent_stages import AgentStageActivities
 from activities.build_phase import BuildPhaseActivities
@@ -34,7 +36,7 @@ from config import WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
 from models import Features, host_queue
-from program_exit import exit_code, leave
+from program_exit import EXIT_OK, exit_code, leave
 from temporal_connect import connect, worker_identity
 from workflows.build_pipeline_workflow import BuildPipelineWorkflow
 from workflows.build_plan import BuildPlanWorkflow
@@ -196,7 +198,14 @@ async def main_async(config: WorkerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check-open-runs",
+        action="store_true",
+        help="start no worker: replay every open pipeline and plan on this checkout's workflow "
+        "code, print each run that would break, exit 0 if none would, else 1",
+    )
+    mode.add_argument(
         "--dev-server",
         action="store_true",
         help="start an embedded dev server when nothing answers at TEMPORAL_ADDRESS",
@@ -208,9 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the embedded dev server keeps its SQLite file and log (default: .temporal)",
     )
     args = parser.parse_args(argv)
+    checked = EXIT_OK
 
     def start() -> None:
+        nonlocal checked
         config = load_config()
+        if args.check_open_runs:
+            checked = deploy_check.main(config, workflows())
+            return
         observability.configure_logging(
             config.log_level, config.log_file, config.log_format, worker_id=WORKER_ID
         )
@@ -221,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with dev_server if args.dev_server else contextlib.nullcontext():
             asyncio.run(main_async(config))
 
-    return exit_code(
-        "temporal-build-worker", start, (ConfigError, CredentialError), name_error=True
+    return (
+        exit_code("temporal-build-worker", start, (ConfigError, CredentialError), name_error=True)
+        or checked
     )
 
 
