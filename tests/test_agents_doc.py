@@ -142,6 +142,7 @@ def test_statuses_are_the_protocol_vocabulary() -> None:
         task_files.INPUT_REQUIRED,
         task_files.APPROVED,
         task_files.REJECTED,
+        task_files.CHANGES_REQUESTED,
         task_files.IN_PROGRESS,
         task_files.COMPLETED,
         task_files.FAILED,
