@@ -136,23 +136,6 @@ def parse_agent_hosts(text: str) -> dict[str, str]:
     return hosts
 
 
-def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
-    """A path setting, `~` expanded, or `default` when unset."""
-    value = env_value(env, name)
-    return Path(value).expanduser() if value else default
-
-
-def log_settings(env: Mapping[str, str]) -> tuple[str, str | None]:
-    """LOG_LEVEL and LOG_FORMAT, as the worker and the agent runner read them."""
-    level = (env_value(env, "LOG_LEVEL") or "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
-    log_format = (env_value(env, "LOG_FORMAT") or "").lower() or None
-    if log_format is not None and log_format not in LOG_FORMATS:
-        raise ConfigError(f"LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}")
-    return level, log_format
-
-
 class ClientSettings(Protocol):
     """How to reach Temporal: what `load_client_settings` returns, and what WorkerConfig has."""
 
