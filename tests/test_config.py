@@ -32,6 +32,7 @@ from config import (
 from exceptions import ConfigError
 from harness.env import ROOT, closed_address
 from tests.helpers.checks import stderr_line
+from tests.helpers.docs import first_column_names
 
 HOME = "/home/agent"
 
@@ -288,6 +289,14 @@ def test_the_cli_reads_its_settings_without_pydantic() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_readme_environment_table_is_the_settings_model() -> None:
+    """Each variable WorkerConfig reads has its README row, and each row its variable."""
+    rows = first_column_names((ROOT / "README.md").read_text(), "## Environment")
+    variables = {field.validation_alias for field in WorkerConfig.model_fields.values()}
+    # observability reads its own two, when it is turned on
+    assert rows - {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} == variables
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,14 @@ from runner.config import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     AgentCommand,
+    AgentEntry,
+    RunnerSettings,
     load_commands,
     load_settings,
     parse_commands,
 )
 from runner.outcomes import exit_outcome, heartbeat_interval, token_of
+from tests.helpers.docs import first_column_names
 
 HOME = Path("/home/op")
 SRC = "AGENT_COMMANDS_FILE f"
@@ -304,8 +307,15 @@ def test_agents_doc_names_the_fixed_variables() -> None:
     assert names - {"TASK_<KEY>"} == fixed
 
 
-def test_operations_doc_names_every_runner_setting() -> None:
+def test_operations_doc_holds_the_runner_models() -> None:
+    """Each variable RunnerSettings reads has its row, and each row its variable; the commands
+    file's example has every key an entry may have, and parses."""
     doc = (ROOT / "docs" / "OPERATIONS.md").read_text().split("## The agent runner", 1)[1]
-    source = (ROOT / "runner" / "config.py").read_text()
-    for name in sorted(set(re.findall(r'"(AGENT_[A-Z_]+)"', source))):
-        assert f"`{name}`" in doc, name
+    rows = first_column_names(doc, "### Settings")
+    variables = {field.validation_alias for field in RunnerSettings.model_fields.values()}
+    # how it reaches Temporal: the client settings, as complete_activity.py reads them
+    assert rows - {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"} == variables
+    example = doc.split("### The commands file", 1)[1].split("```yaml\n", 1)[1].split("```")[0]
+    entries = yaml.safe_load(example)
+    assert set(entries["dev"]) == set(AgentEntry.model_fields)
+    assert parse(entries)["dev"].cwd == HOME / "src"
