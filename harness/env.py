@@ -9,7 +9,6 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def make_config(tmp: Path, address: str = "localhost:7233", **overrides: Any) ->
         summary_dir=tmp / "workflows",
         send_matrix_script=tmp / "send-matrix.sh",
     )
-    return replace(base, **overrides)
+    return base.model_copy(update=overrides)
 
 
 @contextlib.asynccontextmanager

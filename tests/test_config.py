@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config import (
     WorkerConfig,
@@ -29,13 +32,15 @@ from exceptions import ConfigError
 from harness.env import ROOT, closed_address
 from harness.worker_process import FOREIGN_VARS, bare_env, worker_command
 from tests.helpers.checks import stderr_line
+from tests.helpers.docs import first_column_names
 
 pytestmark = pytest.mark.unit
 
 HOME = "/home/agent"
 
 # Every variable the worker or complete_activity.py reads, with the
-# WorkerConfig field it sets and that field's default when the variable is unset.
+# WorkerConfig field it sets and that field's default when the variable is unset;
+# besides HOME (field `home`), the root of the default paths.
 DEFAULTS: dict[str, tuple[str, Any]] = {
     "TEMPORAL_ADDRESS": ("temporal_address", "localhost:7233"),
     "TEMPORAL_NAMESPACE": ("temporal_namespace", "default"),
@@ -75,18 +80,21 @@ def private_file(path: Path, text: str = "s3cr3t-id\n", mode: int = 0o600) -> Pa
 
 def test_defaults_when_unset() -> None:
     # a field added to WorkerConfig without a row here fails this test
-    assert {field for field, _ in DEFAULTS.values()} == set(WorkerConfig.__dataclass_fields__)
+    fields = {field for field, _ in DEFAULTS.values()}
+    assert fields | {"home"} == set(WorkerConfig.model_fields)
     config = load_config({"HOME": HOME})
     for name, (field, default) in DEFAULTS.items():
         assert getattr(config, field) == default, name
+    assert config.home == Path(HOME)
     assert config.vault_configured is False
+    assert load_config({}).home == Path.home()
 
 
 def test_empty_or_blank_value_means_default() -> None:
     """The original let `TASK_QUEUE=` override the default with an empty string."""
     for blank in ("", "   "):
-        env = {"HOME": HOME, **dict.fromkeys(DEFAULTS, blank)}
-        assert load_config(env) == load_config({"HOME": HOME})
+        env = dict.fromkeys([*DEFAULTS, "HOME"], blank)
+        assert load_config(env) == load_config({})
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -122,6 +130,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
     expected = {
+        "home": Path(HOME),
         "temporal_address": "temporal.internal:7234",
         "temporal_namespace": "builds",
         "task_queue": "other-queue",
@@ -137,7 +146,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "require_tls": True,
         "tls_server_name": "temporal.example",
         "block_poll_seconds": 2.5,
-        "agent_task_dir": Path.home() / "queue",  # `~` follows the process's home
+        "agent_task_dir": Path(HOME, "queue"),  # `~` is the HOME of the environment read
         "summary_dir": Path("/srv/summaries"),
         "matrix_homeserver": "https://matrix.example",
         "matrix_access_token_file": token,
@@ -224,6 +233,72 @@ def test_client_settings_are_what_the_worker_uses() -> None:
     client, worker = load_client_settings(env), load_config(env)
     for field in ("temporal_address", "temporal_namespace", "tls_server_name", "require_tls"):
         assert getattr(client, field) == getattr(worker, field)
+
+
+CLIENT_FIELDS = {
+    "TEMPORAL_ADDRESS": "temporal_address",
+    "TEMPORAL_NAMESPACE": "temporal_namespace",
+    "VAULT_ADDR": "vault_addr",
+    "VAULT_ROLE_ID": "vault_role_id",
+    "VAULT_SECRET_ID_FILE": "vault_secret_id_file",
+    "TEMPORAL_REQUIRE_TLS": "require_tls",
+    "TEMPORAL_TLS_SERVER_NAME": "tls_server_name",
+}
+# values right and wrong for one variable or another; the worker also checks the secret id file
+# (complete_activity.py does as it reads it), so that one is a private file, as `~/` or not
+CLIENT_VALUES = st.sampled_from(
+    [
+        *("", " ", "h:1", " h:7233 ", "no-port", ":7233", "host:", "host:http", "ns"),
+        *("yes", "No", "TRUE", "0", "on", "2", "http://v:8200", "https://v", "v:8200"),
+    ]
+)
+CLIENT_ENVS = st.fixed_dictionaries(
+    {},
+    optional={
+        **dict.fromkeys(CLIENT_FIELDS, CLIENT_VALUES),
+        "VAULT_SECRET_ID_FILE": st.sampled_from(["", "SECRET", "~/secret-id"]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CLIENT_ENVS)
+def test_the_cli_reads_the_client_variables_as_the_worker_does(given_env: dict[str, str]) -> None:
+    """complete_activity.py reads its seven variables without pydantic: the same values as
+    WorkerConfig's fields, or the same line."""
+    with tempfile.TemporaryDirectory() as home:
+        secret = private_file(Path(home, "secret-id"))
+        env = {"HOME": home, **{k: v.replace("SECRET", str(secret)) for k, v in given_env.items()}}
+        results = []
+        for read in (load_client_settings, load_config):
+            try:
+                client = read(env)
+            except ConfigError as err:
+                results.append(str(err))
+            else:
+                fields = [*CLIENT_FIELDS.values(), "vault_configured"]
+                results.append(str({field: getattr(client, field) for field in fields}))
+        assert results[0] == results[1]
+
+
+def test_the_cli_reads_its_settings_without_pydantic() -> None:
+    """Importing pydantic would cost every agent completion about 0.1 s (bench P2)."""
+    code = (
+        "import sys, config, vault; config.load_client_settings(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'pydantic_core'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_readme_environment_table_is_the_settings_model() -> None:
+    """Each variable WorkerConfig reads has its README row, and each row its variable."""
+    rows = first_column_names((ROOT / "README.md").read_text(), "## Environment")
+    variables = {field.validation_alias for field in WorkerConfig.model_fields.values()}
+    # observability reads its own two, when it is turned on
+    assert rows - {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} == variables
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ AGENT_HOSTS = "dispatcher=alpha,claudebox=alpha,security-agent=alpha,dev=beta"
 
 def host_config(tmp: Path, address: str, task_queue: str, host: str) -> WorkerConfig:
     """One host's worker: its own directories under `tmp/<host>`, the fleet's task queue."""
-    return replace(make_config(tmp / host, address), task_queue=task_queue)
+    return make_config(tmp / host, address, task_queue=task_queue)
 
 
 def host_env(config: WorkerConfig, host: str, **extra: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -404,7 +403,7 @@ async def test_pipeline_posts_one_message_per_block_across_a_retry(
         ScriptedAgent(direct.agent_task_dir, address, script.decide),
         AnswerLosingProxy(room.synapse.port, lose_after=1) as proxy,
     ):
-        via_proxy = replace(direct, matrix_homeserver=proxy.url)
+        via_proxy = direct.model_copy(update={"matrix_homeserver": proxy.url})
         with capture_logs() as logs:
             async with running_worker(
                 client, via_proxy, graceful_shutdown_timeout=timedelta(seconds=1)

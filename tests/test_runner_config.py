@@ -18,11 +18,14 @@ from runner.config import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     AgentCommand,
+    AgentEntry,
+    RunnerSettings,
     load_commands,
     load_settings,
     parse_commands,
 )
 from runner.outcomes import exit_outcome, heartbeat_interval, token_of
+from tests.helpers.docs import first_column_names
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +50,13 @@ def test_the_issue_example_parses_with_defaults() -> None:
         }
     )
     assert agents["dev"] == AgentCommand(
-        "dev", ("claude", "-p", "$TASK_INSTRUCTION"), HOME / "src", 14400.0, 1, False, {}
+        name="dev",
+        command=("claude", "-p", "$TASK_INSTRUCTION"),
+        cwd=HOME / "src",
+        timeout_seconds=14400.0,
+        concurrency=1,
+        rerun_on_restart=False,
+        env={},
     )
     ops = agents["ops"]
     assert (ops.cwd, ops.timeout_seconds, ops.concurrency, ops.rerun_on_restart) == (
@@ -74,6 +83,21 @@ def test_the_issue_example_parses_with_defaults() -> None:
             {"dev": {"command": ["a"], "timeout": 3}},
             f"{SRC}: dev: unknown key 'timeout' (known: command, cwd, timeout_seconds, "
             "concurrency, rerun_on_restart, env)",
+        ),
+        (  # a misspelt key is named, not the `command` it leaves out
+            {"dev": {"comand": ["a"]}},
+            f"{SRC}: dev: unknown key 'comand' (known: command, cwd, timeout_seconds, "
+            "concurrency, rerun_on_restart, env)",
+        ),
+        ({"dev": {"command": [""]}}, f"{SRC}: dev.command must be a non-empty list of strings"),
+        ({"dev": {"command": ["a"], "cwd": ""}}, f"{SRC}: dev.cwd must be a directory path"),
+        (
+            {"dev": {"command": ["a"], "timeout_seconds": float("nan")}},
+            f"{SRC}: dev.timeout_seconds must be a number greater than 0, not nan",
+        ),
+        (
+            {"dev": {"command": ["a"], "env": {"X": None}}},
+            f"{SRC}: dev.env must map variable names to strings",
         ),
         (
             {"dev": {"command": ["a"], "timeout_seconds": 0}},
@@ -111,6 +135,18 @@ def test_bad_entries_are_one_line_naming_the_key(data: Any, message: str) -> Non
     assert str(caught.value) == message
 
 
+def test_env_values_are_text_and_an_empty_env_is_none() -> None:
+    """YAML reads unquoted numbers and booleans as such: passed on as their text, as always."""
+    agents = parse(
+        {
+            "dev": {"command": ["a"], "env": {"N": 3, "F": 0.5, "B": True}},
+            "ops": {"command": ["b"], "env": None},
+        }
+    )
+    assert agents["dev"].env == {"N": "3", "F": "0.5", "B": "True"}
+    assert agents["ops"].env == {}
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yml"
     with pytest.raises(ConfigError, match=r"^AGENT_COMMANDS_FILE .*nope.yml cannot be read: No"):
@@ -140,9 +176,15 @@ def test_settings_from_the_environment() -> None:
     ("extra", "message"),
     [
         ({"AGENT_COMMANDS_FILE": ""}, "AGENT_COMMANDS_FILE is not set"),
-        ({"AGENT_RUNNER_CONCURRENCY": "0"}, "AGENT_RUNNER_CONCURRENCY must be an integer greater"),
+        (
+            {"AGENT_RUNNER_CONCURRENCY": "0"},
+            "AGENT_RUNNER_CONCURRENCY='0' must be an integer greater than 0",
+        ),
         ({"AGENT_RUNNER_CONCURRENCY": "two"}, "AGENT_RUNNER_CONCURRENCY='two' is not an integer"),
-        ({"AGENT_RUNNER_HEARTBEAT_SECONDS": "-1"}, "AGENT_RUNNER_HEARTBEAT_SECONDS must be a num"),
+        (
+            {"AGENT_RUNNER_HEARTBEAT_SECONDS": "-1"},
+            "AGENT_RUNNER_HEARTBEAT_SECONDS='-1' must be a number greater than 0",
+        ),
         ({"AGENT_RUNNER_ID": "a b"}, "AGENT_RUNNER_ID='a b' may hold"),
     ],
 )
@@ -267,8 +309,15 @@ def test_agents_doc_names_the_fixed_variables() -> None:
     assert names - {"TASK_<KEY>"} == fixed
 
 
-def test_operations_doc_names_every_runner_setting() -> None:
+def test_operations_doc_holds_the_runner_models() -> None:
+    """Each variable RunnerSettings reads has its row, and each row its variable; the commands
+    file's example has every key an entry may have, and parses."""
     doc = (ROOT / "docs" / "OPERATIONS.md").read_text().split("## The agent runner", 1)[1]
-    source = (ROOT / "runner" / "config.py").read_text()
-    for name in sorted(set(re.findall(r'"(AGENT_[A-Z_]+)"', source))):
-        assert f"`{name}`" in doc, name
+    rows = first_column_names(doc, "### Settings")
+    variables = {field.validation_alias for field in RunnerSettings.model_fields.values()}
+    # how it reaches Temporal: the client settings, as complete_activity.py reads them
+    assert rows - {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"} == variables
+    example = doc.split("### The commands file", 1)[1].split("```yaml\n", 1)[1].split("```")[0]
+    entries = yaml.safe_load(example)
+    assert set(entries["dev"]) == set(AgentEntry.model_fields)
+    assert parse(entries)["dev"].cwd == HOME / "src"

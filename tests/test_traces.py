@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -380,7 +379,7 @@ async def test_failed_dispatch_is_logged_traced_and_counted(
     span is an error, and the stage counts as a failure."""
     not_a_dir = tmp_path / "queue-is-a-file"
     not_a_dir.write_text("x")
-    config = replace(config, agent_task_dir=not_a_dir)
+    config = config.model_copy(update={"agent_task_dir": not_a_dir})
     workflow_id = f"plan-{uuid.uuid4()}"
     async with WorkerProcess(otel_env(config, receiver), tmp_path / "logs") as worker:
         plan = build_plan_input(PLAN)
