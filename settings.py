@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 import config
 from exceptions import ConfigError
+from models import MAX_AUDIT_ROUNDS_LIMIT
 from secret_files import check_secret_file
 
 MAX_FAILURE_HOLD = 30 * 86400  # seconds: a failed stage waits at most 30 days for the operator
@@ -210,6 +211,9 @@ class WorkerConfig(EnvSettings):
     agent_hosts: AgentHosts = variable("AGENT_HOSTS", default_factory=dict)
     host_wait_seconds: float = variable("HOST_WAIT_SECONDS", 900.0, ge=1, le=86400)
     failure_hold_seconds: float = variable("FAILURE_HOLD", 0.0, ge=0, le=MAX_FAILURE_HOLD)
+    # review loops: audits per pipeline (the first included), and re-auditing applied flags
+    max_audit_rounds: int = variable("MAX_AUDIT_ROUNDS", 3, ge=1, le=MAX_AUDIT_ROUNDS_LIMIT)
+    verify_fixes: Flag = variable("VERIFY_FIXES", False)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

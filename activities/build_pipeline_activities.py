@@ -73,6 +73,8 @@ class PipelineActivities:
             agent_hosts=dict(self.config.agent_hosts),
             host_wait_seconds=self.config.host_wait_seconds,
             failure_hold_seconds=self.config.failure_hold_seconds,
+            max_audit_rounds=self.config.max_audit_rounds,
+            verify_fixes=self.config.verify_fixes,
         )
 
     @activity.defn(name="process_triage_output")

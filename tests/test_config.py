@@ -69,6 +69,8 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "AGENT_HOSTS": ("agent_hosts", {}),
     "HOST_WAIT_SECONDS": ("host_wait_seconds", 900.0),
     "FAILURE_HOLD": ("failure_hold_seconds", 0.0),
+    "MAX_AUDIT_ROUNDS": ("max_audit_rounds", 3),
+    "VERIFY_FIXES": ("verify_fixes", False),
 }
 
 
@@ -126,6 +128,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "AGENT_HOSTS": "claudebox=alpha.lan, dev = beta",
         "HOST_WAIT_SECONDS": "60",
         "FAILURE_HOLD": "7200",
+        "MAX_AUDIT_ROUNDS": "5",
+        "VERIFY_FIXES": "yes",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -155,6 +159,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "agent_hosts": {"claudebox": "alpha.lan", "dev": "beta"},
         "host_wait_seconds": 60.0,
         "failure_hold_seconds": 7200.0,
+        "max_audit_rounds": 5,
+        "verify_fixes": True,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
@@ -487,6 +493,8 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
         ("WORKER_HOST", "alpha/beta"),
         ("AGENT_HOSTS", "claudebox"),
         ("HOST_WAIT_SECONDS", "0"),
+        ("MAX_AUDIT_ROUNDS", "0"),
+        ("VERIFY_FIXES", "sometimes"),
     ],
 )
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
