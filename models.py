@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --- BuildPlanWorkflow ------------------------------------------------------------------------
 
@@ -28,6 +28,32 @@ class PhaseSpec:
 MAX_HOLD_SECONDS = 30 * 86400
 # The most audit rounds a pipeline may be given.
 MAX_AUDIT_ROUNDS_LIMIT = 10
+# How long one wait at the block gate lasts before it ends by itself.
+GATE_TIMEOUT_SECONDS = 7 * 86400
+REMINDER_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_reminders(text: str, longest: float = MAX_HOLD_SECONDS) -> list[float]:
+    """DECISION_REMINDERS (`4h,1d,3d,6d`): the seconds after a wait began at which to remind,
+    increasing, none zero, none beyond `longest` (the longest wait there is). ValueError says
+    what is wrong in one line."""
+    seconds: list[float] = []
+    for item in (part.strip() for part in text.split(",")):
+        number, unit = item[:-1], item[-1:]
+        if unit not in REMINDER_UNITS:
+            raise ValueError(f"{item!r} needs a unit: s, m, h or d (as in 4h,1d)")
+        try:
+            value = float(number) * REMINDER_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"{item!r} is not a number with a unit (as in 4h)") from None
+        if not value > 0:
+            raise ValueError(f"{item!r} must be more than 0")
+        if value > longest:
+            raise ValueError(f"{item!r} is beyond the longest wait ({longest / 86400:g}d)")
+        if seconds and value <= seconds[-1]:
+            raise ValueError(f"{item!r} must come later than the reminder before it")
+        seconds.append(value)
+    return seconds
 
 
 @dataclass
@@ -101,6 +127,16 @@ class BuildPipelineInput(BaseModel):
     # whether applied flags are audited again (None = the worker's VERIFY_FIXES).
     max_audit_rounds: Annotated[int, Field(ge=1, le=MAX_AUDIT_ROUNDS_LIMIT)] | None = None
     verify_fixes: bool | None = None
+    # When to remind of a decision that waits (`4h,1d`; None = the worker's DECISION_REMINDERS,
+    # "" = none)
+    decision_reminders: str | None = None
+
+    @field_validator("decision_reminders")
+    @classmethod
+    def _reminders(cls, value: str | None) -> str | None:
+        if value:
+            parse_reminders(value)
+        return value
 
 
 class TriageOutput(BaseModel):
@@ -251,6 +287,8 @@ class PipelineSettings(BaseModel):
     # MAX_AUDIT_ROUNDS and VERIFY_FIXES: the review loops' cap, and re-auditing applied flags.
     max_audit_rounds: int = 3
     verify_fixes: bool = False
+    # DECISION_REMINDERS: seconds after a wait for a person began at which to remind them.
+    decision_reminders: list[float] = []
 
 
 def host_queue(task_queue: str, host: str) -> str:

@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 import config
 from exceptions import ConfigError
-from models import MAX_AUDIT_ROUNDS_LIMIT
+from models import GATE_TIMEOUT_SECONDS, MAX_AUDIT_ROUNDS_LIMIT, parse_reminders
 from secret_files import check_secret_file
 
 MAX_FAILURE_HOLD = 30 * 86400  # seconds: a failed stage waits at most 30 days for the operator
@@ -166,6 +166,7 @@ Homeserver = Annotated[
 TokenFile = Annotated[HomePath, AfterValidator(_token_file)]
 HeartbeatTimeout = Annotated[int, AfterValidator(_heartbeat_timeout)]
 WorkerHost = Annotated[str, BeforeValidator(config.parse_worker_host)]
+Reminders = Annotated[list[float], NoDecode, BeforeValidator(_text(parse_reminders))]
 AgentHosts = Annotated[dict[str, str], NoDecode, BeforeValidator(_text(config.parse_agent_hosts))]
 
 
@@ -214,6 +215,8 @@ class WorkerConfig(EnvSettings):
     # review loops: audits per pipeline (the first included), and re-auditing applied flags
     max_audit_rounds: int = variable("MAX_AUDIT_ROUNDS", 3, ge=1, le=MAX_AUDIT_ROUNDS_LIMIT)
     verify_fixes: Flag = variable("VERIFY_FIXES", False)
+    # seconds after a wait for a person began at which to remind them; none by default
+    decision_reminders: Reminders = variable("DECISION_REMINDERS", default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -225,6 +228,12 @@ class WorkerConfig(EnvSettings):
         config.check_vault_addr(self)
         if self.matrix_homeserver and self.matrix_access_token_file is None:
             raise ConfigError("MATRIX_HOMESERVER is set but MATRIX_ACCESS_TOKEN_FILE is not")
+        longest = max(GATE_TIMEOUT_SECONDS, self.failure_hold_seconds)
+        if self.decision_reminders and self.decision_reminders[-1] > longest:
+            raise ConfigError(
+                f"DECISION_REMINDERS has a reminder after {self.decision_reminders[-1]:g} s, "
+                f"beyond the longest wait ({longest:g} s: the gate's 7 days, or FAILURE_HOLD)"
+            )
         return self
 
     def public_fields(self) -> dict[str, object]:

@@ -75,6 +75,7 @@ class PipelineActivities:
             failure_hold_seconds=self.config.failure_hold_seconds,
             max_audit_rounds=self.config.max_audit_rounds,
             verify_fixes=self.config.verify_fixes,
+            decision_reminders=list(self.config.decision_reminders),
         )
 
     @activity.defn(name="process_triage_output")
@@ -183,11 +184,21 @@ class PipelineActivities:
 
     @activity.defn(name="wait_for_block_resolution")
     async def wait_for_block_resolution(
-        self, build_name: str, task_id: str, task_path: str = "", changes_allowed: bool = True
-    ) -> dict[str, str]:
+        self,
+        build_name: str,
+        task_id: str,
+        task_path: str = "",
+        changes_allowed: bool = True,
+        check: int = 0,
+    ) -> dict[str, Any]:
         """Check the originating task file once: its decision when `approved` (or `rejected`,
-        or `changes-requested` while the run has audit rounds left, `changes_allowed`), else a
-        benign failure that Temporal retries later: the fallback behind the watcher.
+        or `changes-requested` while the run has audit rounds left, `changes_allowed`), else
+        when to check again. The fallback behind the watcher.
+
+        With `check` 0 (runs parked before the `decision-waits` patch) "not yet" is a benign
+        failure that Temporal retries later; from `check` 1 on (the wait's first check, its
+        second...) it is `{"next_check_seconds": ...}` and the workflow's own timer waits,
+        so the UI shows a wait, not failed attempts.
 
         The watcher (activities/gate_watcher.py) delivers a decision written into the file at
         once; this check is what remains for what it cannot see: a file without this run's mark
@@ -203,18 +214,18 @@ class PipelineActivities:
         """
         info = activity.info()
         log = observability.activity_logger(build=build_name, task_id=task_id)
-        if info.attempt == 1:
+        if (check or info.attempt) == 1:
             log.info("waiting_for_resolution")
         queue = self.config.agent_task_dir
 
-        def check() -> tuple[Path | None, dict[str, Any] | None]:
+        def read() -> tuple[Path | None, dict[str, Any] | None]:
             path = Path(task_path) if task_path else None
             if path is None or not path.exists():
                 path = task_files.find_task(queue, task_id)
             return path, task_files.load_task(path) if path else None
 
         try:
-            path, task = await asyncio.to_thread(check)
+            path, task = await asyncio.to_thread(read)
         except TaskFileError as err:
             log.warning("task_read_error", error=str(err))
             path, task = None, None
@@ -238,6 +249,8 @@ class PipelineActivities:
         ):
             delay *= WATCHED_POLL_FACTOR
         status = str(task.get("status", "")) if task else ""
+        if check:
+            return {"next_check_seconds": delay, "status": status}
         raise ApplicationError(
             f"task {task_id} is {status or 'not found'}; checking again in {delay:g}s",
             type=GATE_WAITING,

@@ -1,7 +1,9 @@
-"""The failure hold's one activity: tell the operator a stage failed and how to decide.
+"""The notifications of waits for a person: a failure hold's, and the reminders of any wait.
 
 A held pipeline waits for `retry`, `skip` or `abort`; the message carries the exact commands,
-so the operator can act from the notification alone.
+so the operator can act from the notification alone. A reminder (DECISION_REMINDERS) repeats
+what a wait at the gate or in a hold waits for, how long it has waited, how long is left, and
+the commands.
 """
 
 from __future__ import annotations
@@ -62,3 +64,46 @@ class HoldActivities:
         key = f"{activity.info().workflow_run_id}:hold:{hold_number}"
         await notify_once(self.config, message, key=key)
         observability.activity_logger(build=build_name).info("stage_held", stage=stage)
+
+
+def duration(seconds: float) -> str:
+    """`3d 4h`, `2h 5m`, `40s`: the two largest units."""
+    left, parts = int(max(seconds, 0)), list[str]()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def reminder_message(
+    build_name: str, waits_for: str, waited: float, left: float, commands: list[str]
+) -> str:
+    return "\n".join(
+        [
+            f"[REMINDER] {build_name}: waits for {waits_for} since {duration(waited)}; "
+            f"{duration(left)} left before it ends by itself",
+            "",
+            *commands,
+        ]
+    )
+
+
+class ReminderActivities:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+
+    @activity.defn(name="notify_reminder")
+    async def notify_reminder(
+        self,
+        build_name: str,
+        waits_for: str,
+        waited_seconds: float,
+        left_seconds: float,
+        commands: list[str],
+        key: str,
+    ) -> None:
+        """One reminder, sent at most once (`key` names the wait and the reminder's number)."""
+        message = reminder_message(build_name, waits_for, waited_seconds, left_seconds, commands)
+        await notify_once(self.config, message, key=f"{activity.info().workflow_run_id}:{key}")
+        observability.activity_logger(build=build_name).info("reminder_sent", key=key)

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "FAILURE_HOLD": ("failure_hold_seconds", 0.0),
     "MAX_AUDIT_ROUNDS": ("max_audit_rounds", 3),
     "VERIFY_FIXES": ("verify_fixes", False),
+    "DECISION_REMINDERS": ("decision_reminders", []),
 }
 
 
@@ -130,6 +131,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "FAILURE_HOLD": "7200",
         "MAX_AUDIT_ROUNDS": "5",
         "VERIFY_FIXES": "yes",
+        "DECISION_REMINDERS": "30m, 4h,1d",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -161,6 +163,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "failure_hold_seconds": 7200.0,
         "max_audit_rounds": 5,
         "verify_fixes": True,
+        "decision_reminders": [1800.0, 14400.0, 86400.0],
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
@@ -495,6 +498,10 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
         ("HOST_WAIT_SECONDS", "0"),
         ("MAX_AUDIT_ROUNDS", "0"),
         ("VERIFY_FIXES", "sometimes"),
+        ("DECISION_REMINDERS", "4"),
+        ("DECISION_REMINDERS", "0s"),
+        ("DECISION_REMINDERS", "1d,4h"),
+        ("DECISION_REMINDERS", "8d"),  # beyond the gate's 7 days, with no longer hold
     ],
 )
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
@@ -575,3 +582,12 @@ def test_log_file_gets_the_stdout_lines_and_is_private(tmp_path: Path) -> None:
     proc2 = run_worker(env, tmp_path)
     assert proc2.returncode == 3
     assert log_file.read_text() == written + proc2.stdout
+
+
+def test_reminders_may_reach_as_far_as_the_longest_wait() -> None:
+    """A reminder past the gate's 7 days is refused unless FAILURE_HOLD waits that long."""
+    assert load_config({"DECISION_REMINDERS": "7d"}).decision_reminders == [604800.0]
+    refused = refusal({"DECISION_REMINDERS": "1d,8d"})
+    assert refused.startswith("DECISION_REMINDERS has a reminder after 691200 s, beyond")
+    held = load_config({"DECISION_REMINDERS": "1d,8d", "FAILURE_HOLD": str(10 * 86400)})
+    assert held.decision_reminders == [86400.0, 691200.0]

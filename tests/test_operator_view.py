@@ -75,8 +75,10 @@ async def test_ui_shows_summaries_and_the_gate_commands(
                 address,
             )
         )
-        pending = described["pendingActivities"]
-        assert [a["activityType"]["name"] for a in pending] == ["wait_for_block_resolution"]
+        # a wait, not an activity retrying: the file's check returned, and the details say
+        # when the next one is due
+        assert "pendingActivities" not in described
+        assert "- next check of the task file: " in metadata
 
         await shell(approve, operator_env(address))  # copied from the details, run as it is
         result = await run.handle.result()

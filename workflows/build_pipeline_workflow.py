@@ -186,16 +186,7 @@ class BuildPipelineWorkflow:
             state.settings = PipelineSettings(
                 stage_search_attribute=Features.stage_search_attribute
             )
-        state.hold_seconds = (
-            state.settings.failure_hold_seconds
-            if build.failure_hold_seconds is None
-            else build.failure_hold_seconds
-        )
-        state.max_rounds = build.max_audit_rounds or state.settings.max_audit_rounds
-        state.verify_fixes = (
-            state.settings.verify_fixes if build.verify_fixes is None else build.verify_fixes
-        )
-        state.status.max_audit_rounds = state.max_rounds
+        state.settle(build)
         try:
             return await self._pipeline(build)
         except (asyncio.CancelledError, ActivityError) as err:

@@ -107,11 +107,7 @@ class BuildPlanWorkflow:
         phase_ids = versions.patched(versions.PLAN_SETTINGS)
         if phase_ids:
             state.settings = await record_settings()
-        state.hold_seconds = (
-            state.settings.failure_hold_seconds
-            if plan.failure_hold_seconds is None
-            else plan.failure_hold_seconds
-        )
+        state.settle(plan)
         done = 0
         try:
             for index, phase in enumerate(plan.phases, start=1):

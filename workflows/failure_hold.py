@@ -14,9 +14,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    import operator_view
     from activities.hold import HoldActivities
     from models import DecisionInput
-    from workflows import versions
+    from workflows import versions, waiting
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
     from workflows.stages import THREE_TRIES
@@ -84,12 +85,26 @@ async def hold(
     except ActivityError as err:  # best effort, as every notification
         if is_cancelled_exception(err):
             raise
+    limit = timedelta(seconds=state.hold_seconds)
+    summary = f"no decision on the failed {failure.stage} stage"
     try:
-        await workflow.wait_condition(
-            lambda: state.choice is not None,
-            timeout=timedelta(seconds=state.hold_seconds),
-            timeout_summary=f"no decision on the failed {failure.stage} stage",
-        )
+        # reminders came with DECISION_WAITS; without any, the hold is the one timer it was
+        if state.reminders and versions.patched(versions.DECISION_WAITS):
+            commands = operator_view.hold_commands(workflow.info().workflow_id, skippable)
+            await waiting.wait(
+                runner,
+                waiting.Wait(
+                    waits_for=f"retry, skip or abort of the failed {failure.stage} stage",
+                    limit=limit,
+                    decided=lambda: state.choice is not None,
+                    commands=[command for _, command in commands],
+                    timeout_summary=summary,
+                ),
+            )
+        else:
+            await workflow.wait_condition(
+                lambda: state.choice is not None, timeout=limit, timeout_summary=summary
+            )
     except TimeoutError:
         state.choice = ("expired", DecisionInput())
     state.held = None

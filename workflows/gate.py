@@ -17,8 +17,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
+    import operator_view
     from models import Resolution
-    from workflows import review
+    from workflows import review, versions, waiting
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner
     from workflows.stages import GATE, GATE_TIMEOUT, NOTIFY
@@ -43,7 +44,7 @@ async def notify_and_wait(
 
 async def _wait(runner: StageRunner, task_id: str) -> Resolution:
     """Park until a decision, a rerun, or GATE_TIMEOUT. Both ways of deciding leave the same
-    commands; only a wait at the round cap tells the fallback check to pass over a
+    commands; only a wait at the round cap tells the file's check to pass over a
     `changes-requested` file (a trailing argument)."""
     state = runner.state
     runner.set_stage(GATE.name)
@@ -53,35 +54,26 @@ async def _wait(runner: StageRunner, task_id: str) -> Resolution:
     if not review.rounds_left(state):
         args.append(False)
     options: dict[str, Any] = {**GATE.limits, **runner.on(GATE.agent, bounded=False)}
-    poller = workflow.start_activity_method(
-        GATE.activity, args=args, summary=runner.summary(GATE, GATE.name), **options
-    )
+    found: dict[str, Any] | None = None
     try:
-        await workflow.wait_condition(
-            lambda: state.decision is not None or state.rerun is not None or poller.done(),
-            timeout=GATE_TIMEOUT,
-            timeout_summary="no decision on the blocks within 7 days",
-        )
+        if versions.patched(versions.DECISION_WAITS):
+            found = await _wait_checking(runner, args, options)
+        else:
+            found = await _wait_on_retries(runner, args, options)
     except TimeoutError:
         state.decision = Resolution(decision="timed_out", via="timer", at=runner.now())
+    except ActivityError as err:  # the check of the file failed: so does the gate
+        raise StageFailed(GATE.name, err) from None
     finally:
         state.awaiting = False
-    if state.decision is None and state.rerun is None:
-        try:
-            found: dict[str, str] = poller.result()
-        except ActivityError as err:
-            raise StageFailed(GATE.name, err) from None
+    if found is not None and state.decision is None and state.rerun is None:
         state.decision = Resolution(
-            decision=found["decision"],  # type: ignore[arg-type]
+            decision=found["decision"],
             via="task-file",
             by=found.get("by", ""),
             note=found.get("note", ""),
             at=runner.now(),
         )
-    elif not poller.done():
-        poller.cancel()
-        with contextlib.suppress(ActivityError, asyncio.CancelledError):
-            await poller
     runner.mark_done(GATE.name)
     if state.decision is None and state.rerun is not None:
         observability.record_block_wait(runner.since(parked), "rerun")
@@ -90,3 +82,66 @@ async def _wait(runner: StageRunner, task_id: str) -> Resolution:
     observability.record_block_wait(runner.since(parked), state.decision.decision)
     state.status.resolution = state.decision
     return state.decision
+
+
+def _decided(runner: StageRunner) -> bool:
+    return runner.state.decision is not None or runner.state.rerun is not None
+
+
+async def _wait_checking(
+    runner: StageRunner, args: list[Any], options: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Since `decision-waits`: the workflow's own timers between checks of the file, each a
+    short activity that returns, and DECISION_REMINDERS on the way (workflows/waiting.py)."""
+    state, workflow_id = runner.state, workflow.info().workflow_id
+    changes = review.rounds_left(state)
+
+    def check(number: int) -> workflow.ActivityHandle[dict[str, Any]]:
+        return workflow.start_activity_method(
+            GATE.activity,
+            args=[*args[:3], changes, number],
+            summary=runner.summary(GATE, GATE.name),
+            **options,
+        )
+
+    return await waiting.wait(
+        runner,
+        waiting.Wait(
+            waits_for=f"a decision on {len(state.status.blocks)} block(s)",
+            limit=GATE_TIMEOUT,
+            decided=lambda: _decided(runner),
+            commands=[c for _, c in operator_view.gate_commands(workflow_id, changes)],
+            timeout_summary="no decision on the blocks within 7 days",
+            check=check,
+        ),
+    )
+
+
+async def _wait_on_retries(
+    runner: StageRunner, args: list[Any], options: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Runs parked before `decision-waits`: one activity whose "not yet" is a benign failure
+    that the server retries every BLOCK_POLL_SECONDS."""
+    poller = workflow.start_activity_method(
+        GATE.activity, args=args, summary=runner.summary(GATE, GATE.name), **options
+    )
+    try:
+        await workflow.wait_condition(
+            lambda: _decided(runner) or poller.done(),
+            timeout=GATE_TIMEOUT,
+            timeout_summary="no decision on the blocks within 7 days",
+        )
+    except TimeoutError:
+        await _cancel(poller)
+        raise
+    if not _decided(runner):
+        return poller.result()
+    await _cancel(poller)
+    return None
+
+
+async def _cancel(handle: workflow.ActivityHandle[Any]) -> None:
+    if not handle.done():
+        handle.cancel()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await handle

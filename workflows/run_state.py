@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import (
+    BuildPipelineInput,
+    BuildPlanInput,
     DecisionInput,
     PipelineSettings,
     PipelineStatus,
@@ -18,6 +20,7 @@ from models import (
     Resolution,
     ReviewRound,
     TriageOutput,
+    parse_reminders,
 )
 from workflows.hosts import Route
 from workflows.stage_failure import StageFailed
@@ -56,6 +59,11 @@ class RunState:
     flags_fixed: int = 0
     # an operator's `rerun` at the gate or in a hold, until the run goes back to its stage
     rerun: RerunInput | None = None
+    # waits for a person: when to remind (seconds after a wait began), how many waits so far
+    # (a reminder's key), and the current wait's lines in the current details
+    reminders: list[float] = field(default_factory=list)
+    waits: int = 0
+    wait_facts: list[str] = field(default_factory=list)
     # the gate
     decision: Resolution | None = None
     awaiting: bool = False
@@ -67,6 +75,28 @@ class RunState:
     choice: tuple[str, DecisionInput] | None = None
     holds: int = 0
     skipped: list[str] = field(default_factory=list)
+
+    def settle(self, given: BuildPipelineInput | BuildPlanInput) -> None:
+        """What this run goes by: the recorded settings, each overridden by the input's field
+        where the input has one and it is set."""
+        settings = self.settings
+
+        def chosen(name: str, default: Any) -> Any:
+            value = getattr(given, name, None)
+            return default if value is None else value
+
+        self.hold_seconds = chosen("failure_hold_seconds", settings.failure_hold_seconds)
+        self.max_rounds = chosen("max_audit_rounds", settings.max_audit_rounds)
+        self.verify_fixes = chosen("verify_fixes", settings.verify_fixes)
+        reminders = chosen("decision_reminders", None)
+        self.reminders = (
+            settings.decision_reminders
+            if reminders is None
+            else parse_reminders(reminders)
+            if reminders
+            else []
+        )
+        self.status.max_audit_rounds = self.max_rounds
 
     @property
     def audit_round(self) -> int:

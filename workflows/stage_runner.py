@@ -264,7 +264,7 @@ class StageRunner:
             task_id=task_id,
             task_file=task_file,
             error=state.status.error,
-            facts=facts,
+            facts=[*facts, *state.wait_facts],
             commands=commands,
         )
 

@@ -36,6 +36,7 @@ HOLD_NOTIFY_DISPATCHER = "hold-notify-dispatcher"
 END_SHIELDED = "end-shielded"
 PLAN_CONTROL = "plan-control"
 REVIEW_LOOPS = "review-loops"
+DECISION_WAITS = "decision-waits"
 
 # No open pipeline or plan started before the day: `temporal workflow list --query
 # "ExecutionStatus='Running' AND StartTime < '<day>'"` lists none.
@@ -102,6 +103,14 @@ PATCHES = {
             "replayed there, its stage would fail saying so",
             _NONE_OPEN.format(day="2026-12-06"),
             reached_without_marker=False,
+        ),
+        Patch(
+            DECISION_WAITS,
+            "2026-12-06",
+            ("BuildPipelineWorkflow", "BuildPlanWorkflow"),
+            "the block gate checks its file by one activity whose 'not yet' the server retries "
+            "(shown as failed attempts), and no wait sends reminders",
+            _NONE_OPEN.format(day="2026-12-06"),
         ),
     )
 }
