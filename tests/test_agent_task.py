@@ -4,6 +4,7 @@ agent's copy of the task file, without the token."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from activities import instructions, task_files
+from harness.env import ROOT
 from runner.agent_task import ENDING, agent_copy, runner_instruction
 
 pytestmark = pytest.mark.unit
@@ -121,3 +123,18 @@ def test_the_agents_copy_has_no_token_and_the_runners_instruction() -> None:
     # a task without an instruction: its description, and how it ends
     bare = agent_copy(a_task({"description": "Scaffold"}), RESULT)
     assert bare["payload"]["instruction"] == runner_instruction("Scaffold", RESULT)
+
+
+def test_agents_doc_quotes_what_the_runner_tells_its_agents() -> None:
+    doc = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
+    section = doc.split("### How your task ends", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```text\n(.*?)```", section, flags=re.S)
+    assert block == ENDING.format(result_file="<TASK_RESULT_FILE>") + "\n"
+    phase = runner_instruction(EVERY_INSTRUCTION["phase"], RESULT)
+    said = " ".join(section.split())
+    for sentence in (
+        "When it is done, write phase-complete to the result file and exit with status 0.",
+        "print <reason> as the last line of your output and exit with a non-zero status",
+    ):
+        assert sentence in phase
+        assert f"`{sentence}`" in said

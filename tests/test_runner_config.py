@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -19,6 +19,8 @@ from runner.config import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentCommand,
     AgentEntry,
+    OutputFormat,
+    Prices,
     RunnerSettings,
     load_commands,
     load_settings,
@@ -394,6 +396,15 @@ def _block_after(text: str, marker: str) -> str:
     return re.findall(r"```sh\n(.*?)```", after, flags=re.S)[0]
 
 
+def test_operations_doc_names_each_output_format() -> None:
+    doc = (ROOT / "docs" / "OPERATIONS.md").read_text().split("### What agents cost", 1)[1]
+    table = doc.split("| `output` | For |", 1)[1].split("\n\n", 1)[0]
+    formats = [row.split("|")[1].split("`")[1] for row in table.splitlines()[2:]]
+    assert formats == list(get_args(OutputFormat))
+    assert "`input`, `cached_input` and `output`" in doc
+    assert set(Prices.model_fields) == {"input", "cached_input", "output"}
+
+
 def test_readme_setup_is_a_valid_commands_file_and_the_pm2_line() -> None:
     block = _block_after((ROOT / "README.md").read_text(), "<!-- runner: setup -->")
     lines = block.splitlines()
@@ -401,6 +412,23 @@ def test_readme_setup_is_a_valid_commands_file_and_the_pm2_line() -> None:
     agents = parse(yaml.safe_load("\n".join(lines[1:-2])))
     assert agents["dev"].command == ("claude", "-p", "$TASK_INSTRUCTION")
     assert lines[-1] == "AGENT_COMMANDS_FILE=~/agent-commands.yml pm2 start ecosystem.config.js"
+
+
+def test_readme_passes_the_remaining_budget_to_claude() -> None:
+    """`--max-budget-usd "$TASK_BUDGET_REMAINING_USD"`: the task's budget, else the entry's."""
+    block = _block_after((ROOT / "README.md").read_text(), "<!-- runner: setup -->")
+    agents = parse(yaml.safe_load("\n".join(block.splitlines()[1:-2])))
+    budgeted = [a for a in agents.values() if "--max-budget-usd" in a.command]
+    assert [a.output for a in budgeted] == ["claude-json"]
+    [agent] = budgeted
+    at = agent.command.index("--max-budget-usd")
+    assert agent.command[at + 1] == "$TASK_BUDGET_REMAINING_USD"
+    for payload, budget in (({"budget_remaining_usd": 1.75}, "1.75"), ({}, "5")):
+        env = agent_environment(
+            {}, {"payload": payload}, Path("t"), Path("r"), Path("u"), agent.env
+        )
+        assert expand_command(agent.command, env)[at + 1] == budget
+    assert {a.output for a in agents.values()} == {"text", "claude-json", "codex-jsonl"}
 
 
 def test_agents_doc_names_the_fixed_variables() -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from harness.env import ROOT
 from runner.config import Prices
 from runner.process import MAX_LINE_BYTES, output_lines
 from runner.usage import ClaudeJson, CodexJsonl, Report, price, reader_for
 from tests.helpers.fake_agents import claude_result, claude_stream, codex_events
-from usage import UsageError, check_usage, parse_usage
+from usage import KEYS, MAX_USAGE_BYTES, UsageError, check_usage, parse_usage
 
 pytestmark = pytest.mark.unit
 
@@ -233,3 +234,11 @@ def test_output_lines_from_this_run_on(tmp_path: Path) -> None:
         "no newline at the end",
     ]
     assert list(output_lines(tmp_path / "missing.log", 0)) == []
+
+
+def test_agents_doc_lists_the_usage_keys() -> None:
+    doc = (ROOT / "docs" / "AGENTS.md").read_text(encoding="utf-8")
+    section = doc.split("## What the work cost", 1)[1]
+    table = section.split("| Key | Value |", 1)[1].split("\n\n", 1)[0]
+    assert [row.split("|")[1].strip(" `") for row in table.splitlines()[2:]] == list(KEYS)
+    assert f"more than {MAX_USAGE_BYTES} bytes makes it malformed" in " ".join(section.split())
