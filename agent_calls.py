@@ -21,6 +21,8 @@ from program_exit import EXIT_CREDENTIALS, EXIT_STOP, EXIT_TOKEN, EXIT_UNREACHAB
 if TYPE_CHECKING:
     from temporalio.client import Client
 
+    from usage import Usage
+
 RPC_TIMEOUT = timedelta(seconds=15)
 MAX_PROGRESS_LEN = 500
 NOT_ACCEPTED = "task token not accepted: the activity is already completed, timed out, or unknown"
@@ -60,19 +62,32 @@ def clean_progress(text: str, token: bytes = b"") -> str:
     return sanitize_finding(text, MAX_PROGRESS_LEN)
 
 
-async def complete(client: Client, token: bytes, output: str) -> None:
-    """End the stage with `{status: success, output}`; what `success [message]` sends."""
+def completion(output: str, usage: Usage | None = None) -> dict[str, Any]:
+    """What `success` sends: `{status: success, output}`, and `usage` only when some of it is
+    known, so a completion without it reads as of unknown cost, never as free."""
+    result: dict[str, Any] = {"status": "success", "output": output}
+    if usage:
+        result["usage"] = dict(usage)
+    return result
+
+
+async def complete(client: Client, token: bytes, output: str, usage: Usage | None = None) -> None:
+    """End the stage with `completion(output, usage)`; what `success [message]` sends."""
     handle = client.get_async_activity_handle(task_token=token)
-    await _call(handle.complete({"status": "success", "output": output}, rpc_timeout=RPC_TIMEOUT))
+    await _call(handle.complete(completion(output, usage), rpc_timeout=RPC_TIMEOUT))
 
 
-async def fail(client: Client, token: bytes, message: str) -> None:
-    """Fail the stage without retry (PhaseFailedError, `Phase failed` when `message` is empty)."""
+async def fail(client: Client, token: bytes, message: str, usage: Usage | None = None) -> None:
+    """Fail the stage without retry (PhaseFailedError, `Phase failed` when `message` is empty);
+    a known usage is the failure's one detail, `{usage: {...}}`: a failed stage costs too."""
     from temporalio.exceptions import ApplicationError
 
     from exceptions import PHASE_FAILED
 
-    error = ApplicationError(message or "Phase failed", type=PHASE_FAILED, non_retryable=True)
+    details = [{"usage": dict(usage)}] if usage else []
+    error = ApplicationError(
+        message or "Phase failed", *details, type=PHASE_FAILED, non_retryable=True
+    )
     handle = client.get_async_activity_handle(task_token=token)
     await _call(handle.fail(error, rpc_timeout=RPC_TIMEOUT))
 

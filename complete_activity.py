@@ -2,14 +2,19 @@
 """Complete, fail or heartbeat an agent's task by its Temporal task token.
 
 Usage:
-  complete_activity.py <task_token_b64> success [output_message]
-  complete_activity.py <task_token_b64> failed [error_message]
+  complete_activity.py <task_token_b64> success [output_message] [--usage <json>]
+  complete_activity.py <task_token_b64> failed [error_message] [--usage <json>]
   complete_activity.py <task_token_b64> heartbeat [progress]
-  complete_activity.py --task-file <task.yml> success|failed|heartbeat [message]
+  complete_activity.py --task-file <task.yml> success|failed|heartbeat [message] [--usage <json>]
   complete_activity.py - success|failed|heartbeat [message]   (token read from standard input)
 
 The token is `payload.task_token` of the task file. `--task-file` and `-` keep it off the
 command line, where `ps` and shell history would show it.
+
+`--usage` says what the work cost, sent with `success` or `failed`: a JSON object with any of
+cost_usd (US dollars), input_tokens, output_tokens, cache_read_tokens and turns, for example
+--usage '{"cost_usd": 0.42, "input_tokens": 1200, "output_tokens": 800}'. Without it the
+stage's cost is unknown. A malformed one is exit 1, and nothing is delivered.
 
 Environment: TEMPORAL_ADDRESS (localhost:7233), TEMPORAL_NAMESPACE (default), and for mTLS
 VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, TEMPORAL_REQUIRE_TLS, TEMPORAL_TLS_SERVER_NAME.
@@ -51,6 +56,7 @@ from program_exit import (
     EXIT_USAGE,
     leave,
 )
+from usage import Usage, UsageError, parse_usage
 
 STATUSES = ("success", "failed", "heartbeat")
 CONNECT_TIMEOUT_SECONDS = 20.0
@@ -75,6 +81,24 @@ class Args(NamedTuple):
     message: str
     traceparent: str | None  # W3C trace context of the dispatch, when there is one
     task_file: Path | None  # --task-file: a heartbeat re-reads its status to tell 6 from 4
+    usage: Usage | None = None  # --usage, when it says anything
+
+
+def take_usage(argv: list[str]) -> tuple[list[str], Usage | None]:
+    """`--usage <json>` (or `--usage=<json>`) taken out of the arguments, checked."""
+    for i, arg in enumerate(argv):
+        if arg == "--usage" or arg.startswith("--usage="):
+            if arg == "--usage":
+                if i + 1 >= len(argv):
+                    raise CliError(EXIT_USAGE, "--usage needs a JSON object after it")
+                text, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+            else:
+                text, rest = arg.removeprefix("--usage="), argv[:i] + argv[i + 1 :]
+            try:
+                return rest, parse_usage(text) or None
+            except UsageError as err:
+                raise CliError(EXIT_USAGE, f"--usage: {err}") from None
+    return argv, None
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -82,6 +106,7 @@ def parse_args(argv: list[str]) -> Args:
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
         raise CliError(EXIT_OK, "")
+    argv, usage = take_usage(argv)
     task_file: Path | None = None
     if argv and argv[0] == "--task-file":
         if len(argv) < 3:
@@ -104,6 +129,8 @@ def parse_args(argv: list[str]) -> Args:
         raise CliError(
             EXIT_USAGE, f"unknown status {status!r}: expected success, failed or heartbeat"
         )
+    if usage is not None and status == "heartbeat":
+        raise CliError(EXIT_USAGE, "--usage goes with success or failed, not heartbeat")
     message = rest[1] if len(rest) > 1 else ""
     if not _is_unicode(message):
         # bytes that are not UTF-8 reach Python as lone surrogates; sent on, the result cannot
@@ -112,7 +139,7 @@ def parse_args(argv: list[str]) -> Args:
     if token == "-":
         token = sys.stdin.read()
     traceparent = traceparent or os.environ.get("TRACEPARENT", "").strip() or None
-    return Args(token.strip(), status, message, traceparent, task_file)
+    return Args(token.strip(), status, message, traceparent, task_file, usage)
 
 
 def _is_unicode(text: str) -> bool:
@@ -185,9 +212,9 @@ async def deliver(token: bytes, args: Args) -> str:
     if args.status == "heartbeat":
         return await agent_calls.heartbeat(client, token, args.message, task_file=args.task_file)
     if args.status == "success":
-        await agent_calls.complete(client, token, args.message)
+        await agent_calls.complete(client, token, args.message, args.usage)
     else:
-        await agent_calls.fail(client, token, args.message)
+        await agent_calls.fail(client, token, args.message, args.usage)
     return ""
 
 
@@ -210,7 +237,7 @@ def traced(args: Args) -> contextlib.AbstractContextManager[None]:
 def main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
-        status, message = args.status, args.message
+        status, message, usage = args.status, args.message, args.usage
         token = decode_token(args.token)
         with traced(args):
             recorded = asyncio.run(deliver(token, args))
@@ -224,10 +251,14 @@ def main(argv: list[str]) -> int:
     if status == "heartbeat":
         log_event("heartbeat_recorded", progress=recorded)
     elif status == "success":
-        log_event("activity_completed", output=message or "success")
+        log_event("activity_completed", output=message or "success", **_with(usage))
     else:
-        log_event("activity_failed", output=message or "no details")
+        log_event("activity_failed", output=message or "no details", **_with(usage))
     return EXIT_OK
+
+
+def _with(usage: Usage | None) -> dict[str, Any]:
+    return {"usage": usage} if usage else {}
 
 
 if __name__ == "__main__":

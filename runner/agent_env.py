@@ -7,12 +7,14 @@ inherited from the runner's own environment is dropped.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 TOKEN_KEY = "task_token"
+BUDGET_KEY = "budget_remaining_usd"
 PREFIX = "TASK_"
 # Inherited settings an agent has no use for, and that would only widen what a prompt-injected
 # agent could reach: the runner's own Temporal/Vault credentials and any stale TASK_* variable.
@@ -35,6 +37,16 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
+def budget_text(value: Any) -> str | None:
+    """The pipeline's remaining budget as an agent CLI takes it (`claude --max-budget-usd`): a
+    plain decimal, never `1e-05`; None for anything but a finite number >= 0."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
 def instruction_of(task: Mapping[str, Any]) -> str:
     """`payload.instruction`; a BuildPlan phase has none, so its description and summary."""
     payload = task.get("payload")
@@ -50,24 +62,30 @@ def agent_environment(
     task: Mapping[str, Any],
     task_file: Path,
     result_file: Path,
+    usage_file: Path,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The runner's environment without its own settings, the entry's `env`, then every scalar
-    payload field as TASK_<KEY>, then the fixed TASK_FILE, TASK_INSTRUCTION, TASK_RESULT_FILE,
-    TASK_ID and TASK_TYPE (these win over a payload key of the same name)."""
+    payload field as TASK_<KEY> (`budget_remaining_usd` only as a plain number >= 0), then the
+    fixed TASK_FILE, TASK_INSTRUCTION, TASK_RESULT_FILE, TASK_USAGE_FILE, TASK_ID and TASK_TYPE
+    (these win over a payload key of the same name)."""
     env = {k: v for k, v in base.items() if not k.startswith(DROPPED_PREFIXES)}
     env.update(extra or {})
     payload = task.get("payload")
     if isinstance(payload, dict):
         for key, value in payload.items():
             text = _scalar(value)
-            if isinstance(key, str) and key != TOKEN_KEY and text is not None:
+            if isinstance(key, str) and key not in (TOKEN_KEY, BUDGET_KEY) and text is not None:
                 env[env_name(key)] = text
+        budget = budget_text(payload.get(BUDGET_KEY))
+        if budget is not None:  # else the entry's `env` may give a default
+            env[env_name(BUDGET_KEY)] = budget
     env.pop(env_name(TOKEN_KEY), None)
     env.update(
         TASK_FILE=str(task_file),
         TASK_INSTRUCTION=instruction_of(task),
         TASK_RESULT_FILE=str(result_file),
+        TASK_USAGE_FILE=str(usage_file),
         TASK_ID=str(task.get("id", "")).replace("\0", ""),
         TASK_TYPE=str(task.get("task_type", "")).replace("\0", ""),
     )

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,8 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -91,6 +93,22 @@ def _not_empty(value: object) -> object:
 # YAML reads `N: 3` as a number and `X: true` as a boolean: each is passed on as str() of it
 Text = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int | float) else v)]
 
+# How an agent's output reports its usage (runner/usage.py reads each)
+OutputFormat = Literal["text", "claude-json", "codex-jsonl"]
+CODEX_JSONL = "codex-jsonl"
+
+
+class Prices(BaseModel):
+    """What the provider charges, in US dollars per million tokens: codex-jsonl output counts
+    tokens but no money, and a price belongs in the commands file, which changes with the
+    provider's, not in code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    input: float = Field(ge=0)
+    cached_input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
 
 class AgentEntry(BaseModel):
     """One agent's entry in AGENT_COMMANDS_FILE. A rule's words for any bad value of a field are
@@ -115,6 +133,22 @@ class AgentEntry(BaseModel):
         dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Text],
         BeforeValidator(lambda value: {} if value is None else value),  # `env:` and nothing
     ] = Field(default_factory=dict, description="must map variable names to strings")
+    output: OutputFormat = Field(
+        default="text", description="must be text, claude-json or codex-jsonl"
+    )
+    prices: Prices | None = Field(
+        default=None,
+        description="must map input, cached_input and output to US dollars per million tokens "
+        "(numbers >= 0)",
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_for_codex(cls, prices: Prices | None, info: ValidationInfo) -> Prices | None:
+        if prices is not None and info.data.get("output") != CODEX_JSONL:
+            # claude-json output carries its own cost; a price for text output prices nothing
+            raise ValueError(f"are read only with output: {CODEX_JSONL}")
+        return prices
 
 
 class AgentCommand(AgentEntry):
@@ -134,7 +168,7 @@ def parse_commands(data: Any, source: str, home: Path) -> dict[str, AgentCommand
     except ValidationError as err:
         errors = err.errors(include_url=False)
         # an unknown key first: it is often a known one misspelt, whose absence errs too
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        first = next((e for e in errors if _unknown_key(e)), errors[0])
         raise _commands_error(first, source) from None
     commands = {}
     for name, entry in entries.items():
@@ -153,17 +187,22 @@ def _commands_error(error: ErrorDetails, source: str) -> ConfigError:
     if loc[1] == "[key]":
         return ConfigError(f"{source}: agent name {name!r} must be 1-64 letters, digits, . _ -")
     key = str(loc[1])
-    if error["type"] == "extra_forbidden":
+    if _unknown_key(error):
         known = f"(known: {', '.join(AgentEntry.model_fields)})"
         return ConfigError(f"{source}: {name}: unknown key {key!r} {known}")
     field = AgentEntry.model_fields[key]
-    if error["type"] == "value_error":
+    if error["type"] == "value_error" and len(loc) == 2:
         why = str(error["ctx"]["error"])
     elif field.description:
         why = field.description
     else:
         why = f"must be {number_rule(field)}, not {error['input']!r}"
     return ConfigError(f"{source}: {name}.{key} {why}")
+
+
+def _unknown_key(error: ErrorDetails) -> bool:
+    """An entry's own unknown key; one inside `prices` is that field's error."""
+    return error["type"] == "extra_forbidden" and len(error["loc"]) == 2
 
 
 def load_commands(path: Path, home: Path) -> dict[str, AgentCommand]:

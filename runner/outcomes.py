@@ -6,11 +6,13 @@ The table of cases is in runner/service.py's docstring and docs/OPERATIONS.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import agent_calls
 from activities.task_files import COMPLETED, FAILED
+from runner.usage import Report
+from usage import Usage
 
 MAX_OUTPUT_CHARS = 10_000
 FAILURE_LINES = 5
@@ -24,6 +26,7 @@ class Outcome:
     note: str
     deliver: str  # "complete", "fail", "none", or "leave": stays in-progress for a restart
     output: str | None = None
+    usage: Usage | None = None  # what the run cost, when known: it travels with the outcome
 
 
 def token_of(task: Mapping[str, Any]) -> bytes | None:
@@ -53,3 +56,18 @@ def exit_outcome(code: int, agent: str, result_text: str, last: list[str]) -> Ou
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     tail = " | ".join(last[-FAILURE_LINES:]) or "no output"
     return Outcome(FAILED, f"agent {agent} {how}; last output: {tail}"[:MAX_OUTPUT_CHARS], "fail")
+
+
+def run_outcome(
+    code: int, agent: str, result_text: str, last: list[str], report: Report, usage: Usage | None
+) -> Outcome:
+    """What a finished run means, its output read as declared: an error result fails the stage
+    whatever the exit status; otherwise the exit status decides, and the final text of the
+    output stands in for the last line (the result file still comes first). `usage` goes with
+    either."""
+    if report.error is not None:
+        said = f": {report.text.strip()[:500]}" if report.text and report.text.strip() else ""
+        note = f"agent {agent} ended with an error result, {report.error}{said}"
+        return Outcome(FAILED, note[:MAX_OUTPUT_CHARS], "fail", usage=usage)
+    text = result_text.strip() or (report.text or "")
+    return replace(exit_outcome(code, agent, text, last), usage=usage)

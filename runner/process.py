@@ -13,13 +13,15 @@ import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from activities.task_files import ensure_private_dir
 
 PR_SET_PDEATHSIG = 1
 TAIL_BYTES = 16 * 1024
+MAX_LINE_BYTES = 1024 * 1024  # a longer output line is skipped, never held whole
+RUNNER_NOTE = "[agent-runner]"
 
 
 # Looked up once here: between fork and exec (where threads may hold locks) the child only
@@ -83,8 +85,35 @@ def tail(log_file: Path, lines: int) -> list[str]:
         return []
     text = data.decode("utf-8", errors="replace")
     kept = [line.strip() for line in text.splitlines() if line.strip()]
-    kept = [line for line in kept if not line.startswith("[agent-runner]")]
+    kept = [line for line in kept if not line.startswith(RUNNER_NOTE)]
     return kept[-lines:]
+
+
+def log_size(log_file: Path) -> int:
+    """Where this run's output starts: a re-run appends to the log of the run before."""
+    try:
+        return log_file.stat().st_size
+    except OSError:
+        return 0
+
+
+def output_lines(log_file: Path, offset: int) -> Iterator[str]:
+    """The log's lines from `offset` on, one at a time, without the runner's own notes; a line
+    longer than MAX_LINE_BYTES is skipped, so memory stays bounded whatever the agent wrote."""
+    try:
+        fh = log_file.open("rb")
+    except OSError:
+        return
+    with fh:
+        fh.seek(offset)
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                continue
+            text = line.decode("utf-8", errors="replace")
+            if not text.startswith(RUNNER_NOTE):
+                yield text
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -111,11 +140,11 @@ def reap_group(pgid: int) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
-def _members(pgid: int, task_file: Path) -> list[int]:
-    """Live processes of group `pgid` that were started for `task_file` (TASK_FILE in their
-    environment): a pgid whose group has emptied may be reused, so the group id alone is not
-    proof that what is there is this task's agent."""
-    marker = f"TASK_FILE={task_file}".encode()
+def _members(pgid: int, task_files: tuple[Path, ...]) -> list[int]:
+    """Live processes of group `pgid` that were started for one of `task_files` (TASK_FILE in
+    their environment): a pgid whose group has emptied may be reused, so the group id alone is
+    not proof that what is there is this task's agent."""
+    markers = {f"TASK_FILE={task_file}".encode() for task_file in task_files}
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -126,14 +155,14 @@ def _members(pgid: int, task_file: Path) -> list[int]:
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker in environ:
+        if markers.intersection(environ):
             found.append(int(entry))
     return found
 
 
-def stop_leftovers(pgid: int, task_file: Path) -> int:
+def stop_leftovers(pgid: int, *task_files: Path) -> int:
     """SIGKILL what is left of an earlier run's agent group; returns how many were found."""
-    members = _members(pgid, task_file)
+    members = _members(pgid, task_files)
     for pid in members:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

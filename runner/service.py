@@ -1,8 +1,10 @@
 """The runner's loop: claim submitted tasks within the limits, supervise each agent, report.
 
 What happens to a task, by case (docs/OPERATIONS.md repeats this for operators):
-- agent exits 0: the stage completes `success` (result file text, else last output line);
-  the file becomes `completed`;
+- agent exits 0: the stage completes `success` (result file text, else the output's final text
+  for a JSON `output`, else last output line); the file becomes `completed`;
+- a claude-json error result (`is_error: true`), whatever the exit status: the stage is failed
+  with its `subtype`; the file becomes `failed`;
 - non-zero exit, a command that cannot start, the time limit, a runner stop or restart while
   the agent ran (without `rerun_on_restart`): the stage is failed with one line saying which;
   the file becomes `failed`;
@@ -11,6 +13,8 @@ What happens to a task, by case (docs/OPERATIONS.md repeats this for operators):
 - the server refuses the token (exit 1): the group is stopped, the file becomes `failed`;
 - a task with no usable token: the file becomes `failed` (there is no stage to tell);
 - a malformed file: one log line, the file is left untouched.
+The usage of a run that ended by itself (TASK_USAGE_FILE, else its output) goes with its
+`success` or `failed`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from program_exit import EXIT_UNREACHABLE
 from runner import claims, process
 from runner.config import AgentCommand, RunnerSettings
 from runner.outcomes import Outcome, token_of
-from runner.supervise import AgentRun
+from runner.supervise import AgentRun, RunFiles
 from runner.watch import RESCAN_SECONDS, wake_on_changes
 
 DELIVERY_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 30, 30)  # Temporal unreachable: ~2 min in all
@@ -62,11 +66,8 @@ class Runner:
             "task_file_malformed", task_file=str(path), error=problem, effect="left untouched"
         )
 
-    def _paths(self, path: Path) -> tuple[Path, Path]:
-        return (
-            self.settings.log_dir / f"{path.stem}.log",
-            self.settings.log_dir / f"{path.stem}.result",
-        )
+    def _files(self, path: Path) -> RunFiles:
+        return RunFiles.of(self.settings.log_dir, path)
 
     async def run(self) -> None:
         """Until `stop` is set; then agents are stopped as `shutdown` describes."""
@@ -123,7 +124,7 @@ class Runner:
                     "no usable payload.task_token: the runner cannot report this task",
                 )
                 return
-            log_file, _ = self._paths(path)
+            log_file = self._files(path).log
             claimed = claims.claim(
                 self.settings.task_dir,
                 path,
@@ -163,7 +164,6 @@ class Runner:
         self, path: Path, task: dict[str, Any], agent: AgentCommand, token: bytes, note: str
     ) -> None:
         fields = {"task_file": str(path), "agent": agent.name, "task_id": task.get("id")}
-        log_file, result_file = self._paths(path)
         run = AgentRun(
             self.settings,
             self.client,
@@ -175,8 +175,7 @@ class Runner:
             agent,
             token,
             note,
-            log_file,
-            result_file,
+            self._files(path),
             fields,
         )
         try:
@@ -199,9 +198,11 @@ class Runner:
             for pause in (*DELIVERY_RETRY_SECONDS, None):
                 try:
                     if outcome.deliver == "complete":
-                        await agent_calls.complete(self.client, token, outcome.output or "")
+                        await agent_calls.complete(
+                            self.client, token, outcome.output or "", outcome.usage
+                        )
                     else:
-                        await agent_calls.fail(self.client, token, outcome.note)
+                        await agent_calls.fail(self.client, token, outcome.note, outcome.usage)
                     break
                 except agent_calls.AgentCallError as err:
                     # stopping: PM2's kill_timeout leaves no time for the retries
@@ -222,7 +223,9 @@ class Runner:
             )
         except TaskFileError as err:
             self.log.error("task_file_error", **fields, error=str(err))
-        self.log.info("task_finished", **fields, status=outcome.status, note=note[:500])
+        self.log.info(
+            "task_finished", **fields, status=outcome.status, note=note[:500], usage=outcome.usage
+        )
 
     def recover(self) -> None:
         """This runner's `in-progress` tasks from an earlier run: their agent is gone."""
@@ -240,7 +243,8 @@ class Runner:
     def _recover_one(self, path: Path, task: dict[str, Any], fields: dict[str, Any]) -> None:
         info = task[claims.RUNNER_KEY]
         if isinstance(info.get("pid"), int):
-            left = process.stop_leftovers(info["pid"], path)
+            # TASK_FILE names the agent's copy; an older runner's agent, the queued file
+            left = process.stop_leftovers(info["pid"], self._files(path).task, path)
             if left:
                 self.log.warning("agent_leftovers_killed", **fields, processes=left)
         agent = self.agents.get(str(task.get("target_agent")))

@@ -15,14 +15,39 @@ from typing import Any
 from temporalio.client import Client
 
 import agent_calls
+from activities import task_files
 from activities.task_files import CANCELLED, FAILED
 from program_exit import EXIT_STOP, EXIT_TOKEN, EXIT_USAGE
 from runner import claims, process
 from runner.agent_env import agent_environment, expand_command
+from runner.agent_task import agent_copy
 from runner.config import AgentCommand, RunnerSettings
-from runner.outcomes import Outcome, exit_outcome, heartbeat_interval
+from runner.outcomes import Outcome, heartbeat_interval, run_outcome
+from runner.usage import Report, reader_for
+from usage import MAX_USAGE_BYTES, Usage, UsageError, parse_usage
 
 TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """One task's files beside the queue, in AGENT_RUNNER_LOG_DIR (0700): the agent's output,
+    the text and the usage it may write, and its copy of the task file."""
+
+    log: Path
+    result: Path
+    usage: Path
+    task: Path
+
+    @classmethod
+    def of(cls, log_dir: Path, task_file: Path) -> RunFiles:
+        stem = task_file.stem
+        return cls(
+            log_dir / f"{stem}.log",
+            log_dir / f"{stem}.result",
+            log_dir / f"{stem}.usage",
+            log_dir / f"{stem}.task.yaml",  # not `*.yml`: never taken for a queued task
+        )
 
 
 @dataclass
@@ -37,19 +62,24 @@ class AgentRun:
     agent: AgentCommand
     token: bytes
     note: str  # for the history and the agent's log: why this run (a re-run says so)
-    log_file: Path
-    result_file: Path
+    files: RunFiles
     fields: dict[str, Any]
 
     async def run(self) -> Outcome:
-        self.result_file.unlink(missing_ok=True)
+        files = self.files
+        files.result.unlink(missing_ok=True)
+        files.usage.unlink(missing_ok=True)
+        agent_task = agent_copy(self.task, str(files.result))
+        task_files.write_text_atomic(files.task, task_files.dump_yaml(agent_task), 0o600)
         env = agent_environment(
-            self.base_env, self.task, self.path, self.result_file, self.agent.env
+            self.base_env, agent_task, files.task, files.result, files.usage, self.agent.env
         )
         argv = expand_command(self.agent.command, env)
-        process.note_in_log(self.log_file, f"[agent-runner] {self.note or 'starting'}: {argv[0]}")
+        starting = f"{process.RUNNER_NOTE} {self.note or 'starting'}: {argv[0]}"
+        process.note_in_log(files.log, starting)
+        offset = process.log_size(files.log)
         try:
-            proc = await process.spawn(argv, env, self.agent.cwd, self.log_file)
+            proc = await process.spawn(argv, env, self.agent.cwd, files.log)
         except OSError as err:
             why = err.strerror or str(err)
             where = f" in {self.agent.cwd}" if self.agent.cwd else ""
@@ -74,11 +104,56 @@ class AgentRun:
         assert proc.returncode is not None
         result = ""
         try:
-            result = self.result_file.read_text(errors="replace")
+            result = files.result.read_text(errors="replace")
         except OSError:
             pass
-        last = process.tail(self.log_file, TAIL_LINES)
-        return exit_outcome(proc.returncode, self.agent.name, result, last)
+        report = await asyncio.to_thread(self._read_output, offset)
+        usage = self._usage_file() or report.usage
+        last = process.tail(files.log, TAIL_LINES)
+        return run_outcome(proc.returncode, self.agent.name, result, last, report, usage)
+
+    def _read_output(self, offset: int) -> Report:
+        """This run's output, read as the entry declares; one warning when it does not read."""
+        reader = reader_for(self.agent.output, self.agent.prices)
+        if reader is None:
+            return Report()
+        for line in process.output_lines(self.files.log, offset):
+            reader.feed(line)
+        report = reader.report()
+        if report.problem is not None:
+            self.log.warning(
+                "agent_output_unread",
+                **self.fields,
+                output=self.agent.output,
+                problem=report.problem,
+                effect="no usage from the output",
+            )
+        return report
+
+    def _usage_file(self) -> Usage | None:
+        """What the agent wrote to TASK_USAGE_FILE: it wins over what its output says."""
+        try:
+            with self.files.usage.open("rb") as fh:
+                raw = fh.read(MAX_USAGE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            self._usage_file_refused(err.strerror or str(err))
+            return None
+        try:
+            return parse_usage(raw.decode("utf-8", errors="replace")) or None
+        except UsageError as err:
+            self._usage_file_refused(str(err))
+            return None
+
+    def _usage_file_refused(self, problem: str) -> None:
+        self.log.warning(
+            "usage_file_unread",
+            **self.fields,
+            usage_file=str(self.files.usage),
+            problem=problem,
+            effect="the output's usage, if any",
+        )
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> Outcome | None:
         """Heartbeat until the agent exits (None), or stop it and say why."""
@@ -121,7 +196,7 @@ class AgentRun:
 
     async def _heartbeat(self, proc: asyncio.subprocess.Process) -> Outcome | None:
         """One heartbeat with the last output line; an Outcome when the answer means stop."""
-        last = process.tail(self.log_file, 1)
+        last = process.tail(self.files.log, 1)
         try:
             await agent_calls.heartbeat(
                 self.client, self.token, last[-1] if last else "", task_file=self.path

@@ -1,6 +1,6 @@
 """What a program loads by being imported: the agent runner runs agents, never a workflow, so
 it imports no workflow module and not the worker that registers them; complete_activity.py's
-connection module costs only the standard library."""
+connection module and its check of `--usage` cost only the standard library."""
 
 from __future__ import annotations
 
@@ -25,3 +25,16 @@ def test_temporal_connect_loads_only_the_standard_library() -> None:
     added = {m.split(".")[0] for m in modules_imported_by("temporal_connect")}
     assert "temporal_connect" in added  # the listing is real
     assert added <= {"temporal_connect", "exceptions"} | set(sys.stdlib_module_names)
+
+
+def test_the_cli_checks_usage_without_pydantic() -> None:
+    """Each agent completion imports the CLI: pydantic would cost it about 0.1 s (bench P2)."""
+    loaded = modules_imported_by("complete_activity")
+    assert {"complete_activity", "usage"} <= loaded  # the listing is real
+    assert {m.split(".")[0] for m in loaded} <= {
+        "complete_activity",
+        "agent_calls",
+        "usage",
+        "program_exit",
+        "exceptions",
+    } | set(sys.stdlib_module_names)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -19,18 +19,25 @@ from runner.config import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentCommand,
     AgentEntry,
+    OutputFormat,
+    Prices,
     RunnerSettings,
     load_commands,
     load_settings,
     parse_commands,
 )
-from runner.outcomes import exit_outcome, heartbeat_interval, token_of
+from runner.outcomes import exit_outcome, heartbeat_interval, run_outcome, token_of
+from runner.usage import Report
 from tests.helpers.docs import first_column_names
 
 pytestmark = pytest.mark.unit
 
 HOME = Path("/home/op")
 SRC = "AGENT_COMMANDS_FILE f"
+PRICES = {"input": 1.25, "cached_input": 0.125, "output": 10}
+PRICES_RULE = (
+    "must map input, cached_input and output to US dollars per million tokens (numbers >= 0)"
+)
 
 
 def parse(data: Any) -> dict[str, AgentCommand]:
@@ -57,6 +64,8 @@ def test_the_issue_example_parses_with_defaults() -> None:
         concurrency=1,
         rerun_on_restart=False,
         env={},
+        output="text",
+        prices=None,
     )
     ops = agents["ops"]
     assert (ops.cwd, ops.timeout_seconds, ops.concurrency, ops.rerun_on_restart) == (
@@ -82,12 +91,12 @@ def test_the_issue_example_parses_with_defaults() -> None:
         (
             {"dev": {"command": ["a"], "timeout": 3}},
             f"{SRC}: dev: unknown key 'timeout' (known: command, cwd, timeout_seconds, "
-            "concurrency, rerun_on_restart, env)",
+            "concurrency, rerun_on_restart, env, output, prices)",
         ),
         (  # a misspelt key is named, not the `command` it leaves out
             {"dev": {"comand": ["a"]}},
             f"{SRC}: dev: unknown key 'comand' (known: command, cwd, timeout_seconds, "
-            "concurrency, rerun_on_restart, env)",
+            "concurrency, rerun_on_restart, env, output, prices)",
         ),
         ({"dev": {"command": [""]}}, f"{SRC}: dev.command must be a non-empty list of strings"),
         ({"dev": {"command": ["a"], "cwd": ""}}, f"{SRC}: dev.cwd must be a directory path"),
@@ -127,6 +136,34 @@ def test_the_issue_example_parses_with_defaults() -> None:
             {"../x": {"command": ["a"]}},
             f"{SRC}: agent name '../x' must be 1-64 letters, digits, . _ -",
         ),
+        (
+            {"dev": {"command": ["a"], "output": "json"}},
+            f"{SRC}: dev.output must be text, claude-json or codex-jsonl",
+        ),
+        (  # claude-json output carries its cost
+            {"dev": {"command": ["a"], "output": "claude-json", "prices": PRICES}},
+            f"{SRC}: dev.prices are read only with output: codex-jsonl",
+        ),
+        (  # text output, the default, has no tokens to price
+            {"dev": {"command": ["a"], "prices": PRICES}},
+            f"{SRC}: dev.prices are read only with output: codex-jsonl",
+        ),
+        (
+            {"dev": {"command": ["a"], "output": "codex-jsonl", "prices": {"input": 1.25}}},
+            f"{SRC}: dev.prices {PRICES_RULE}",
+        ),
+        (
+            {"dev": {"command": ["a"], "output": "codex-jsonl", "prices": {**PRICES, "x": 1}}},
+            f"{SRC}: dev.prices {PRICES_RULE}",
+        ),
+        (
+            {"dev": {"command": ["a"], "output": "codex-jsonl", "prices": {**PRICES, "input": -1}}},
+            f"{SRC}: dev.prices {PRICES_RULE}",
+        ),
+        (
+            {"dev": {"command": ["a"], "output": "codex-jsonl", "prices": "cheap"}},
+            f"{SRC}: dev.prices {PRICES_RULE}",
+        ),
     ],
 )
 def test_bad_entries_are_one_line_naming_the_key(data: Any, message: str) -> None:
@@ -145,6 +182,19 @@ def test_env_values_are_text_and_an_empty_env_is_none() -> None:
     )
     assert agents["dev"].env == {"N": "3", "F": "0.5", "B": "True"}
     assert agents["ops"].env == {}
+
+
+def test_a_codex_entry_with_its_prices() -> None:
+    """YAML's whole numbers are prices too."""
+    agent = parse({"dev": {"command": ["codex"], "output": "codex-jsonl", "prices": PRICES}})["dev"]
+    assert agent.output == "codex-jsonl"
+    assert agent.prices is not None
+    assert (agent.prices.input, agent.prices.cached_input, agent.prices.output) == (
+        1.25,
+        0.125,
+        10.0,
+    )
+    assert parse({"dev": {"command": ["codex"], "output": "codex-jsonl"}})["dev"].prices is None
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
@@ -225,7 +275,12 @@ def test_agent_environment_holds_the_task_but_never_the_token() -> None:
         "TEMPORAL_ADDRESS": "h:1",
     }
     env = agent_environment(
-        base, audit_task(), Path("/q/t.yml"), Path("/l/t.result"), {"MODEL": "big"}
+        base,
+        audit_task(),
+        Path("/q/t.yml"),
+        Path("/l/t.result"),
+        Path("/l/t.usage"),
+        {"MODEL": "big"},
     )
     assert env == {
         "PATH": "/bin",
@@ -239,6 +294,7 @@ def test_agent_environment_holds_the_task_but_never_the_token() -> None:
         "TASK_FILE": "/q/t.yml",
         "TASK_INSTRUCTION": "Audit it.",
         "TASK_RESULT_FILE": "/l/t.result",
+        "TASK_USAGE_FILE": "/l/t.usage",
         "TASK_ID": "3f2a9c1b-x",
         "TASK_TYPE": "security_audit",
     }
@@ -247,9 +303,34 @@ def test_agent_environment_holds_the_task_but_never_the_token() -> None:
 
 def test_a_phase_without_instruction_gets_its_description() -> None:
     task = {"summary": "Build phase 1: x", "payload": {"description": "scaffold it"}}
-    env = agent_environment({}, task, Path("t.yml"), Path("t.result"))
+    env = agent_environment({}, task, Path("t.yml"), Path("t.result"), Path("t.usage"))
     assert env["TASK_INSTRUCTION"] == "scaffold it"
     assert env_name("phase_number") == "TASK_PHASE_NUMBER"
+
+
+@pytest.mark.parametrize(
+    ("budget", "exported"),
+    [
+        (2.5, "2.5"),
+        (3, "3"),
+        (0, "0"),
+        (0.00001, "0.00001"),  # never 1e-05, which an agent CLI may refuse
+        (12.3456789, "12.345679"),
+        (-1, None),
+        (float("nan"), None),
+        (True, None),
+        ("5", None),
+        (None, None),
+    ],
+)
+def test_the_remaining_budget_is_a_plain_number(budget: Any, exported: str | None) -> None:
+    task = {"payload": {"budget_remaining_usd": budget}}
+    env = agent_environment({}, task, Path("t"), Path("r"), Path("u"))
+    assert env.get("TASK_BUDGET_REMAINING_USD") == exported
+    # the entry's `env` may hold a default for tasks without a budget; the task's own wins
+    default = {"TASK_BUDGET_REMAINING_USD": "1"}
+    env = agent_environment({}, task, Path("t"), Path("r"), Path("u"), default)
+    assert env["TASK_BUDGET_REMAINING_USD"] == ("1" if exported is None else exported)
 
 
 def test_expansion_is_per_argument_without_a_shell() -> None:
@@ -273,6 +354,33 @@ def test_exit_outcomes() -> None:
     )
 
 
+def test_run_outcomes_with_the_output_read() -> None:
+    """An error result fails the stage whatever the exit status; the output's text stands in
+    for the last line, after the result file; the usage goes with either outcome."""
+    usage: Any = {"cost_usd": 0.5, "turns": 3}
+    error = Report(usage, None, "error_max_turns")
+    for code in (0, 1):
+        failed = run_outcome(code, "dev", "", ['{"type":"result"}'], error, usage)
+        assert (failed.status, failed.deliver, failed.usage) == ("failed", "fail", usage)
+        assert failed.note == "agent dev ended with an error result, error_max_turns"
+    said = run_outcome(
+        0, "dev", "", [], Report(None, "  it broke\n", "error_during_execution"), None
+    )
+    assert said.note == "agent dev ended with an error result, error_during_execution: it broke"
+    text = Report(usage, "all done")
+    done = run_outcome(0, "dev", "", ['{"type":"result"}'], text, usage)
+    assert (done.status, done.output, done.usage) == ("completed", "all done", usage)
+    assert run_outcome(0, "dev", "/a/closeout.md\n", [], text, usage).output == "/a/closeout.md"
+    nonzero = run_outcome(2, "dev", "", ["boom"], text, usage)
+    assert (nonzero.deliver, nonzero.note, nonzero.usage) == (
+        "fail",
+        "agent dev exited with code 2; last output: boom",
+        usage,
+    )
+    plain = run_outcome(0, "dev", "", ["last"], Report(), None)
+    assert (plain.output, plain.usage) == ("last", None)
+
+
 def test_token_and_heartbeat_interval_from_the_task() -> None:
     assert token_of(audit_task()) == b"secret-token-bytes"
     assert token_of({"payload": {"task_token": "not base64!"}}) is None
@@ -288,6 +396,15 @@ def _block_after(text: str, marker: str) -> str:
     return re.findall(r"```sh\n(.*?)```", after, flags=re.S)[0]
 
 
+def test_operations_doc_names_each_output_format() -> None:
+    doc = (ROOT / "docs" / "OPERATIONS.md").read_text().split("### What agents cost", 1)[1]
+    table = doc.split("| `output` | For |", 1)[1].split("\n\n", 1)[0]
+    formats = [row.split("|")[1].split("`")[1] for row in table.splitlines()[2:]]
+    assert formats == list(get_args(OutputFormat))
+    assert "`input`, `cached_input` and `output`" in doc
+    assert set(Prices.model_fields) == {"input", "cached_input", "output"}
+
+
 def test_readme_setup_is_a_valid_commands_file_and_the_pm2_line() -> None:
     block = _block_after((ROOT / "README.md").read_text(), "<!-- runner: setup -->")
     lines = block.splitlines()
@@ -295,6 +412,23 @@ def test_readme_setup_is_a_valid_commands_file_and_the_pm2_line() -> None:
     agents = parse(yaml.safe_load("\n".join(lines[1:-2])))
     assert agents["dev"].command == ("claude", "-p", "$TASK_INSTRUCTION")
     assert lines[-1] == "AGENT_COMMANDS_FILE=~/agent-commands.yml pm2 start ecosystem.config.js"
+
+
+def test_readme_passes_the_remaining_budget_to_claude() -> None:
+    """`--max-budget-usd "$TASK_BUDGET_REMAINING_USD"`: the task's budget, else the entry's."""
+    block = _block_after((ROOT / "README.md").read_text(), "<!-- runner: setup -->")
+    agents = parse(yaml.safe_load("\n".join(block.splitlines()[1:-2])))
+    budgeted = [a for a in agents.values() if "--max-budget-usd" in a.command]
+    assert [a.output for a in budgeted] == ["claude-json"]
+    [agent] = budgeted
+    at = agent.command.index("--max-budget-usd")
+    assert agent.command[at + 1] == "$TASK_BUDGET_REMAINING_USD"
+    for payload, budget in (({"budget_remaining_usd": 1.75}, "1.75"), ({}, "5")):
+        env = agent_environment(
+            {}, {"payload": payload}, Path("t"), Path("r"), Path("u"), agent.env
+        )
+        assert expand_command(agent.command, env)[at + 1] == budget
+    assert {a.output for a in agents.values()} == {"text", "claude-json", "codex-jsonl"}
 
 
 def test_agents_doc_names_the_fixed_variables() -> None:
@@ -305,7 +439,7 @@ def test_agents_doc_names_the_fixed_variables() -> None:
         for row in table.splitlines()[2:]
         for n in row.strip().split("|")[1].split(",")
     }
-    fixed = set(agent_environment({}, {}, Path("t"), Path("r")))
+    fixed = set(agent_environment({}, {}, Path("t"), Path("r"), Path("u")))
     assert names - {"TASK_<KEY>"} == fixed
 
 

@@ -3,13 +3,15 @@
 This is the latency a pipeline adds at every stage boundary, prefab -> implement and
 implement -> audit: the worker's side completes with `complete_activity.py` as an agent does
 and then writes the next task file; the bare side completes through the client and writes a
-token file.
+token file. Both completions carry the same usage object, as an agent that reports what its
+work cost sends it (`--usage`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 
 from bench.agent import RESULT, Agent
@@ -17,15 +19,20 @@ from bench.common import SIDES, Context, Figure, in_turn
 from bench.server import PYTHON
 from harness.env import ROOT, cli_env
 
+USAGE = {"cost_usd": 0.42, "input_tokens": 1200, "output_tokens": 800}
+
 
 async def complete_by_cli(token: bytes, env: dict[str, str]) -> None:
-    """What an agent runs when its stage is done: `complete_activity.py <token> success msg`."""
+    """What an agent runs when its stage is done: `complete_activity.py <token> success msg
+    --usage <json>`."""
     proc = await asyncio.create_subprocess_exec(
         PYTHON,
         str(ROOT / "complete_activity.py"),
         base64.b64encode(token).decode(),
         "success",
         "bench",
+        "--usage",
+        json.dumps(USAGE),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
     )
@@ -56,7 +63,7 @@ async def measure(ctx: Context) -> Figure:
                         await complete_by_cli(token, env)
                     else:
                         await ctx.client.get_async_activity_handle(task_token=token).complete(
-                            RESULT
+                            {**RESULT, "usage": USAGE}
                         )
                     returned = time.monotonic()
                     arrived = await agent.arrival(wf, nxt)
@@ -72,7 +79,7 @@ async def measure(ctx: Context) -> Figure:
         "ratio <= 1.5",
         judge=lambda w, r: r <= 1.5,
         notes=[
-            "worker side: complete_activity.py process exit; bare side: "
-            "AsyncActivityHandle.complete() returning"
+            "worker side: complete_activity.py --usage process exit; bare side: "
+            "AsyncActivityHandle.complete() returning; both completions carry a usage object"
         ],
     )
