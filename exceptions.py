@@ -34,4 +34,5 @@ PHASE_FAILED = "PhaseFailedError"
 TRIAGE_MALFORMED = "TriageMalformedError"
 INVALID_INPUT = "InvalidInputError"
 TASK_FILE_ERROR = "TaskFileError"
+OVER_BUDGET = "OverBudgetError"  # the run's agents spent its budget, and nobody raised it
 STAGE_TIMED_OUT = "StageTimedOutError"  # a stage or phase ran out of time, or of heartbeats

@@ -63,6 +63,8 @@ class BuildPlanInput:
     # Seconds a failed phase waits for the operator's retry/skip/abort; None = the worker's
     # FAILURE_HOLD, 0 = fail at once.
     failure_hold_seconds: float | None = None
+    # The most its agents may spend, in US dollars; None = the worker's PIPELINE_BUDGET_USD.
+    budget_usd: float | None = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class BuildPhaseInput:
     context_refs: list[str] = field(default_factory=list)
     workflow_id: str = ""
     operator_note: str = ""  # the operator's note of a retry, for the task file as data
+    budget_remaining_usd: float | None = None  # set when the plan has a budget
 
 
 @dataclass
@@ -94,6 +97,8 @@ AgentCompletion = Any
 class BuildPlanResult:
     status: str
     phases_run: int
+    # what the phases' agents reported they cost, when any did (StageUsage fields per phase)
+    usage: dict[str, Any] | None = None
 
 
 # --- BuildPipelineWorkflow --------------------------------------------------------------------
@@ -130,6 +135,8 @@ class BuildPipelineInput(BaseModel):
     # When to remind of a decision that waits (`4h,1d`; None = the worker's DECISION_REMINDERS,
     # "" = none)
     decision_reminders: str | None = None
+    # The most its agents may spend, in US dollars (None = the worker's PIPELINE_BUDGET_USD).
+    budget_usd: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("decision_reminders")
     @classmethod
@@ -152,7 +159,23 @@ class BuildPipelineResult(BaseModel):
     summary_path: str
 
 
-Outcome = Literal["success", "partial", "failed", "rejected", "timed_out", "cancelled"]
+Outcome = Literal[
+    "success", "partial", "failed", "rejected", "timed_out", "cancelled", "over_budget"
+]
+
+
+class StageUsage(BaseModel):
+    """What one stage's agents cost, summed over its attempts (retries, reruns, rounds).
+
+    `unknown` counts the attempts that reported no usage: their cost is unknown, never zero."""
+
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    turns: int = 0
+    attempts: int = 0
+    unknown: int = 0
 
 
 class Resolution(BaseModel):
@@ -191,6 +214,8 @@ class PipelineOutcome(BaseModel):
     skipped: list[str] = []
     audit_rounds: int = 1
     rounds: list[ReviewRound] = []
+    usage: dict[str, StageUsage] = {}
+    budget_usd: float | None = None
 
 
 class PipelineStatus(BaseModel):
@@ -223,6 +248,10 @@ class PipelineStatus(BaseModel):
     audit_round: int = 1
     max_audit_rounds: int = 0
     rounds: list[ReviewRound] = []
+    # what the agents cost so far (known usage only), per stage, and the budget if any
+    cost_usd: float = 0.0
+    usage: dict[str, StageUsage] = {}
+    budget_usd: float | None = None
 
 
 class DecisionInput(BaseModel):
@@ -243,6 +272,15 @@ class DecisionInput(BaseModel):
     @classmethod
     def _bare_note(cls, data: Any) -> Any:
         return {"note": data} if isinstance(data, str) else data
+
+
+class BudgetInput(BaseModel):
+    """The `raise_budget` update's argument: the new budget, above what was spent."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget_usd: Annotated[float, Field(gt=0)]
+    note: Annotated[str, Field(max_length=2000)] = ""
+    by: Annotated[str, Field(max_length=200)] = ""
 
 
 class RerunInput(BaseModel):
@@ -289,6 +327,8 @@ class PipelineSettings(BaseModel):
     verify_fixes: bool = False
     # DECISION_REMINDERS: seconds after a wait for a person began at which to remind them.
     decision_reminders: list[float] = []
+    # PIPELINE_BUDGET_USD: what a pipeline's or plan's agents may spend; None is no limit.
+    budget_usd: float | None = None
 
 
 def host_queue(task_queue: str, host: str) -> str:

@@ -53,6 +53,16 @@ def gate_commands(workflow_id: str, changes: bool = True) -> list[Command]:
     return commands
 
 
+def budget_commands(workflow_id: str) -> list[Command]:
+    """A run parked at its budget: raise it (above what was spent), or end it."""
+    raise_it = update_command(workflow_id, "raise_budget")
+    example = """--input '{"budget_usd": <new>, "note": "...", "by": "..."}'"""
+    return [
+        ("raise the budget", f"{raise_it} {example}"),
+        ("take the failure path now", update_command(workflow_id, "abort")),
+    ]
+
+
 def hold_commands(workflow_id: str, skippable: bool) -> list[Command]:
     """A held stage's commands, retry, skip, abort; no skip for the stages the security gate
     rests on (audit, triage: their rows are not `skippable`)."""

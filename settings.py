@@ -217,6 +217,8 @@ class WorkerConfig(EnvSettings):
     verify_fixes: Flag = variable("VERIFY_FIXES", False)
     # seconds after a wait for a person began at which to remind them; none by default
     decision_reminders: Reminders = variable("DECISION_REMINDERS", default_factory=list)
+    # what a pipeline's agents may spend, in US dollars; unset is no limit
+    budget_usd: float | None = variable("PIPELINE_BUDGET_USD", None, gt=0)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

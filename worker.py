@@ -31,7 +31,7 @@ from activities.agent_stages import AgentStageActivities
 from activities.build_phase import BuildPhaseActivities
 from activities.build_pipeline_activities import PipelineActivities
 from activities.gate_watcher import GateWatcher
-from activities.hold import HoldActivities, ReminderActivities
+from activities.hold import HoldActivities, WaitActivities
 from config import WorkerConfig, load_config
 from dev_server import embedded_dev_server
 from exceptions import ConfigError, CredentialError, TemporalUnreachableError
@@ -62,6 +62,7 @@ def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) ->
     phase = BuildPhaseActivities(config)
     agents = AgentStageActivities(config)
     pipeline = PipelineActivities(config, gate_watcher)
+    waits = WaitActivities(config)
     return [
         phase.execute_build_phase,
         pipeline.pipeline_settings,
@@ -78,7 +79,8 @@ def activities(config: WorkerConfig, gate_watcher: GateWatcher | None = None) ->
         pipeline.close_pipeline_tasks,
         pipeline.supersede_stage_tasks,
         HoldActivities(config).notify_hold,
-        ReminderActivities(config).notify_reminder,
+        waits.notify_reminder,
+        waits.notify_budget,
     ]
 
 

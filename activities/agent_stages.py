@@ -85,9 +85,12 @@ class AgentStageActivities:
         target_agent: str,
         operator_note: str,
         payload: dict[str, Any],
+        budget: float | None = None,
         **log_fields: Any,
     ) -> AgentCompletion:
         count = len(payload.get("flags", ()))
+        if budget is not None:  # what the pipeline may still spend, for the agent to cap itself
+            payload = {**payload, "budget_remaining_usd": budget}
         try:
             await dispatch_to_agent(
                 self.config.agent_task_dir,
@@ -106,11 +109,17 @@ class AgentStageActivities:
 
     @activity.defn(name="prefab_scaffolding")
     async def prefab_scaffolding(
-        self, build_name: str, plan_path: str, operator_note: str = ""
+        self,
+        build_name: str,
+        plan_path: str,
+        operator_note: str = "",
+        budget_remaining_usd: float | None = None,
     ) -> AgentCompletion:
         text = instructions.prefab(build_name, plan_path)
         payload = {"plan_path": plan_path, "instruction": text}
-        return await self._dispatch(PREFAB, build_name, PREFAB_AGENT, operator_note, payload)
+        return await self._dispatch(
+            PREFAB, build_name, PREFAB_AGENT, operator_note, payload, budget_remaining_usd
+        )
 
     @activity.defn(name="implement_build")
     async def implement_build(
@@ -120,6 +129,7 @@ class AgentStageActivities:
         target_agent: str,
         plan_path: str = "",
         operator_note: str = "",
+        budget_remaining_usd: float | None = None,
     ) -> AgentCompletion:
         payload = {
             "originating_task_id": originating_task_id,
@@ -127,12 +137,23 @@ class AgentStageActivities:
             "instruction": instructions.implement(build_name, plan_path),
         }
         return await self._dispatch(
-            IMPLEMENT, build_name, target_agent, operator_note, payload, agent=target_agent
+            IMPLEMENT,
+            build_name,
+            target_agent,
+            operator_note,
+            payload,
+            budget_remaining_usd,
+            agent=target_agent,
         )
 
     @activity.defn(name="request_security_audit")
     async def request_security_audit(
-        self, build_name: str, plan_path: str, operator_note: str = "", audit_round: int = 1
+        self,
+        build_name: str,
+        plan_path: str,
+        operator_note: str = "",
+        audit_round: int = 1,
+        budget_remaining_usd: float | None = None,
     ) -> AgentCompletion:
         """Write the audit request (moving aside a triage file left by an earlier audit, which
         the triage stage would otherwise read as this one's), then dispatch the audit. From
@@ -183,7 +204,13 @@ class AgentStageActivities:
             payload["audit_round"] = audit_round
             payload["previous_report_path"] = str(previous)
         return await self._dispatch(
-            AUDIT, build_name, AUDIT_AGENT, operator_note, payload, request_path=str(request_path)
+            AUDIT,
+            build_name,
+            AUDIT_AGENT,
+            operator_note,
+            payload,
+            budget_remaining_usd,
+            request_path=str(request_path),
         )
 
     @activity.defn(name="apply_flag_fixes")
@@ -194,6 +221,7 @@ class AgentStageActivities:
         target_agent: str,
         operator_note: str = "",
         request: str = FLAGS_REQUEST,
+        budget_remaining_usd: float | None = None,
     ) -> AgentCompletion:
         """The flags to fix; with `request` "changes-requested", the blocks the operator asked
         at the gate to be fixed, and their note in the instruction (not as a retry's note)."""
@@ -214,15 +242,26 @@ class AgentStageActivities:
             target_agent,
             operator_note,
             payload,
+            budget_remaining_usd,
             agent=target_agent,
             flag_count=len(flags),
         )
 
     @activity.defn(name="close_build")
     async def close_build(
-        self, build_name: str, target_agent: str, operator_note: str = ""
+        self,
+        build_name: str,
+        target_agent: str,
+        operator_note: str = "",
+        budget_remaining_usd: float | None = None,
     ) -> AgentCompletion:
         payload = {"instruction": instructions.close(build_name)}
         return await self._dispatch(
-            CLOSE, build_name, target_agent, operator_note, payload, agent=target_agent
+            CLOSE,
+            build_name,
+            target_agent,
+            operator_note,
+            payload,
+            budget_remaining_usd,
+            agent=target_agent,
         )

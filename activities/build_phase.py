@@ -7,7 +7,7 @@ from temporalio import activity
 from activities import instructions
 from activities.dispatch import dispatch_to_agent
 from config import WorkerConfig
-from models import BuildPhaseInput, BuildPhaseResult
+from models import AgentCompletion, BuildPhaseInput
 
 
 class BuildPhaseActivities:
@@ -15,8 +15,15 @@ class BuildPhaseActivities:
         self.config = config
 
     @activity.defn(name="execute_build_phase")
-    async def execute_build_phase(self, phase: BuildPhaseInput) -> BuildPhaseResult:
+    async def execute_build_phase(self, phase: BuildPhaseInput) -> AgentCompletion:
+        """Dispatch the phase; its agent's completion is read leniently by the workflow, so the
+        usage it may carry reaches the plan (a declared result type would drop it)."""
         n = phase.phase_number
+        budget = (
+            {}
+            if phase.budget_remaining_usd is None
+            else {"budget_remaining_usd": phase.budget_remaining_usd}
+        )
         await dispatch_to_agent(
             self.config.agent_task_dir,
             stage=f"phase-{n}",
@@ -31,6 +38,7 @@ class BuildPhaseActivities:
                 "context_refs": list(phase.context_refs),
                 "workflow_id": phase.workflow_id,
                 "instruction": instructions.phase(n, phase.plan_name),
+                **budget,
             },
             operator_note=phase.operator_note,
             log_event="phase_dispatched",

@@ -51,6 +51,26 @@ def summary_file_name(workflow_id: str) -> str:
     return f"{encoded}.yml"
 
 
+def usage_summary(outcome: PipelineOutcome) -> dict[str, Any]:
+    """The summary's `usage`: totals of what agents reported, and per stage; a stage none of
+    whose attempts reported usage says `cost_usd: unknown`."""
+    by_stage: dict[str, Any] = {}
+    for stage, used in outcome.usage.items():
+        row: dict[str, Any] = used.model_dump(exclude={"unknown"})
+        if used.unknown == used.attempts:
+            row["cost_usd"] = "unknown"
+        elif used.unknown:
+            row["attempts_without_usage"] = used.unknown
+        by_stage[stage] = row
+    known = [u for u in outcome.usage.values() if u.unknown < u.attempts]
+    return {
+        "cost_usd": round(sum(u.cost_usd for u in known), 6),
+        "input_tokens": sum(u.input_tokens for u in known),
+        "output_tokens": sum(u.output_tokens for u in known),
+        "by_stage": by_stage,
+    }
+
+
 def month_of(started_at: str) -> str:
     try:
         return datetime.fromisoformat(started_at.replace("Z", "+00:00")).strftime("%Y-%m")
@@ -76,6 +96,7 @@ class PipelineActivities:
             max_audit_rounds=self.config.max_audit_rounds,
             verify_fixes=self.config.verify_fixes,
             decision_reminders=list(self.config.decision_reminders),
+            budget_usd=self.config.budget_usd,
         )
 
     @activity.defn(name="process_triage_output")
@@ -290,7 +311,10 @@ class PipelineActivities:
             "task_ids": dict(outcome.task_ids),
             "audit_rounds": outcome.audit_rounds,
             "rounds": rounds,
+            "usage": usage_summary(outcome),
         }
+        if outcome.budget_usd is not None:
+            summary["budget_usd"] = outcome.budget_usd
         if outcome.failed_stage or outcome.error:
             summary["failed_stage"] = outcome.failed_stage
             summary["error"] = outcome.error

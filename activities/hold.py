@@ -89,7 +89,18 @@ def reminder_message(
     )
 
 
-class ReminderActivities:
+def budget_message(build_name: str, spent: float, budget: float, commands: list[str]) -> str:
+    return "\n".join(
+        [
+            f"[BUDGET] {build_name}: its agents spent ${spent:.2f} of its ${budget:.2f} budget; "
+            "no further agent stage is dispatched until the budget is raised",
+            "",
+            *commands,
+        ]
+    )
+
+
+class WaitActivities:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
 
@@ -107,3 +118,12 @@ class ReminderActivities:
         message = reminder_message(build_name, waits_for, waited_seconds, left_seconds, commands)
         await notify_once(self.config, message, key=f"{activity.info().workflow_run_id}:{key}")
         observability.activity_logger(build=build_name).info("reminder_sent", key=key)
+
+    @activity.defn(name="notify_budget")
+    async def notify_budget(
+        self, build_name: str, spent: float, budget: float, commands: list[str], key: str
+    ) -> None:
+        """One message when a run parks at its budget (`key` names the park)."""
+        message = budget_message(build_name, spent, budget, commands)
+        await notify_once(self.config, message, key=f"{activity.info().workflow_run_id}:{key}")
+        observability.activity_logger(build=build_name).info("budget_reached", spent=spent)

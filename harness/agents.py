@@ -38,7 +38,8 @@ def new_tasks(queue_dir: Path, seen: set[str]) -> Iterator[tuple[Path, dict[str,
 
 
 # ("success" | "failed", message), or None to leave the task alone (a test may answer it later)
-Decision = tuple[str, str] | None
+# (status, message), or (status, message, the --usage JSON the agent reports)
+Decision = tuple[str, str] | tuple[str, str, str] | None
 Decide = Callable[[dict[str, Any]], Decision | Awaitable[Decision]]
 # complete_activity.py's exit 3 (Temporal unreachable) is retried with these pauses, as
 # docs/AGENTS.md tells agents: a server outage must not strand a task an agent has finished.
@@ -118,23 +119,31 @@ class ScriptedAgent:
                 if decision is None:
                     self.ignored.append(task["task_type"])
                 else:
-                    self.answer(path, *decision, task=task)
+                    status, message, *usage = decision
+                    self.answer(path, status, message, usage[0] if usage else "", task=task)
             await asyncio.sleep(0.05)
 
     def answer(
-        self, path: Path, status: str, message: str, task: dict[str, Any] | None = None
+        self,
+        path: Path,
+        status: str,
+        message: str,
+        usage: str = "",
+        task: dict[str, Any] | None = None,
     ) -> asyncio.Task[None]:
         """Answer one task in the background, retrying while Temporal is unreachable."""
-        job = asyncio.create_task(self._answer(path, status, message, task))
+        job = asyncio.create_task(self._answer(path, status, message, usage, task))
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)
         return job
 
     async def _answer(
-        self, path: Path, status: str, message: str, task: dict[str, Any] | None
+        self, path: Path, status: str, message: str, usage: str, task: dict[str, Any] | None
     ) -> None:
         async with self.gate:
-            await self.complete_now(path, status, message, task=task, retry_unreachable=True)
+            await self.complete_now(
+                path, status, message, usage=usage, task=task, retry_unreachable=True
+            )
 
     async def complete_now(
         self,
@@ -142,6 +151,7 @@ class ScriptedAgent:
         status: str = "success",
         message: str = "done",
         *,
+        usage: str = "",
         task: dict[str, Any] | None = None,
         retry_unreachable: bool = False,
     ) -> int:
@@ -154,8 +164,11 @@ class ScriptedAgent:
             if self.client is not None:
                 code, out, err = await self._by_client(task, status, message)
             else:
+                reported = ["--usage", usage] if usage else []
                 code, out, err = await run_cli(
-                    ["--task-file", str(path), status, message], self.address, env=self.env
+                    ["--task-file", str(path), status, message, *reported],
+                    self.address,
+                    env=self.env,
                 )
             self.outputs += [out, err]
             pause = next(pauses, None)

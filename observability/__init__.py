@@ -17,6 +17,9 @@ stage metrics; structlog, temporalio and opentelemetry are imported where they a
 
 from observability.logs import activity_logger, configure_logging, open_log_file
 from observability.metrics import (
+    AGENT_COST,
+    AGENT_TOKENS,
+    AUDIT_ROUNDS,
     BLOCK_WAIT,
     DURATION_BUCKETS,
     MAX_LABEL_VALUES,
@@ -24,6 +27,7 @@ from observability.metrics import (
     STAGE_FAILURES,
     TASKS_DISPATCHED,
     count_dispatch,
+    record_agent_usage,
     record_audit_rounds,
     record_block_wait,
     record_stage,
@@ -43,6 +47,9 @@ from observability.telemetry import (
 )
 
 __all__ = [
+    "AGENT_COST",
+    "AGENT_TOKENS",
+    "AUDIT_ROUNDS",
     "BLOCK_WAIT",
     "DEFAULT_SERVICE_NAME",
     "DURATION_BUCKETS",
@@ -62,6 +69,7 @@ __all__ = [
     "init_observability",
     "open_log_file",
     "public_fields",
+    "record_agent_usage",
     "record_audit_rounds",
     "record_block_wait",
     "record_stage",

@@ -22,6 +22,11 @@ STAGE_DURATION = "build_worker.stage.duration"
 STAGE_FAILURES = "build_worker.stage.failures"
 BLOCK_WAIT = "build_worker.block.wait"
 AUDIT_ROUNDS = "build_worker.pipeline.audit_rounds"
+# What agents report they spent, after the OpenTelemetry GenAI conventions' spirit. Temporal's
+# meters count in whole numbers, so the cost is a histogram of each completion's cost: its sum is
+# the spend.
+AGENT_COST = "agent.cost_usd"
+AGENT_TOKENS = "agent.tokens"
 # Stages run from seconds to the 7-day block window; Core's default buckets stop far lower.
 DURATION_BUCKETS = (
     1,
@@ -80,6 +85,22 @@ def count_dispatch(task_type: str) -> None:
     _meter().create_counter(TASKS_DISPATCHED, "Task files written for agents", "{task}").add(
         1, {"task_type": bounded_label("task_type", task_type)}
     )
+
+
+def record_agent_usage(
+    agent: str, stage: str, cost_usd: float | None, tokens: dict[str, int]
+) -> None:
+    """Record one completion's reported usage: its cost (when known) and its tokens by `type`
+    (input, output, cache_read), labelled by agent and stage. Callable like record_stage()."""
+    meter = _meter()
+    labels = {"agent": bounded_label("agent", agent), "stage": bounded_label("stage", stage)}
+    if cost_usd is not None:
+        meter.create_histogram_float(
+            AGENT_COST, "What an agent reported one completion cost", "USD"
+        ).record(max(cost_usd, 0.0), labels)
+    counter = meter.create_counter(AGENT_TOKENS, "Tokens agents reported", "{token}")
+    for kind, count in tokens.items():
+        counter.add(count, {**labels, "type": kind})
 
 
 def record_audit_rounds(rounds: int, outcome: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from config import WorkerConfig
-from harness.agents import succeed_all, worker_and_agent
+from harness.agents import Decision, succeed_all, worker_and_agent
 from harness.env import ROOT, make_config
 from harness.pipelines import PipelineScript, dispatched, originating_task, summary_of, wait_stage
 from models import BuildPipelineResult, BuildPlanResult
@@ -233,3 +233,27 @@ async def test_operator_commands_loop_a_review(
         ("changes-requested", "alice"),
         ("rerun", "alice"),
     ]
+
+
+async def test_operator_command_raises_a_budget(
+    client: Client, tmp_path: Path, address: str
+) -> None:
+    """The documented raise_budget, on a pipeline parked at the worker's budget."""
+    config, handle = documented_pipeline(
+        client, tmp_path, address, budget_usd=0.05, failure_hold_seconds=600
+    )
+    assert option(shlex.split(readme_block("raise-budget")), "--workflow-id") == handle.id
+    script = PipelineScript()
+
+    def decide(task: dict[str, Any]) -> Decision:
+        answer = script.decide(task)
+        return None if answer is None else (answer[0], answer[1], '{"cost_usd": 0.1}')
+
+    async with worker_and_agent(client, config, decide):
+        await run_block("start-pipeline", address, tmp_path)
+        await wait_stage(handle, "awaiting-budget")
+        await run_block("raise-budget", address, tmp_path)
+        result = await asyncio.wait_for(handle.result(), 60)
+    summary = summary_of(result.summary_path)
+    assert result.status == "complete" and summary["budget_usd"] == 40
+    assert summary["usage"]["cost_usd"] == 0.5  # prefab, implement, audit, and so on: 5 stages

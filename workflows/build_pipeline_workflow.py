@@ -34,8 +34,10 @@ with workflow.unsafe.imports_passed_through():
     import operator_view
     from activities.agent_stages import CHANGES_REQUEST
     from activities.build_pipeline_activities import PipelineActivities
+    from exceptions import OVER_BUDGET
     from models import (
         DISPATCHER,
+        BudgetInput,
         BuildPhaseResult,
         BuildPipelineInput,
         BuildPipelineResult,
@@ -50,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         RoundTrigger,
         TriageOutput,
     )
-    from workflows import failure_hold, gate, review, versions
+    from workflows import budget, failure_hold, gate, review, versions
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner, finish_shielded, record_settings
@@ -103,15 +105,15 @@ class BuildPipelineWorkflow:
 
     @workflow.update
     def approve(self, decision: DecisionInput | None = None) -> str:
-        return self._decide("approved", decision)
+        return gate.decide(self._state, "approved", decision)
 
     @workflow.update
     def reject(self, decision: DecisionInput | None = None) -> str:
-        return self._decide("rejected", decision)
+        return gate.decide(self._state, "rejected", decision)
 
     @workflow.update
     def request_changes(self, decision: DecisionInput | None = None) -> str:
-        return self._decide("changes-requested", decision)
+        return gate.decide(self._state, "changes-requested", decision)
 
     @workflow.update
     def rerun(self, request: RerunInput) -> str:
@@ -120,13 +122,11 @@ class BuildPipelineWorkflow:
     @approve.validator
     @reject.validator
     def _check_gate_open(self, decision: DecisionInput | None = None) -> None:
-        state = self._state
-        if not state.awaiting or state.decision is not None or state.rerun is not None:
-            raise ValueError(f"no block is awaiting approval (stage: {state.status.stage})")
+        gate.check_open(self._state)
 
     @request_changes.validator
     def _check_changes(self, decision: DecisionInput | None = None) -> None:
-        self._check_gate_open(decision)
+        gate.check_open(self._state)
         review.check_changes_allowed(self._state)
 
     @rerun.validator
@@ -145,35 +145,25 @@ class BuildPipelineWorkflow:
     def abort(self, decision: DecisionInput | None = None) -> str:
         return failure_hold.choose(self._state, "abort", decision)
 
+    @workflow.update
+    def raise_budget(self, given: BudgetInput) -> str:
+        return budget.raise_to(self._state, given)
+
     @skip.validator
     def _check_skippable(self, decision: DecisionInput | None = None) -> None:
         failure_hold.check_skippable(self._state)
 
     @retry.validator
-    @abort.validator
     def _check_held(self, decision: DecisionInput | None = None) -> None:
         failure_hold.check_held(self._state)
 
-    def _decide(self, decision: str, given: DecisionInput | None) -> str:
-        # The validator refuses a second decision (two workers' watchers seeing one file write
-        # both send it); should an interceptor ever suspend between a validator and its handler,
-        # the second still fails here as a refusal instead of overwriting the first.
-        state = self._state
-        if state.decision is not None:
-            raise ApplicationError(
-                f"the blocks are already {state.decision.decision} (via {state.decision.via})",
-                type="AlreadyDecidedError",
-                non_retryable=True,
-            )
-        given = given or DecisionInput()
-        state.decision = Resolution(
-            decision=decision,  # type: ignore[arg-type]
-            via=given.via,
-            by=given.by or ("operator" if given.via == "update" else ""),
-            note=given.note,
-            at=self._stages.now(),
-        )
-        return decision
+    @abort.validator
+    def _check_abortable(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_abortable(self._state)
+
+    @raise_budget.validator
+    def _check_raise(self, given: BudgetInput) -> None:
+        budget.check_raise(self._state, given)
 
     # --- the stages ----------------------------------------------------------------------------
 
@@ -198,8 +188,9 @@ class BuildPipelineWorkflow:
             )
             raise
         except StageFailed as failure:
+            ended: Outcome = "over_budget" if failure.error_type == OVER_BUDGET else "failed"
             summary = await self._end(
-                PipelineOutcome(outcome="failed", failed_stage=failure.stage, error=failure.reason)
+                PipelineOutcome(outcome=ended, failed_stage=failure.stage, error=failure.reason)
             )
             raise ApplicationError(
                 f"{failure.stage} failed: {failure.reason} (summary: {summary or 'not written'})",
@@ -371,6 +362,7 @@ class BuildPipelineWorkflow:
         outcome.task_ids = dict(state.status.task_ids)
         outcome.skipped = list(state.skipped)
         outcome.audit_rounds, outcome.rounds = len(state.rounds), list(state.rounds)
+        outcome.usage, outcome.budget_usd = dict(state.status.usage), state.status.budget_usd
         completed_at = self._stages.now()
         self._stages.set_stage(SUMMARY.name)
         path: str = await self._stages.run(

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from models import (
         AGENT_PATTERN,
         MAX_HOLD_SECONDS,
+        BudgetInput,
         BuildPhaseInput,
         BuildPlanInput,
         BuildPlanResult,
@@ -38,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         PhaseSpec,
         PipelineStatus,
     )
-    from workflows import failure_hold, versions
+    from workflows import budget, failure_hold, versions
     from workflows.hosts import HOST_UNAVAILABLE
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
@@ -87,14 +88,25 @@ class BuildPlanWorkflow:
     def abort(self, decision: DecisionInput | None = None) -> str:
         return failure_hold.choose(self._state, "abort", decision)
 
+    @workflow.update
+    def raise_budget(self, given: BudgetInput) -> str:
+        return budget.raise_to(self._state, given)
+
     @skip.validator
     def _check_skippable(self, decision: DecisionInput | None = None) -> None:
         failure_hold.check_skippable(self._state)
 
     @retry.validator
-    @abort.validator
     def _check_held(self, decision: DecisionInput | None = None) -> None:
         failure_hold.check_held(self._state)
+
+    @abort.validator
+    def _check_abortable(self, decision: DecisionInput | None = None) -> None:
+        failure_hold.check_abortable(self._state)
+
+    @raise_budget.validator
+    def _check_raise(self, given: BudgetInput) -> None:
+        budget.check_raise(self._state, given)
 
     # --- the phases ------------------------------------------------------------------------
 
@@ -119,7 +131,11 @@ class BuildPlanWorkflow:
             await finish_shielded(self._close(CANCELLED))
             raise
         self._stages.set_stage("done")
-        return BuildPlanResult(status="partial" if state.skipped else "complete", phases_run=done)
+        status = "partial" if state.skipped else "complete"
+        reported = {
+            k: v.model_dump() for k, v in state.status.usage.items() if v.unknown < v.attempts
+        }
+        return BuildPlanResult(status=status, phases_run=done, usage=reported or None)
 
     async def _phase(self, plan: BuildPlanInput, phase: PhaseSpec, activity_id: str | None) -> bool:
         """Run one phase; False when the operator skipped it. A failure fails the plan."""
@@ -167,6 +183,8 @@ def _validate(plan: BuildPlanInput) -> None:
 
     if not plan.plan_name.strip():
         raise refuse("plan_name is empty")
+    if plan.budget_usd is not None and not plan.budget_usd > 0:
+        raise refuse("budget_usd must be more than 0")
     hold = plan.failure_hold_seconds
     if hold is not None and not 0 <= hold <= MAX_HOLD_SECONDS:
         raise refuse(f"failure_hold_seconds must be between 0 and {MAX_HOLD_SECONDS}")

@@ -45,7 +45,16 @@ def check_skippable(state: RunState) -> None:
         )
 
 
+def check_abortable(state: RunState) -> None:
+    """`abort` ends a held stage, or a run parked at its budget."""
+    if not (state.budget_parked and state.budget_choice is None):
+        check_held(state)
+
+
 def choose(state: RunState, choice: str, given: DecisionInput | None) -> str:
+    if state.budget_parked:  # the validator let only abort through
+        state.budget_choice = (choice, given or DecisionInput())
+        return f"{choice} at the budget"
     assert state.held is not None  # the update's validator refused it otherwise
     state.choice = (choice, given or DecisionInput())
     return f"{choice} {state.held.stage}"

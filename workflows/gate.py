@@ -13,16 +13,45 @@ import contextlib
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
-    from models import Resolution
+    from models import DecisionInput, Resolution
     from workflows import review, versions, waiting
+    from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner
     from workflows.stages import GATE, GATE_TIMEOUT, NOTIFY
+
+
+def check_open(state: RunState) -> None:
+    """`approve`, `reject` and `request_changes` need the gate open and undecided."""
+    if not state.awaiting or state.decision is not None or state.rerun is not None:
+        raise ValueError(f"no block is awaiting approval (stage: {state.status.stage})")
+
+
+def decide(state: RunState, decision: str, given: DecisionInput | None) -> str:
+    """The accepted decision at the gate, `via` the operator's update or the watcher."""
+    # The validator refuses a second decision (two workers' watchers seeing one file write
+    # both send it); should an interceptor ever suspend between a validator and its handler,
+    # the second still fails here as a refusal instead of overwriting the first.
+    if state.decision is not None:
+        raise ApplicationError(
+            f"the blocks are already {state.decision.decision} (via {state.decision.via})",
+            type="AlreadyDecidedError",
+            non_retryable=True,
+        )
+    given = given or DecisionInput()
+    state.decision = Resolution(
+        decision=decision,  # type: ignore[arg-type]
+        via=given.via,
+        by=given.by or ("operator" if given.via == "update" else ""),
+        note=given.note,
+        at=workflow.now().isoformat(),
+    )
+    return decision
 
 
 async def notify_and_wait(

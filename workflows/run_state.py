@@ -64,6 +64,10 @@ class RunState:
     reminders: list[float] = field(default_factory=list)
     waits: int = 0
     wait_facts: list[str] = field(default_factory=list)
+    # the budget (status.budget_usd): parked at it, the operator's choice there, parks so far
+    budget_parked: bool = False
+    budget_choice: tuple[str, DecisionInput] | None = None
+    budget_parks: int = 0
     # the gate
     decision: Resolution | None = None
     awaiting: bool = False
@@ -97,6 +101,7 @@ class RunState:
             else []
         )
         self.status.max_audit_rounds = self.max_rounds
+        self.status.budget_usd = chosen("budget_usd", settings.budget_usd)
 
     @property
     def audit_round(self) -> int:

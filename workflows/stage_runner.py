@@ -24,21 +24,23 @@ with workflow.unsafe.imports_passed_through():
     from activities.triage import sanitize_finding
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT
     from models import DISPATCHER, PipelineSettings, dispatch_task_id, retry_activity_id
-    from workflows import failure_hold, versions
+    from workflows import budget, costs, failure_hold, versions
     from workflows.hosts import HOST_UNAVAILABLE, on_host, route
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed, read_agent_result
     from workflows.stages import (
+        AWAITING_BUDGET,
         LOCAL_STAGE_TIMEOUT,
         SETTINGS_DOES,
         TARGET_AGENT,
         THREE_TRIES,
         Activity,
         Stage,
+        with_argument,
     )
 
 SETTINGS_TIMEOUT = timedelta(seconds=10)
-WAITING = ("awaiting-approval", "awaiting-retry")
+WAITING = ("awaiting-approval", "awaiting-retry", AWAITING_BUDGET)
 # The blocks the gate's current details list, and how much of each.
 SHOWN_BLOCKS, SHOWN_LENGTH = 10, 200
 METRIC_OUTCOME = {
@@ -112,6 +114,7 @@ class StageRunner:
         while True:
             self.state.dispatches[stage], self.state.last_args[stage] = number, args
             if row.kind == "agent":
+                await budget.ensure(self, stage)
                 info = workflow.info()
                 self.state.status.task_ids[stage] = dispatch_task_id(
                     info.workflow_id, info.run_id, stage, number
@@ -152,6 +155,10 @@ class StageRunner:
     ) -> Any:
         self.set_stage(stage)
         started = workflow.now()
+        left = costs.remaining(self.state) if row.kind == "agent" else None
+        if left is not None:  # the task file tells the agent what it may still spend
+            args = with_argument(row.activity, tuple(args), "budget_remaining_usd", left)
+        agent = self.state.agents.get(stage, "")
         try:
             result = await workflow.execute_activity_method(
                 row.activity,
@@ -160,8 +167,11 @@ class StageRunner:
                 **options,
             )
             if row.kind == "agent":
+                costs.record(self.state, stage, agent, row.metric_stage, costs.of_result(result))
                 result = read_agent_result(stage, result)
         except ActivityError as err:
+            if row.kind == "agent" and not is_cancelled_exception(err):
+                costs.record(self.state, stage, agent, row.metric_stage, costs.of_failure(err))
             cancel_patch = self.state.cancel_patch
             if is_cancelled_exception(err) and (not cancel_patch or versions.patched(cancel_patch)):
                 raise
@@ -257,6 +267,12 @@ class StageRunner:
             commands = []
         if stage == "awaiting-retry" and state.held is not None:
             commands = operator_view.hold_commands(info.workflow_id, state.held_skippable)
+        if stage == AWAITING_BUDGET:
+            commands = operator_view.budget_commands(info.workflow_id)
+        spent, budget_usd = state.status.cost_usd, state.status.budget_usd
+        if spent or budget_usd is not None:
+            of = f" of the ${budget_usd:.2f} budget" if budget_usd is not None else ""
+            facts.append(f"- agents' reported cost so far: ${spent:.2f}{of}")
         return operator_view.current_details(
             build_name=state.name,
             stage=stage,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -52,6 +52,8 @@ GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )
 GATE_TIMEOUT = timedelta(days=7)
+# Where a run waits when its agents spent its budget (workflows/budget.py): not a row, no activity.
+AWAITING_BUDGET = "awaiting-budget"
 # One check reads one file; a check lost with a dead worker or server is retried this soon.
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
 
@@ -100,6 +102,20 @@ def note_argument(activity: Activity) -> NoteRule:
 def note_field(args: tuple[Any, ...], note: str) -> tuple[Any, ...]:
     """The note as the `operator_note` field of the activity's one input."""
     return (replace(args[0], operator_note=note),)
+
+
+def with_argument(
+    activity: Activity, args: tuple[Any, ...], name: str, value: Any
+) -> tuple[Any, ...]:
+    """`args` with `value` as the activity's parameter `name`: the field of its one dataclass
+    input, or the positional argument, the defaults of any before it filled in."""
+    params = list(inspect.signature(activity).parameters.values())[1:]  # after self
+    first = args[0] if args else None
+    if len(params) == 1 and is_dataclass(first) and not isinstance(first, type):
+        return (replace(first, **{name: value}),)
+    at = [p.name for p in params].index(name)
+    filled = (*args, *(p.default for p in params[len(args) : at]))
+    return (*filled[:at], value, *filled[at + 1 :])
 
 
 def _agent_stage(name: str, activity: Activity, agent: str, hours: int, **more: Any) -> Stage:

@@ -37,6 +37,7 @@ END_SHIELDED = "end-shielded"
 PLAN_CONTROL = "plan-control"
 REVIEW_LOOPS = "review-loops"
 DECISION_WAITS = "decision-waits"
+BUDGET = "budget"
 
 # No open pipeline or plan started before the day: `temporal workflow list --query
 # "ExecutionStatus='Running' AND StartTime < '<day>'"` lists none.
@@ -111,6 +112,15 @@ PATCHES = {
             "the block gate checks its file by one activity whose 'not yet' the server retries "
             "(shown as failed attempts), and no wait sends reminders",
             _NONE_OPEN.format(day="2026-12-06"),
+        ),
+        Patch(
+            BUDGET,
+            "2026-12-06",
+            ("BuildPipelineWorkflow", "BuildPlanWorkflow"),
+            "none reached: a run without the marker had no budget (budget_usd and "
+            "PIPELINE_BUDGET_USD came with it), so it never parked at one",
+            _NONE_OPEN.format(day="2026-12-06"),
+            reached_without_marker=False,
         ),
     )
 }

@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.hold import ReminderActivities
+    from activities.hold import WaitActivities
     from workflows.stages import THREE_TRIES
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ async def _remind(
     now = workflow.now()
     try:
         await workflow.execute_activity_method(
-            ReminderActivities.notify_reminder,
+            WaitActivities.notify_reminder,
             args=[
                 runner.state.name,
                 what.waits_for,
