@@ -72,6 +72,7 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "MAX_AUDIT_ROUNDS": ("max_audit_rounds", 3),
     "VERIFY_FIXES": ("verify_fixes", False),
     "DECISION_REMINDERS": ("decision_reminders", []),
+    "PIPELINE_BUDGET_USD": ("budget_usd", None),
 }
 
 
@@ -132,6 +133,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MAX_AUDIT_ROUNDS": "5",
         "VERIFY_FIXES": "yes",
         "DECISION_REMINDERS": "30m, 4h,1d",
+        "PIPELINE_BUDGET_USD": "25",
     }
     assert set(env) - {"HOME"} == set(DEFAULTS)
     config = load_config(env)
@@ -164,6 +166,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "max_audit_rounds": 5,
         "verify_fixes": True,
         "decision_reminders": [1800.0, 14400.0, 86400.0],
+        "budget_usd": 25.0,
     }
     assert {field: getattr(config, field) for field in expected} == expected
     assert config.vault_configured is True
@@ -502,6 +505,7 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
         ("DECISION_REMINDERS", "0s"),
         ("DECISION_REMINDERS", "1d,4h"),
         ("DECISION_REMINDERS", "8d"),  # beyond the gate's 7 days, with no longer hold
+        ("PIPELINE_BUDGET_USD", "0"),
     ],
 )
 def test_worker_refuses_bad_setting(tmp_path: Path, name: str, value: str) -> None:
