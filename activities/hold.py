@@ -76,28 +76,9 @@ def duration(seconds: float) -> str:
     return " ".join(parts[:2])
 
 
-def reminder_message(
-    build_name: str, waits_for: str, waited: float, left: float, commands: list[str]
-) -> str:
-    return "\n".join(
-        [
-            f"[REMINDER] {build_name}: waits for {waits_for} since {duration(waited)}; "
-            f"{duration(left)} left before it ends by itself",
-            "",
-            *commands,
-        ]
-    )
-
-
-def budget_message(build_name: str, spent: float, budget: float, commands: list[str]) -> str:
-    return "\n".join(
-        [
-            f"[BUDGET] {build_name}: its agents spent ${spent:.2f} of its ${budget:.2f} budget; "
-            "no further agent stage is dispatched until the budget is raised",
-            "",
-            *commands,
-        ]
-    )
+def wait_message(headline: str, commands: list[str]) -> str:
+    """A notification of a wait for a person: one line on what waits, then the commands."""
+    return "\n".join([headline, "", *commands])
 
 
 class WaitActivities:
@@ -115,15 +96,23 @@ class WaitActivities:
         key: str,
     ) -> None:
         """One reminder, sent at most once (`key` names the wait and the reminder's number)."""
-        message = reminder_message(build_name, waits_for, waited_seconds, left_seconds, commands)
-        await notify_once(self.config, message, key=f"{activity.info().workflow_run_id}:{key}")
-        observability.activity_logger(build=build_name).info("reminder_sent", key=key)
+        headline = (
+            f"[REMINDER] {build_name}: waits for {waits_for} since {duration(waited_seconds)}; "
+            f"{duration(left_seconds)} left before it ends by itself"
+        )
+        await self._send(build_name, wait_message(headline, commands), key, "reminder_sent")
 
     @activity.defn(name="notify_budget")
     async def notify_budget(
         self, build_name: str, spent: float, budget: float, commands: list[str], key: str
     ) -> None:
         """One message when a run parks at its budget (`key` names the park)."""
-        message = budget_message(build_name, spent, budget, commands)
+        headline = (
+            f"[BUDGET] {build_name}: its agents spent ${spent:.2f} of its ${budget:.2f} budget; "
+            "no further agent stage is dispatched until the budget is raised"
+        )
+        await self._send(build_name, wait_message(headline, commands), key, "budget_reached")
+
+    async def _send(self, build_name: str, message: str, key: str, event: str) -> None:
         await notify_once(self.config, message, key=f"{activity.info().workflow_run_id}:{key}")
-        observability.activity_logger(build=build_name).info("budget_reached", spent=spent)
+        observability.activity_logger(build=build_name).info(event, key=key)

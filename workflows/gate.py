@@ -136,7 +136,8 @@ async def _wait_checking(
     return await waiting.wait(
         runner,
         waiting.Wait(
-            waits_for=f"a decision on {len(state.status.blocks)} block(s)",
+            waits_for=f"a decision on {len(state.status.blocks)} block(s)"
+            + (f" ({state.round_label()})" if state.audit_round > 1 else ""),
             limit=GATE_TIMEOUT,
             decided=lambda: _decided(runner),
             commands=[c for _, c in operator_view.gate_commands(workflow_id, changes)],
