@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities import task_files
 from config import WorkerConfig
 from harness.agents import Decide, ScriptedAgent, new_tasks, worker_and_agent
-from harness.env import TEMPORAL_BIN, cli_env
+from harness.env import TEMPORAL_BIN, cli_env, run_process
 from models import BuildPipelineInput, BuildPipelineResult, PipelineStatus
 
 TRIAGE_FILE = "triage-output.yml"
@@ -239,19 +239,7 @@ async def running_pipeline(
 
 async def temporal(address: str, *args: str) -> tuple[int, str, str]:
     """The operator's `temporal` CLI against `address`; returns (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        TEMPORAL_BIN,
-        *args,
-        "--address",
-        address,
-        env=cli_env(address),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_process([TEMPORAL_BIN, *args, "--address", address], cli_env(address))
 
 
 async def update(address: str, workflow_id: str, name: str, *input_json: str) -> tuple[int, str]:

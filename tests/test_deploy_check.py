@@ -36,6 +36,7 @@ from harness.env import (
     build_plan_input,
     closed_address,
     make_config,
+    run_process,
     running_worker,
     start_plan,
 )
@@ -82,18 +83,8 @@ async def terminate_all(handles: Iterable[WorkflowHandle[Any, Any]]) -> None:
 async def check_command(config: WorkerConfig, **env: str) -> tuple[int, str, str]:
     """`worker.py --check-open-runs` as a process, with the worker's environment for `config`
     (and `env`): (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *worker_command(),
-        "--check-open-runs",
-        env=worker_env(config, **env),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    argv = [*worker_command(), "--check-open-runs"]
+    return await run_process(argv, worker_env(config, **env), ROOT, timeout=300)
 
 
 @asynccontextmanager

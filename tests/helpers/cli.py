@@ -4,7 +4,6 @@ path of complete_activity.py must pass, and commands run as an operator or agent
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -22,7 +21,7 @@ from activities import task_files
 from config import WorkerConfig
 from harness.agents import new_tasks
 from harness.cli import run_cli
-from harness.env import BIN, cli_env
+from harness.env import BIN, cli_env, run_process
 from harness.pipelines import temporal
 from models import BuildPhaseInput, BuildPhaseResult
 from tests.helpers.checks import stderr_line, wait_for
@@ -120,20 +119,9 @@ def operator_env(address: str, **extra: str) -> dict[str, str]:
 async def shell(script: str, env: dict[str, str], cwd: Path | None = None) -> tuple[str, str]:
     """Run `script` with bash in strict mode (-euo pipefail), as a person pastes it into a
     shell; fails unless it exits 0. Returns (stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        script,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, (script, out, err)
-    return out.decode(), err.decode()
+    code, out, err = await run_process(["bash", "-euo", "pipefail", "-c", script], env, cwd)
+    assert code == 0, (script, out, err)
+    return out, err
 
 
 async def heartbeat_details(workflow_id: str, address: str) -> list[Any]:

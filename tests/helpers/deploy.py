@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from harness.env import ROOT
+from harness.env import ROOT, run_process
 
 PM2 = ROOT / ".test-tools" / "pm2" / "node_modules" / ".bin" / "pm2"
 APP = "temporal-build-worker"
@@ -100,19 +100,7 @@ def commit_change(upstream: Path, path: str, before: str, after: str, message: s
 
 async def bash(script: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     """`script` as a person pastes it into bash: (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        script,
-        env=env,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_process(["bash", "-c", script], env, cwd, timeout=300)
 
 
 @dataclass
