@@ -32,7 +32,7 @@ from harness.pipelines import (
 from harness.worker_process import WorkerProcess, worker_env
 from operator_view import hold_commands
 from tests.helpers.checks import failure_of, wait_for
-from tests.helpers.histories import save_history
+from tests.helpers.histories import build_stages, save_history
 
 HOLD = 600.0
 
@@ -75,6 +75,7 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
         result = await asyncio.wait_for(run.handle.result(), 60)
         await save_history(run.handle, "pipeline_hold_retry")
         status = await status_of(run.handle)
+        history = await run.handle.fetch_history()
     print(f"retry to new task file: {retry_to_file:.2f}s")
     plans = [t for t in dispatched(config) if t["task_type"] == "build_plan"]
     old, new = plans
@@ -97,6 +98,8 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
     assert "skipped" not in summary
     assert summary["task_ids"]["implement"] == new["id"]
     assert len(held_messages(record)) == 1
+    # BuildStage: the hold, the stage the retry went back to, the end
+    assert build_stages(history) == ["awaiting-retry", "implement", "done"]
 
 
 async def test_skip_carries_on(client: Client, config: WorkerConfig, address: str) -> None:

@@ -39,7 +39,7 @@ from harness.worker_process import WorkerProcess, worker_env
 from models import BuildPlanResult, PipelineSettings, host_queue
 from tests.helpers.checks import failure_of, wait_for
 from tests.helpers.cli import temporal_cli
-from tests.helpers.histories import save_history
+from tests.helpers.histories import activities_run, save_history
 from tests.helpers.queue import ALL_PHASES_COMPLETED
 from workflows.hosts import HOST_UNAVAILABLE, Route, on_host, route, unplaced
 
@@ -126,8 +126,12 @@ async def test_each_stage_runs_on_its_agents_host(
         await beta.worker.start()
         result = await asyncio.wait_for(handle.result(), 60)
         await save_history(handle, "pipeline_two_hosts")
+        history = await handle.fetch_history()
 
     assert result.status == "complete"
+    # with the dispatcher on a host, the gate's checks are activities on that host's queue
+    checks = {how for t, how in activities_run(history) if t == "wait_for_block_resolution"}
+    assert checks == {f"{queue}@alpha"}
     assert our_task_types(alpha.config) == ["build_prefab", "security_audit"]
     assert our_task_types(beta.config) == ["build_closeout", "build_plan", "security_fix"]
     # the audit request and triage file with the security agent, the summary and the gate's

@@ -34,7 +34,7 @@ from harness.pipelines import (
 )
 from models import DecisionInput
 from tests.helpers.checks import failure_of, wait_for
-from tests.helpers.histories import save_history
+from tests.helpers.histories import activities_run, build_stages, save_history
 from tests.helpers.queue import STAGE_OF_TYPE, only_task
 
 
@@ -44,7 +44,10 @@ async def test_no_findings(client: Client, config: WorkerConfig) -> None:
         result = await run.handle.result()
         await save_history(run.handle, "pipeline_no_findings")
         status = await status_of(run.handle)
+        await wait_listed(client, run.handle, "done")
+        history = await run.handle.fetch_history()
     assert result.status == "complete"
+    assert build_stages(history) == ["done"]  # nobody waited on it: its end alone
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "success"
     assert summary["phases_completed"] == ["prefab", "implement", "audit", "triage", "close"]
@@ -135,7 +138,22 @@ async def test_blocks_approved_by_update(client: Client, config: WorkerConfig) -
         )
         result = await run.handle.result()
         await save_history(run.handle, "pipeline_blocks_update_approval")
+        await wait_listed(client, run.handle, "done")
+        history = await run.handle.fetch_history()
     assert result.status == "complete"
+    # BuildStage: the wait, the stage that ended it, the end; the stages between need no query
+    assert build_stages(history) == ["awaiting-approval", "close", "done"]
+    # the gate's check of its file is a local activity on the dispatcher's worker
+    assert ("wait_for_block_resolution", "local") in activities_run(history)
+    assert [t for t, how in activities_run(history) if how != "local"] == [
+        "prefab_scaffolding",
+        "implement_build",
+        "request_security_audit",
+        "process_triage_output",
+        "notify_blocks",
+        "close_build",
+        "summarize_workflow",
+    ]
     summary = summary_of(result.summary_path)
     assert summary["resolution"]["via"] == "update"
     assert summary["resolution"]["by"] == "bob"

@@ -40,6 +40,14 @@ def test_every_patch_says_when_and_why() -> None:
         assert patch.old_branch and patch.deprecate_when, patch.id
 
 
+def test_a_patch_implies_only_earlier_patches_of_its_workflows() -> None:
+    order = list(versions.PATCHES)
+    for patch in versions.PATCHES.values():
+        for earlier in patch.implies:
+            assert order.index(earlier) < order.index(patch.id), (patch.id, earlier)
+            assert set(versions.PATCHES[earlier].workflows) & set(patch.workflows), earlier
+
+
 def test_an_unlisted_patch_id_is_refused() -> None:
     with pytest.raises(KeyError):
         versions.patched("not-a-patch")
@@ -70,9 +78,11 @@ async def test_every_patch_replays_with_and_without_its_marker(
         assert bool(without) == patch.reached_without_marker, (
             f"{patch.id}: recorded histories that take its old branch: {without}"
         )
+        implying = {later.id for later in versions.IMPLIED_BY[patch.id]}
         for stem in with_marker:
             path = next(p for p in RECORDED if p.stem == stem)
-            assert patch.id in patch_markers(path) and workflow_type(path) in patch.workflows
+            assert patch.id in patch_markers(path) or implying & set(patch_markers(path)), stem
+            assert workflow_type(path) in patch.workflows, stem
         for stem in without:
             path = next(p for p in RECORDED if p.stem == stem)
-            assert patch.id not in patch_markers(path), stem
+            assert not {patch.id, *implying} & set(patch_markers(path)), stem

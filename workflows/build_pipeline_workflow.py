@@ -170,6 +170,9 @@ class BuildPipelineWorkflow:
     @workflow.run
     async def run(self, build: BuildPipelineInput) -> BuildPipelineResult:
         state = self._state
+        # asked first, so the run settles it once (workflows/versions.py)
+        if versions.patched(versions.FEWER_EVENTS):
+            state.upserts, state.check_alone = "waits", True
         if versions.patched(versions.PIPELINE_SETTINGS):
             state.settings = await record_settings()
         else:
@@ -227,7 +230,7 @@ class BuildPipelineWorkflow:
         )
         summary = await self._summarize(closed.output if closed else "", done)
         observability.record_audit_rounds(len(state.rounds), done.outcome)
-        self._stages.set_stage("done")
+        self._stages.set_stage("done", end=True)
         return self._result("complete", summary)
 
     async def _build_and_review(
@@ -350,7 +353,7 @@ class BuildPipelineWorkflow:
                 PipelineActivities.close_pipeline_tasks, outcome.outcome, besides=state.route.host
             )
             observability.record_audit_rounds(len(state.rounds), outcome.outcome)
-            stages.set_stage(outcome.outcome.replace("_", "-"))
+            stages.set_stage(outcome.outcome.replace("_", "-"), end=True)
             return summary
 
         if outcome.outcome != "cancelled" and not versions.patched(versions.END_SHIELDED):

@@ -65,7 +65,7 @@ class BuildPlanWorkflow:
                 started_at=now,
                 updated_at=now,
             ),
-            upsert_every_stage=False,
+            upserts="held",
             hold_patch=versions.PLAN_CONTROL,
         )
         self._stages = StageRunner(self._state)

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner
-    from workflows.stages import GATE, GATE_TIMEOUT, NOTIFY
+    from workflows.stages import GATE, GATE_LOCAL_CHECK, GATE_TIMEOUT, NOTIFY
 
 
 def check_open(state: RunState) -> None:
@@ -121,17 +121,24 @@ async def _wait_checking(
     runner: StageRunner, args: list[Any], options: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Since `decision-waits`: the workflow's own timers between checks of the file, each a
-    short activity that returns, and DECISION_REMINDERS on the way (workflows/waiting.py)."""
+    short activity that returns, and DECISION_REMINDERS on the way (workflows/waiting.py).
+    Since `fewer-events`, a local activity where the dispatcher is any worker of the run's
+    queue (stages.GATE_LOCAL_CHECK)."""
     state, workflow_id = runner.state, workflow.info().workflow_id
     changes = review.rounds_left(state)
 
+    # a local activity's options, where it runs as one
+    local: dict[str, Any] | None = (
+        dict(GATE_LOCAL_CHECK) if state.check_alone and not state.route.host else None
+    )
+
     def check(number: int) -> workflow.ActivityHandle[dict[str, Any]]:
-        return workflow.start_activity_method(
-            GATE.activity,
-            args=[*args[:3], changes, number],
-            summary=runner.summary(GATE, GATE.name),
-            **options,
-        )
+        given, summary = [*args[:3], changes, number], runner.summary(GATE, GATE.name)
+        if local is not None:
+            return workflow.start_local_activity_method(
+                GATE.activity, args=given, summary=summary, **local
+            )
+        return workflow.start_activity_method(GATE.activity, args=given, summary=summary, **options)
 
     return await waiting.wait(
         runner,

@@ -8,7 +8,7 @@ workflow code imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from models import (
     BuildPipelineInput,
@@ -38,9 +38,14 @@ class RunState:
     # Runs without this patch's marker took a cancelled stage as a failed one ("": a cancelled
     # stage always cancels the run)
     cancel_patch: str = ""
-    # pipelines upsert BuildStage at every stage; plans from their first hold on, so that an
-    # operator finds a held plan (`BuildStage='awaiting-retry'`) and then sees it move on
-    upsert_every_stage: bool = True
+    # Which stages upsert BuildStage (StageRunner.set_stage): "every" one (pipelines started
+    # before fewer-events); "waits": a wait for a person, the stage that ends it, and the run's
+    # end, which is what the operator's queries ask for; "held": every stage from the first
+    # hold on (plans: one that never holds writes none)
+    upserts: Literal["every", "waits", "held"] = "every"
+    shown_stage: str = ""  # the BuildStage value last upserted
+    # the gate's check of its file runs without a timer beside it (fewer-events)
+    check_alone: bool = False
     # where the current stage runs, and every agent host the run dispatched to (the failure
     # path closes the run's task files on each)
     route: Route = field(default_factory=Route)

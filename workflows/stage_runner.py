@@ -236,17 +236,31 @@ class StageRunner:
 
     # --- what the status and the UI show ------------------------------------------------------
 
-    def set_stage(self, stage: str) -> None:
+    def set_stage(self, stage: str, *, end: bool = False) -> None:
+        """The stage the status and the UI show, and BuildStage where the run's rule says so;
+        `end` for the run's last stage, its outcome."""
         status = self.state.status
         status.stage = stage
         status.updated_at = self.now()
         status.stage_times[stage] = status.updated_at
         status.awaiting_approval = stage == "awaiting-approval"
-        if self.state.settings.stage_search_attribute and (
-            self.state.upsert_every_stage or stage in WAITING or self.state.holds
-        ):
+        if self.state.settings.stage_search_attribute and self._searchable(stage, end):
             workflow.upsert_search_attributes([BUILD_STAGE.value_set(stage)])
+            self.state.shown_stage = stage
         workflow.set_current_details(self.details(stage))
+
+    def _searchable(self, stage: str, end: bool) -> bool:
+        """Whether `stage` goes into BuildStage: each upsert is a history event and, on a
+        self-hosted server, a visibility write."""
+        state = self.state
+        if state.upserts == "every":
+            return True
+        if state.upserts == "held":
+            return stage in WAITING or bool(state.holds)
+        # "waits": a query for a waiting state or the end finds exactly the runs in it
+        return stage != state.shown_stage and (
+            end or stage in WAITING or state.shown_stage in WAITING
+        )
 
     def summary(self, row: Stage, stage: str) -> str:
         if row.kind == "agent":

@@ -56,6 +56,15 @@ GATE_TIMEOUT = timedelta(days=7)
 AWAITING_BUDGET = "awaiting-budget"
 # One check reads one file; a check lost with a dead worker or server is retried this soon.
 GATE_CHECK_TIMEOUT = timedelta(seconds=10)
+# Since fewer-events a pipeline whose dispatcher is any worker of its queue (no host for it in
+# AGENT_HOSTS) checks by a local activity: one marker in the history, inside the workflow task,
+# instead of an activity's three events and a workflow task of its own. Its retries stay short,
+# so a wait's timers are never held up for long.
+GATE_LOCAL_CHECK = workflow.LocalActivityConfig(
+    start_to_close_timeout=GATE_CHECK_TIMEOUT,
+    schedule_to_close_timeout=timedelta(minutes=5),
+    retry_policy=GATE_RETRY,
+)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ class Patch:
     # False when no run without the marker can reach the call: it guards commands that only a
     # feature introduced with it issues (an update or setting that did not exist before)
     reached_without_marker: bool = True
+    # Earlier patches a run with this marker takes the new branch of without asking: it started
+    # on code that had them all, so it records one marker instead of one each
+    implies: tuple[str, ...] = ()
 
 
 PIPELINE_SETTINGS = "pipeline-settings"
@@ -38,6 +41,7 @@ PLAN_CONTROL = "plan-control"
 REVIEW_LOOPS = "review-loops"
 DECISION_WAITS = "decision-waits"
 BUDGET = "budget"
+FEWER_EVENTS = "fewer-events"
 
 # No open pipeline or plan started before the day: `temporal workflow list --query
 # "ExecutionStatus='Running' AND StartTime < '<day>'"` lists none.
@@ -122,14 +126,48 @@ PATCHES = {
             _NONE_OPEN.format(day="2026-12-06"),
             reached_without_marker=False,
         ),
+        Patch(
+            FEWER_EVENTS,
+            "2026-12-06",
+            ("BuildPipelineWorkflow",),
+            "upserts BuildStage at every stage, records one marker per earlier patch it asks "
+            "for, and races each check of the gate's file with a timer",
+            _NONE_OPEN.format(day="2026-12-06"),
+            implies=(
+                PIPELINE_SETTINGS,
+                CANCEL_CLEANUP,
+                HOLD_NOTIFY_DISPATCHER,
+                END_SHIELDED,
+                REVIEW_LOOPS,
+                DECISION_WAITS,
+                BUDGET,
+            ),
+        ),
     )
+}
+# id -> the later patches that imply it
+IMPLIED_BY = {
+    earlier: tuple(p for p in PATCHES.values() if earlier in p.implies) for earlier in PATCHES
 }
 
 
 def patched(patch_id: str) -> bool:
-    """`workflow.patched` for a listed id (KeyError for any other)."""
+    """`workflow.patched` for a listed id (KeyError for any other), True without a marker of
+    its own when a later patch that implies it is in the run.
+
+    A workflow asks an implying patch first thing in its run, so the SDK settles its answer
+    there, once: a run started before it keeps asking the earlier ids all its life, even when
+    it goes on under the new code.
+    """
     patch = PATCHES[patch_id]
-    if patch.deprecated:
-        workflow.deprecate_patch(patch_id)
+    kind = workflow.info().workflow_type
+    if any(kind in later.workflows and _ask(later) for later in IMPLIED_BY[patch_id]):
         return True
-    return workflow.patched(patch_id)
+    return _ask(patch)
+
+
+def _ask(patch: Patch) -> bool:
+    if patch.deprecated:
+        workflow.deprecate_patch(patch.id)
+        return True
+    return workflow.patched(patch.id)

@@ -2,7 +2,8 @@
 with reminders, and (at the gate) the checks of the originating task file.
 
 A wait is durable timers in the workflow: the next reminder (DECISION_REMINDERS, times after
-the wait began), the next check of the file, and the wait's own end, whichever comes first. A
+the wait began), the next check of the file, and the wait's own end, whichever comes first (and,
+since the fewer-events patch, none while a check of the file runs: the check returns first). A
 worker restart neither loses nor repeats a reminder: its timer fired once, and its notification
 is sent at most once per key. The current details say when the next check and the next reminder
 are due, so the UI shows a wait, not an activity retrying.
@@ -66,17 +67,13 @@ async def wait(runner: StageRunner, what: Wait) -> dict[str, Any] | None:
                     pending, next_check = what.check(checks), None
             reminder = reminders[sent] if sent < len(reminders) else None
             _show(runner, next_check, reminder, sent, len(reminders))
-            wake = min(t for t in (next_check, reminder, deadline) if t is not None)
-            seconds = (wake - workflow.now()).total_seconds()
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda flight=pending: (
-                        what.decided()  # type: ignore[misc]
-                        or (flight is not None and flight.done())
-                    ),
-                    timeout=timedelta(seconds=max(seconds, 0.001)),
-                    timeout_summary=_why(wake, next_check, reminder, what, sent, len(reminders)),
-                )
+            if pending is not None and state.check_alone:
+                # A check returns in moments, or waits for a worker of the dispatcher's queue,
+                # which reminders need too; a timer raced with it would cost two events a check.
+                # The deadline is looked at once it returns.
+                await workflow.wait_condition(pending.done)
+            else:
+                await _until(what, pending, next_check, reminder, deadline, sent, len(reminders))
             if what.decided():
                 return None
             if pending is not None and pending.done():
@@ -97,6 +94,27 @@ async def wait(runner: StageRunner, what: Wait) -> dict[str, Any] | None:
             pending.cancel()
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
                 await pending
+
+
+async def _until(
+    what: Wait,
+    pending: workflow.ActivityHandle[dict[str, Any]] | None,
+    next_check: datetime | None,
+    reminder: datetime | None,
+    deadline: datetime,
+    sent: int,
+    reminders: int,
+) -> None:
+    """A decision, the pending check's end, or the earliest of the next check, the next
+    reminder and the deadline: one timer."""
+    wake = min(t for t in (next_check, reminder, deadline) if t is not None)
+    seconds = (wake - workflow.now()).total_seconds()
+    with contextlib.suppress(TimeoutError):
+        await workflow.wait_condition(
+            lambda: what.decided() or (pending is not None and pending.done()),
+            timeout=timedelta(seconds=max(seconds, 0.001)),
+            timeout_summary=_why(wake, next_check, reminder, what, sent, reminders),
+        )
 
 
 async def _remind(

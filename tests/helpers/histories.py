@@ -46,6 +46,31 @@ async def replay(path: Path, *, sandboxed: bool = True) -> WorkflowReplayResult:
     return await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
 
 
+def build_stages(history: WorkflowHistory) -> list[str]:
+    """The BuildStage values a run upserted, in order."""
+    values = []
+    for event in history.events:
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            if "BuildStage" in fields.indexed_fields:
+                values.append(json.loads(fields.indexed_fields["BuildStage"].data))
+    return values
+
+
+def activities_run(history: WorkflowHistory) -> list[tuple[str, str]]:
+    """Each activity the run scheduled or ran locally, in order, as (type, how): how is the
+    task queue it was scheduled on, or "local"."""
+    runs = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled = event.activity_task_scheduled_event_attributes
+            runs.append((scheduled.activity_type.name, scheduled.task_queue.name))
+        elif event.marker_recorded_event_attributes.marker_name == "core_local_activity":
+            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
+            runs.append((json.loads(data)["activity_type"], "local"))
+    return runs
+
+
 def workflow_type(path: Path) -> str:
     events = json.loads(path.read_text())["events"]
     started = events[0]["workflowExecutionStartedEventAttributes"]
