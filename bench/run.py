@@ -49,7 +49,9 @@ STEPS: tuple[tuple[str, Callable[[Context], Awaitable[Figure | list[Figure]]]], 
     ("P7", p7_parked_cost.measure),
     ("P4", p4_memory.measure),
 )
-ORDER = {k: i for i, k in enumerate(("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6", "P7"))}
+ORDER = {
+    k: i for i, k in enumerate(("P1", "P2", "P2i", "P3", "P3h", "P4", "P5a", "P5b", "P6", "P7"))
+}
 
 
 async def run(

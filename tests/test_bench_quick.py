@@ -14,7 +14,7 @@ import pytest
 
 from harness.env import ROOT
 
-FIGURES = ("P1", "P2", "P2i", "P3", "P4", "P5a", "P5b", "P6", "P7")
+FIGURES = ("P1", "P2", "P2i", "P3", "P3h", "P4", "P5a", "P5b", "P6", "P7")
 
 
 @pytest.mark.slow

@@ -5,6 +5,10 @@ update, the close-out); the bare side runs `BarePipeline`, the same shape in the
 code. Agents and operator are the bench's own and the same for both sides, so the ratio is what
 the worker's own work costs per pipeline. CPU per pipeline (worker, dev server, the bench) and
 the history's events say where that cost is.
+
+P3h is the same runs' histories as a figure of its own: events per clean pipeline (the first
+`HISTORIES_SAMPLED` pipelines of each side's first round), with the billable actions they
+show beside them (bench/history.py).
 """
 
 from __future__ import annotations
@@ -15,18 +19,20 @@ import time
 from typing import Any
 
 import psutil
-from temporalio.client import WorkflowHandle
 
 from bench.agent import Agent
 from bench.common import SIDES, Context, Figure, in_turn
+from bench.history import tally
 from bench.process_stats import cpu_seconds
 
+HISTORIES_SAMPLED = 10
 
-async def measure(ctx: Context) -> Figure:
+
+async def measure(ctx: Context) -> list[Figure]:
     """`throughput_reps` rounds per side, each timed from the first start to the last result."""
     n = ctx.settings.pipelines
     rates: dict[str, list[float]] = {s: [] for s in SIDES}
-    events: dict[str, Any] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
     triage = {"blocks": ["bench block"], "flags": ["bench flag"]}
     cpu: dict[str, dict[str, list[float]]] = {
         s: {"worker": [], "server": [], "bench": []} for s in SIDES
@@ -68,8 +74,10 @@ async def measure(ctx: Context) -> Figure:
                 rates[side].append(n / took)
                 for k, p in procs.items():
                     cpu[side][k].append((cpu_seconds(p) - cpu_before[k]) / n * 1000)
-                if side not in events:
-                    events[side] = await history_length(handles[0])
+                if side not in histories:
+                    histories[side] = [
+                        tally((await h.fetch_history()).events) for h in handles[:HISTORIES_SAMPLED]
+                    ]
         errors = wag.errors + bag.errors
     figure = Figure(
         "P3",
@@ -85,21 +93,32 @@ async def measure(ctx: Context) -> Figure:
             "identically for both sides"
         ],
     )
-    figure.extra["history_events_per_pipeline"] = events
+    figure.extra["history_events_per_pipeline"] = {s: h[0] for s, h in histories.items()}
     figure.extra["cpu_ms_per_pipeline"] = {
         side: {k: statistics.median(v) for k, v in by.items()} for side, by in cpu.items()
     }
     figure.extra["agent_errors"] = errors[:5]
+    return [figure, history_figure(histories)]
+
+
+def history_figure(histories: dict[str, list[dict[str, Any]]]) -> Figure:
+    """P3h: events per clean pipeline, and the billable actions beside them."""
+    actions = {s: statistics.median(t["actions"] for t in h) for s, h in histories.items()}
+    figure = Figure(
+        "P3h",
+        "history events per clean pipeline (P3's runs)",
+        "events",
+        [float(t["total"]) for t in histories["worker"]],
+        [float(t["total"]) for t in histories["bare"]],
+        "ratio <= 1.15",
+        judge=lambda w, r: r <= 1.15,
+        notes=[
+            f"billable actions per pipeline: worker {actions['worker']:g}, "
+            f"bare {actions['bare']:g} (counted as bench/README.md says)"
+        ],
+    )
+    figure.extra["billable_actions_per_pipeline"] = {
+        s: {"median": actions[s], "by_kind": h[0]["actions_by_kind"]} for s, h in histories.items()
+    }
+    figure.extra["by_type"] = {s: h[0]["by_type"] for s, h in histories.items()}
     return figure
-
-
-async def history_length(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    """Events in one pipeline's history, and how many of each type."""
-    from temporalio.api.enums.v1 import EventType
-
-    events = (await handle.fetch_history()).events
-    kinds: dict[str, int] = {}
-    for event in events:
-        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
-        kinds[name] = kinds.get(name, 0) + 1
-    return {"total": len(events), "by_type": dict(sorted(kinds.items()))}
