@@ -18,10 +18,12 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     import operator_view
+    import workflows.costs as costs
+    import workflows.versions as versions
+    import workflows.waiting as waiting
     from activities.hold import WaitActivities
     from exceptions import OVER_BUDGET
     from models import BudgetInput, DecisionInput
-    from workflows import costs, versions, waiting
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
     from workflows.stages import AWAITING_BUDGET, THREE_TRIES

@@ -32,6 +32,11 @@ with workflow.unsafe.imports_passed_through():
 
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
+    import workflows.budget as budget
+    import workflows.failure_hold as failure_hold
+    import workflows.gate as gate
+    import workflows.review as review
+    import workflows.versions as versions
     from activities.agent_stages import CHANGES_REQUEST
     from activities.build_pipeline_activities import PipelineActivities
     from exceptions import OVER_BUDGET
@@ -52,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         RoundTrigger,
         TriageOutput,
     )
-    from workflows import budget, failure_hold, gate, review, versions
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner, finish_shielded, record_settings

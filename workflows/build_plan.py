@@ -26,6 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import operator_view
+    import workflows.budget as budget
+    import workflows.failure_hold as failure_hold
+    import workflows.versions as versions
     from activities.build_pipeline_activities import PipelineActivities
     from exceptions import INVALID_INPUT
     from models import (
@@ -39,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
         PhaseSpec,
         PipelineStatus,
     )
-    from workflows import budget, failure_hold, versions
     from workflows.hosts import HOST_UNAVAILABLE
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed

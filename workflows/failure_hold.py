@@ -15,9 +15,10 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     import operator_view
+    import workflows.versions as versions
+    import workflows.waiting as waiting
     from activities.hold import HoldActivities
     from models import DecisionInput
-    from workflows import versions, waiting
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
     from workflows.stages import THREE_TRIES

@@ -18,8 +18,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
+    import workflows.review as review
+    import workflows.versions as versions
+    import workflows.waiting as waiting
     from models import DecisionInput, Resolution
-    from workflows import review, versions, waiting
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed
     from workflows.stage_runner import StageRunner

@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    import workflows.versions as versions
     from activities.build_pipeline_activities import PipelineActivities
     from models import (
         DecisionInput,
@@ -21,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
         TriageOutput,
         dispatch_task_id,
     )
-    from workflows import versions
     from workflows.run_state import RunState
     from workflows.stage_failure import StageFailed
     from workflows.stage_runner import StageRunner

@@ -20,11 +20,14 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 with workflow.unsafe.imports_passed_through():
     import observability  # stdlib-only at import time; its metric calls are replay-safe here
     import operator_view
+    import workflows.budget as budget
+    import workflows.costs as costs
+    import workflows.failure_hold as failure_hold
+    import workflows.versions as versions
     from activities.build_pipeline_activities import PipelineActivities
     from activities.triage import sanitize_finding
     from exceptions import PHASE_FAILED, STAGE_TIMED_OUT
     from models import DISPATCHER, PipelineSettings, dispatch_task_id, retry_activity_id
-    from workflows import budget, costs, failure_hold, versions
     from workflows.hosts import HOST_UNAVAILABLE, on_host, route
     from workflows.run_state import RunState
     from workflows.stage_failure import Rerun, StageFailed, read_agent_result
