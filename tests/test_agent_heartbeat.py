@@ -93,7 +93,7 @@ async def test_silent_agent_fails_its_stage_within_the_timeout(
         seen = time.monotonic()
         cause = await failure_of(run.handle)
         noticed = time.monotonic() - seen
-        await save_history(run.handle, "pipeline_heartbeat_timeout")
+        await save_history(run.handle, "pipeline_heartbeat_timeout_fewer_events")
     assert cause.type == "StageTimedOutError"
     reason = f"no heartbeat from the claudebox agent within {TIMEOUT} s"
     assert cause.message.startswith(f"prefab failed: {reason} (summary: ")

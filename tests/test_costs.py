@@ -113,7 +113,7 @@ async def test_a_spent_budget_parks_until_raise_budget(
         )
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_budget_raised")
+        await save_history(run.handle, "pipeline_budget_raised_fewer_events")
     prefab, implement = dispatched(config)[:2]
     assert prefab["payload"]["budget_remaining_usd"] == 0.25
     assert parked == ["build_prefab"]
@@ -139,7 +139,7 @@ async def test_over_budget_without_a_hold_ends_at_once(
     process = worker(config, tmp_path, PIPELINE_BUDGET_USD="0.1")
     async with running_pipeline(client, config, reporting(script), process) as run:
         cause = await failure_of(run.handle)
-        await save_history(run.handle, "pipeline_over_budget")
+        await save_history(run.handle, "pipeline_over_budget_fewer_events")
     assert cause.type == "OverBudgetError"
     assert cause.message.startswith(
         "implement failed: its agents spent $0.10 of its $0.10 budget; no failure hold waits"

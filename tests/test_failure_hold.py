@@ -73,7 +73,7 @@ async def test_hold_then_retry(client: Client, tmp_path: Path, address: str) -> 
         )
         retry_to_file = time.monotonic() - asked
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_hold_retry")
+        await save_history(run.handle, "pipeline_hold_retry_fewer_events")
         status = await status_of(run.handle)
         history = await run.handle.fetch_history()
     print(f"retry to new task file: {retry_to_file:.2f}s")
@@ -112,7 +112,7 @@ async def test_skip_carries_on(client: Client, config: WorkerConfig, address: st
         code, out = await update(address, run.handle.id, "skip")
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_hold_skip")
+        await save_history(run.handle, "pipeline_hold_skip_fewer_events")
         # nothing is held any more: each decision is refused, with the reason
         for name in ("retry", "skip", "abort"):
             code, out = await update(address, run.handle.id, name)
@@ -147,7 +147,7 @@ async def test_audit_cannot_be_skipped_then_abort(
         )
         assert code == 0, out
         cause = await failure_of(run.handle)
-        await save_history(run.handle, "pipeline_hold_abort")
+        await save_history(run.handle, "pipeline_hold_abort_fewer_events")
     assert cause.type == "PhaseFailedError"
     summary = summary_of(cause.message.split("(summary: ")[1].rstrip(")"))
     assert summary["outcome"] == "failed" and summary["failed_stage"] == "audit"

@@ -125,7 +125,7 @@ async def test_each_stage_runs_on_its_agents_host(
 
         await beta.worker.start()
         result = await asyncio.wait_for(handle.result(), 60)
-        await save_history(handle, "pipeline_two_hosts")
+        await save_history(handle, "pipeline_two_hosts_fewer_events")
         history = await handle.fetch_history()
 
     assert result.status == "complete"
@@ -186,7 +186,7 @@ async def test_a_held_stage_is_announced_from_the_dispatchers_host(
         code, out = await update(address, handle.id, "abort")
         assert code == 0, out
         cause = await failure_of(handle)
-        await save_history(handle, "pipeline_two_hosts_hold")
+        await save_history(handle, "pipeline_two_hosts_hold_fewer_events")
     assert "implement failed" in str(cause)
     [held] = held_messages(records["alpha"])
     assert held.startswith("[HELD] demo-build: the implement stage")
@@ -217,7 +217,7 @@ async def test_cancel_while_the_failure_path_waits_for_its_host_lets_it_finish(
         await asyncio.sleep(1)  # the cancel is in the history before alpha comes back
         await alpha.worker.start()
         cause = await failure_of(handle)
-        await save_history(handle, "pipeline_cancel_while_ending")
+        await save_history(handle, "pipeline_cancel_while_ending_fewer_events")
         status = await status_of(handle)
     assert "implement failed: build_plan could not be done" in cause.message
     assert (status.stage, status.outcome) == ("failed", "failed")

@@ -99,9 +99,17 @@ async def test_ui_shows_summaries_and_the_gate_commands(
     for event in shown["events"]:
         if event["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED":
             name = event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-            summaries[name] = json.loads(base64.b64decode(event["userMetadata"]["summary"]["data"]))
+        elif event["eventType"] == "EVENT_TYPE_MARKER_RECORDED" and "userMetadata" in event:
+            # a local activity's marker: its summary is the marker's, as the UI shows it
+            details = event["markerRecordedEventAttributes"]["details"]
+            name = json.loads(base64.b64decode(details["data"]["payloads"][0]["data"]))
+            name = name["activity_type"]
+        else:
+            continue
+        summaries[name] = json.loads(base64.b64decode(event["userMetadata"]["summary"]["data"]))
     ids = status.task_ids
     assert summaries == {
+        "pipeline_settings": "settings · fixes this run's settings",
         "prefab_scaffolding": f"prefab · claudebox · task {ids['prefab'][:8]}",
         "implement_build": f"implement · dev · task {ids['implement'][:8]}",
         "request_security_audit": f"audit · security-agent · task {ids['audit'][:8]}",

@@ -42,7 +42,7 @@ async def test_no_findings(client: Client, config: WorkerConfig) -> None:
     script = PipelineScript()
     async with running_pipeline(client, config, script.decide) as run:
         result = await run.handle.result()
-        await save_history(run.handle, "pipeline_no_findings")
+        await save_history(run.handle, "pipeline_no_findings_fewer_events")
         status = await status_of(run.handle)
         await wait_listed(client, run.handle, "done")
         history = await run.handle.fetch_history()
@@ -74,7 +74,7 @@ async def test_flags_only(client: Client, config: WorkerConfig) -> None:
     script = PipelineScript(flags=flags, info=["fyi"])
     async with running_pipeline(client, config, script.decide) as run:
         result = await run.handle.result()
-        await save_history(run.handle, "pipeline_flags_only")
+        await save_history(run.handle, "pipeline_flags_only_fewer_events")
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "success"
     assert summary["flags_applied"] == 2
@@ -107,7 +107,7 @@ async def test_blocks_approved_by_file(client: Client, config: WorkerConfig) -> 
         await wait_listed(client, run.handle, "awaiting-approval")
         approve_by_file(run.origin, actor="alice", note="accepted risk")
         result = await run.handle.result()
-        await save_history(run.handle, "pipeline_blocks_file_approval")
+        await save_history(run.handle, "pipeline_blocks_file_approval_fewer_events")
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "partial"
     assert summary["blocks_hit"] == 2 and summary["flags_applied"] == 1
@@ -137,7 +137,7 @@ async def test_blocks_approved_by_update(client: Client, config: WorkerConfig) -
             == "approved"
         )
         result = await run.handle.result()
-        await save_history(run.handle, "pipeline_blocks_update_approval")
+        await save_history(run.handle, "pipeline_blocks_update_approval_fewer_events")
         await wait_listed(client, run.handle, "done")
         history = await run.handle.fetch_history()
     assert result.status == "complete"
@@ -168,7 +168,7 @@ async def test_reject(client: Client, config: WorkerConfig) -> None:
         await wait_stage(run.handle, "awaiting-approval")
         await run.handle.execute_update("reject", DecisionInput(note="not shippable"))
         result = await run.handle.result()
-        await save_history(run.handle, "pipeline_rejected")
+        await save_history(run.handle, "pipeline_rejected_fewer_events")
         final_stage = (await status_of(run.handle)).stage
     assert final_stage == "rejected"
     assert result.status == "rejected"
@@ -189,7 +189,7 @@ async def test_agent_failure_at_each_stage(
     async with running_pipeline(client, config, script.decide) as run:
         cause = await failure_of(run.handle)
         if stage == "implement":
-            await save_history(run.handle, "pipeline_agent_failed")
+            await save_history(run.handle, "pipeline_agent_failed_fewer_events")
         final_stage = (await status_of(run.handle)).stage
     assert final_stage == "failed"
     assert cause.type == "PhaseFailedError"

@@ -41,7 +41,8 @@ async def test_kill_9_while_parked_then_approve(
         else:
             approve_by_file(run.origin, actor="carol", note="after restart")
         result = await run.handle.result()
-        await save_history(run.handle, f"pipeline_restart_{approval.replace('-', '_')}")
+        name = f"pipeline_restart_{approval.replace('-', '_')}_fewer_events"
+        await save_history(run.handle, name)
     assert result.status == "complete"
     summary = summary_of(result.summary_path)
     assert summary["resolution"]["via"] == approval

@@ -71,7 +71,7 @@ async def test_gate_reminders_in_order_then_a_decision_stops_the_rest(
         code, out = await update(address, run.handle.id, "approve")
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_gate_reminders")
+        await save_history(run.handle, "pipeline_gate_reminders_fewer_events")
         sent = await scheduled(run.handle, "notify_reminder")
     first, second = reminders(record)
     assert first.startswith("[REMINDER] demo-build: waits for a decision on 1 block(s) since 1s")
@@ -116,7 +116,7 @@ async def test_hold_reminders_reach_synapse(
         code, out = await update(address, run.handle.id, "retry", json.dumps("fixed the cache"))
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_hold_reminders")
+        await save_history(run.handle, "pipeline_hold_reminders_fewer_events")
     held = [b for b in bodies() if b.startswith("[HELD]")]
     first, second = [b for b in bodies() if b.startswith("[REMINDER]")]
     assert len(held) == 1 and bodies().index(held[0]) < bodies().index(first)

@@ -77,7 +77,7 @@ async def test_request_changes_fixes_audits_again_then_approve(
         code, out = await update(address, run.handle.id, "approve", '"fixed and re-audited"')
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_request_changes_approve")
+        await save_history(run.handle, "pipeline_request_changes_approve_fewer_events")
     print(f"request_changes -> fix task file on disk: {to_fix_file * 1000:.0f} ms")
 
     # the first wait at the gate: which blocks, and every command
@@ -182,7 +182,7 @@ async def test_the_round_cap_refuses_request_changes(
         code, out = await update(address, run.handle.id, "approve")
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_round_cap_refused")
+        await save_history(run.handle, "pipeline_round_cap_refused_fewer_events")
     assert refused != 0 and "audit round cap is reached (1 of 1)" in said
     assert "approve, reject, or rerun remain" in said
     assert rerun_refused != 0 and "past the cap of 1" in rerun_said
@@ -200,7 +200,7 @@ async def test_verify_fixes_audits_applied_flags_again(
         client, config, script.decide, worker(config, tmp_path), verify_fixes=True
     ) as run:
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_verify_fixes_clean")
+        await save_history(run.handle, "pipeline_verify_fixes_clean_fewer_events")
     assert result.status == "complete"
     summary = summary_of(result.summary_path)
     assert summary["outcome"] == "success" and summary["flags_applied"] == 1
@@ -225,7 +225,7 @@ async def test_flags_that_survive_the_last_round_go_to_the_gate(
         code, out = await update(address, run.handle.id, "approve")
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_flags_survive")
+        await save_history(run.handle, "pipeline_flags_survive_fewer_events")
     assert status.blocks == [flag] and status.audit_round == 2
     assert len(of_type(config, "security_fix")) == 1  # fixed once, not again
     [message] = [
@@ -254,7 +254,7 @@ async def test_rerun_from_implement_supersedes_and_audits_again(
         code, out = await update(address, run.handle.id, "rerun", json.dumps(rerun))
         assert code == 0, out
         result = await asyncio.wait_for(run.handle.result(), 60)
-        await save_history(run.handle, "pipeline_rerun_implement")
+        await save_history(run.handle, "pipeline_rerun_implement_fewer_events")
     assert refusals["fixes"][0] != 0 and "the fixes stage has not run" in refusals["fixes"][1]
     for stage in ("deploy", "close", "summary"):
         code, said = refusals[stage]
