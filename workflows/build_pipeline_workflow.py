@@ -176,7 +176,7 @@ class BuildPipelineWorkflow:
         state = self._state
         # asked first, so the run settles it once (workflows/versions.py)
         if versions.patched(versions.FEWER_EVENTS):
-            state.upserts, state.check_alone = "waits", True
+            state.upserts, state.local_checks = "waits", True
         if versions.patched(versions.PIPELINE_SETTINGS):
             state.settings = await record_settings()
         else:

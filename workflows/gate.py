@@ -131,7 +131,7 @@ async def _wait_checking(
 
     # a local activity's options, where it runs as one
     local: dict[str, Any] | None = (
-        dict(GATE_LOCAL_CHECK) if state.check_alone and not state.route.host else None
+        dict(GATE_LOCAL_CHECK) if state.local_checks and not state.route.host else None
     )
 
     def check(number: int) -> workflow.ActivityHandle[dict[str, Any]]:
@@ -152,6 +152,7 @@ async def _wait_checking(
             commands=[c for _, c in operator_view.gate_commands(workflow_id, changes)],
             timeout_summary="no decision on the blocks within 7 days",
             check=check,
+            check_alone=local is not None,
         ),
     )
 

@@ -44,8 +44,9 @@ class RunState:
     # hold on (plans: one that never holds writes none)
     upserts: Literal["every", "waits", "held"] = "every"
     shown_stage: str = ""  # the BuildStage value last upserted
-    # the gate's check of its file runs without a timer beside it (fewer-events)
-    check_alone: bool = False
+    # the gate checks its file by a local activity where the dispatcher has no host of its own
+    # (fewer-events)
+    local_checks: bool = False
     # where the current stage runs, and every agent host the run dispatched to (the failure
     # path closes the run's task files on each)
     route: Route = field(default_factory=Route)

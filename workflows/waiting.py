@@ -3,7 +3,7 @@ with reminders, and (at the gate) the checks of the originating task file.
 
 A wait is durable timers in the workflow: the next reminder (DECISION_REMINDERS, times after
 the wait began), the next check of the file, and the wait's own end, whichever comes first (and,
-since the fewer-events patch, none while a check of the file runs: the check returns first). A
+since the fewer-events patch, none while a local check of the file runs: it returns first). A
 worker restart neither loses nor repeats a reminder: its timer fired once, and its notification
 is sent at most once per key. The current details say when the next check and the next reminder
 are due, so the UI shows a wait, not an activity retrying.
@@ -44,6 +44,10 @@ class Wait:
     # The gate's check of its file: starts the n-th check (1, 2...), whose result is the
     # decision found, or when to check again ({"next_check_seconds": ...}).
     check: Check | None = None
+    # A check that is a local activity returns within minutes whatever happens, so no timer
+    # races it; one on a host's queue may wait as long as that host is down, so the wait's
+    # timers run beside it.
+    check_alone: bool = False
 
 
 async def wait(runner: StageRunner, what: Wait) -> dict[str, Any] | None:
@@ -67,10 +71,9 @@ async def wait(runner: StageRunner, what: Wait) -> dict[str, Any] | None:
                     pending, next_check = what.check(checks), None
             reminder = reminders[sent] if sent < len(reminders) else None
             _show(runner, next_check, reminder, sent, len(reminders))
-            if pending is not None and state.check_alone:
-                # A check returns in moments, or waits for a worker of the dispatcher's queue,
-                # which reminders need too; a timer raced with it would cost two events a check.
-                # The deadline is looked at once it returns.
+            if pending is not None and what.check_alone:
+                # a timer raced with it would cost two events a check; the deadline and the
+                # reminders are looked at once it returns
                 await workflow.wait_condition(pending.done)
             else:
                 await _until(what, pending, next_check, reminder, deadline, sent, len(reminders))
