@@ -191,11 +191,7 @@ async def test_a_held_stage_is_announced_from_the_dispatchers_host(
     [held] = held_messages(records["alpha"])
     assert held.startswith("[HELD] demo-build: the implement stage")
     assert held_messages(records["beta"]) == []
-    queues = [
-        e.activity_task_scheduled_event_attributes.task_queue.name
-        for e in (await handle.fetch_history()).events
-        if e.activity_task_scheduled_event_attributes.activity_type.name == "notify_hold"
-    ]
+    queues = [q for t, q in activities_run(await handle.fetch_history()) if t == "notify_hold"]
     assert queues == [f"{alpha.config.task_queue}@alpha"]
 
 

@@ -32,7 +32,7 @@ from harness.worker_process import WorkerProcess, worker_env
 from operator_view import gate_commands, hold_commands
 from tests.helpers.checks import failure_of, wait_for
 from tests.helpers.cli import temporal_cli
-from tests.helpers.histories import save_history
+from tests.helpers.histories import activities_run, save_history
 from tests.servers.synapse import Room
 
 BLOCK = "root login over ssh"
@@ -44,12 +44,7 @@ def reminders(record: Path) -> list[str]:
 
 async def scheduled(handle: WorkflowHandle[Any, Any], activity: str) -> int:
     """How many times the run scheduled `activity`, from its history."""
-    return sum(
-        1
-        for e in (await handle.fetch_history()).events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
-    )
+    return [t for t, _ in activities_run(await handle.fetch_history())].count(activity)
 
 
 async def test_gate_reminders_in_order_then_a_decision_stops_the_rest(

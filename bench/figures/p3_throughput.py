@@ -93,7 +93,6 @@ async def measure(ctx: Context) -> list[Figure]:
             "identically for both sides"
         ],
     )
-    figure.extra["history_events_per_pipeline"] = {s: h[0] for s, h in histories.items()}
     figure.extra["cpu_ms_per_pipeline"] = {
         side: {k: statistics.median(v) for k, v in by.items()} for side, by in cpu.items()
     }
